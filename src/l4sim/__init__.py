@@ -1,0 +1,33 @@
+"""l4sim: an executable L4-style microkernel in Python, built around Fiasco's synchronous IPC.
+
+Everything of the public API (SPEC S22) is importable from here.
+"""
+
+from .kernel import (
+    CapRights,
+    Event,
+    Fpage,
+    IpcError,
+    IpcGate,
+    IpcResult,
+    Kernel,
+    KernelInvariantError,
+    Label,
+    MapItem,
+    MsgTag,
+    Rights,
+    RunResult,
+    StringItem,
+    Task,
+    Thread,
+    Timeout,
+)
+from .user import UserContext
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CapRights", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Kernel",
+    "KernelInvariantError", "Label", "MapItem", "MsgTag", "Rights", "RunResult", "StringItem",
+    "Task", "Thread", "Timeout", "UserContext", "__version__",
+]

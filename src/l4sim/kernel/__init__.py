@@ -1,0 +1,34 @@
+"""The l4sim kernel: everything that runs in kernel mode.
+
+Design note. A thread is a coroutine chain: its `async def` body is the user stack and
+the kernel functions it awaits are its kernel stack (Fiasco gives every thread its own
+kernel stack; so do we). A system call is a plain `await` on a method of the user
+context `t`; the kernel path runs in the caller's chain and, when it must block, awaits
+`trap.switch(next)`: the only yield to the CPU loop (`Kernel._loop`), the only place
+that calls `coroutine.send()`. When the blocked thread runs again its kernel path goes
+on after that await and re-reads its state word: whoever ended its wait (a partner,
+the timer, a cancel, a deletion) changed the state and left the outcome in the TCB.
+
+Kernel code is atomic between preemption points (`Kernel.preemption_point`): kernel
+exit when something is due, and inside `compute()`. Only there do timers fire, host
+events run, and higher-priority threads take the CPU, so every run is a deterministic
+function of the program and the seed.
+
+Modules: `abi` (values crossing the boundary, bit-exact with Fiasco), `objects`
+(tasks, threads/UTCBs, gates, capabilities), `states` (the IPC state machine as
+data), `sendq` (priority-sorted sender queues), `sched` (per-CPU clock and ready
+queues), `ipc` (the IPC path and its fast path), `kernel` (host API, CPU loop,
+timers, priority inheritance, deletion), `invariants` (S19 checks), `costs` (the
+cycle cost model), `trap` (the switch).
+"""
+
+from .abi import CapRights, Fpage, IpcError, Label, MapItem, MsgTag, Rights, StringItem, Timeout
+from .kernel import Event, Kernel, KernelInvariantError, RunResult
+from .objects import IpcGate, Task, Thread
+from .result import IpcResult
+
+__all__ = [
+    "CapRights", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Kernel",
+    "KernelInvariantError", "Label", "MapItem", "MsgTag", "Rights", "RunResult", "StringItem",
+    "Task", "Thread", "Timeout",
+]

@@ -1,0 +1,109 @@
+"""The kernel invariants of S19 that exist at this stage, checked with `check=True`.
+
+Each violation raises `KernelInvariantError` naming the invariant, never a bare assert.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .objects import IpcGate, Thread
+from .states import DEAD, READY, RECEIVE_WAIT, SEND_WAIT, STATE_NAMES, state_name
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+
+def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = None) -> None:
+    """Verify every invariant. `incoming` is a thread being switched to directly (ready,
+    in no queue); `blocking` is the thread that is switching away (not yet descheduled)."""
+    from .kernel import KernelInvariantError as Bad
+
+    cpu = k.cpus[0]
+    if cpu.now < k._last_check_time:
+        raise Bad("time never goes back", f"{cpu.now} < {k._last_check_time}")
+    k._last_check_time = cpu.now
+
+    queued: dict[Thread, Thread] = {}
+    for owner in k.threads.values():
+        q = owner.sendq
+        if not q:
+            continue
+        for s in q:
+            if s in queued:
+                raise Bad("a sender is in at most one queue", f"{s.name} is in two")
+            queued[s] = owner
+            if s.state != SEND_WAIT or s.partner is not owner:
+                raise Bad("every blocked thread is in exactly the queues its state says",
+                          f"{s.name} ({state_name(s.state)}) in the sender queue of {owner.name}")
+            if s.queued_prio != s.prio:
+                raise Bad("sender queues are sorted by priority",
+                          f"{s.name} queued at {s.queued_prio}, runs at {s.prio}")
+
+    in_ready: set[Thread] = set()
+    for p, rq in enumerate(cpu.queues):
+        if bool(rq) != bool(cpu.bitmap >> p & 1):
+            raise Bad("the ready bitmap matches the ready queues", f"priority {p}")
+        for th in rq:
+            if th in in_ready:
+                raise Bad("a thread is in the ready queue at most once", th.name)
+            in_ready.add(th)
+            if not th.state & READY or th.state & DEAD or th.rq_prio != p or th.prio != p:
+                raise Bad("the ready queues hold ready threads at their priority",
+                          f"{th.name} ({state_name(th.state)}) at {p}, prio {th.prio}")
+
+    for th in k.threads.values():
+        st = th.state
+        if st not in STATE_NAMES:
+            raise Bad("every state word is a declared state", f"{th.name}: {st:#x}")
+        if st == SEND_WAIT:
+            if queued.get(th) is not th.partner or th.partner is None:
+                raise Bad("every blocked thread is in exactly the queues its state says",
+                          f"{th.name} is in send-wait but not queued at its partner")
+        elif th in queued:
+            raise Bad("no queue holds a thread that is not sending", th.name)
+        if st == RECEIVE_WAIT:
+            p = th.partner
+            if p is not None and p is not th and (p.state & DEAD or not p.alive):
+                raise Bad("partners point at live threads", f"{th.name} waits for dead {p.name}")
+        elif st != SEND_WAIT and th.partner is not None:
+            raise Bad("partners point at each other consistently",
+                      f"{th.name} ({state_name(st)}) still has a partner")
+        c = th.reply_caller
+        if c is not None and (c.state != RECEIVE_WAIT or c.partner is not th):
+            raise Bad("a reply capability names a caller waiting for this thread",
+                      f"{th.name} holds the reply of {c.name} ({state_name(c.state)})")
+        if th.timer is not None and (not st & (SEND_WAIT | RECEIVE_WAIT) or th.timer[2] is not th):
+            raise Bad("a timer is armed only for a waiting thread", th.name)
+        if st & DEAD:
+            if th in in_ready or th.sendq or th.reply_caller is not None:
+                raise Bad("no queue holds a dead thread", th.name)
+        if st & READY and not st & DEAD:
+            expected = th is cpu.current or th is incoming or th is blocking
+            if (th in in_ready) == expected:
+                raise Bad("a ready thread is running or in the ready queue (exactly one)",
+                          f"{th.name} ({state_name(st)})")
+        if st & (SEND_WAIT | RECEIVE_WAIT) and th in in_ready:
+            raise Bad("a blocked thread is not in the ready queue", th.name)
+        if k.priority_inheritance:
+            want = max([th.priority]
+                       + ([th.sendq.top_prio()] if th.sendq else [])
+                       + ([c.prio] if c is not None else []))
+            if th.prio != want:
+                raise Bad("priority inheritance: a server runs at its highest client's priority",
+                          f"{th.name} runs at {th.prio}, should be {want}")
+        elif th.prio != th.priority:
+            raise Bad("without inheritance a thread runs at its own priority", th.name)
+
+    for task in k.tasks:
+        for sel, cap in enumerate(task.caps):
+            if cap is None:
+                continue
+            obj = cap.obj
+            if not obj.alive:
+                raise Bad("no capability names a deleted object",
+                          f"{task.name}[{sel}] -> {obj!r}")
+            if isinstance(obj, Thread) and obj.tid not in k.threads:
+                raise Bad("no capability names a deleted object", f"{task.name}[{sel}]")
+            if isinstance(obj, IpcGate) and obj.thread is not None and not obj.thread.alive:
+                raise Bad("a gate is bound to a live thread", repr(obj))

@@ -1,0 +1,405 @@
+"""The IPC path: one operation with a send phase and a receive phase (S5).
+
+Every function here runs in the coroutine chain of the thread that entered the kernel
+(its kernel stack). The three phases of the lecture are visible in `ipc`:
+handshake (find the partner and check its state), transfer (copy the words, remember
+the reply capability) and finish (wake the partner, pick who runs next).
+
+The general path handles every case; `fast_call` and `fast_reply_and_wait` are the
+lecture's "fast path for special cases" (register/UTCB words, partner already waiting,
+same CPU, nothing to time out) and fall back to it for anything else. Tests run the
+same scenarios on both and compare.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
+from .objects import IpcGate, Thread
+from .result import IpcResult
+from .sendq import SenderQueue
+from .states import CANCEL, READY, RECEIVE_WAIT, SEND_WAIT, TIMEOUT
+from .trap import switch
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+OK = IpcError.OK
+ENOT_EXISTENT = IpcError.ENOT_EXISTENT
+SETIMEOUT = IpcError.SETIMEOUT
+RETIMEOUT = IpcError.RETIMEOUT
+SECANCELED = IpcError.SECANCELED
+RECANCELED = IpcError.RECANCELED
+SEMSGCUT = IpcError.SEMSGCUT
+REMSGCUT = IpcError.REMSGCUT
+
+_R = 4  # CapRights.R: needed to invoke an object
+
+EMPTY_OK = IpcResult(OK)
+
+
+def resolve_send(th: Thread, sel: int) -> tuple[Thread, int, IpcGate | None] | None:
+    """Handshake, part 1: the thread a send to selector `sel` reaches, the label it will
+    see, and the gate it goes through. None if the capability is empty, out of range,
+    lacks R, names the wrong kind of object, or its thread is gone."""
+    caps = th.task.caps
+    if not 0 < sel < len(caps):
+        return None
+    cap = caps[sel]
+    if cap is None or not cap.rights & _R:
+        return None
+    obj = cap.obj
+    if type(obj) is Thread:
+        if obj.state & 0x200 or not obj.alive:  # DEAD
+            return None
+        return obj, th.tid, None
+    if type(obj) is IpcGate:
+        dst = obj.thread
+        if dst is None or dst.state & 0x200:
+            return None
+        return dst, obj.label, obj
+    return None
+
+
+def resolve_source(th: Thread, sel: int) -> Thread | None:
+    """The thread a closed receive from selector `sel` accepts, or None."""
+    caps = th.task.caps
+    if not 0 < sel < len(caps):
+        return None
+    cap = caps[sel]
+    if cap is None or not cap.rights & _R or type(cap.obj) is not Thread:
+        return None
+    src = cap.obj
+    return src if src.alive and not src.state & 0x200 else None
+
+
+def tag_fits(tag: int) -> bool:
+    """A tag is well formed if its words and typed items (two words each) fit the MRs."""
+    return (tag & 0x3F) + 2 * ((tag >> 6) & 0x3F) <= MR_COUNT
+
+
+def _result_of_wait(k: Kernel, th: Thread) -> IpcResult:
+    """Finish: after a blocked thread runs again, its state word says how its wait ended."""
+    st = th.state
+    if st != READY:  # cancel or timeout bit set by whoever woke us
+        k.set_state(th, READY)
+    err = th.wake_error
+    if err:
+        th.wake_error = 0
+        if err == REMSGCUT:
+            return IpcResult(err, th.in_label, th.in_tag, th.in_words)
+        return IpcResult(err)
+    return IpcResult(OK, th.in_label, th.in_tag, th.in_words)
+
+
+def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bool) -> IpcError:
+    """Transfer: copy the untyped words into the receiver's MRs; set its reply capability.
+
+    Typed items need a receive window, which the receiver cannot offer before the memory
+    part (S9) exists: a message with items is cut on both sides, its words delivered.
+    """
+    n = tag & 0x3F
+    if n:
+        w = snd.mr[:n]
+        rcv.mr[:n] = w
+        rcv.in_words = w
+    else:
+        rcv.in_words = None
+    rcv.in_tag = tag
+    rcv.in_label = label
+    k.costs_transfer(snd.cpu, n)
+    if (tag >> 6) & 0x3F:
+        rcv.wake_error = REMSGCUT
+        k.record(snd, "transfer", f"to {rcv.name}: {n} words, items cut")
+        return SEMSGCUT
+    rcv.wake_error = 0
+    if call:
+        rcv.reply_caller = snd
+    k.record(snd, "transfer", f"to {rcv.name}: {n} words")
+    return OK
+
+
+def _wake_receiver(k: Kernel, rcv: Thread) -> None:
+    """The receiver's wait is over: it becomes ready (the caller decides where it runs)."""
+    if rcv.timer is not None:
+        k.cancel_timer(rcv)
+    rcv.partner = None
+    k.set_state(rcv, READY)
+
+
+async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
+              snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER) -> IpcResult:
+    """The general IPC operation: the send phase (if op has SEND), then, if it succeeded,
+    the receive phase (if op has RECEIVE; open if OPEN_WAIT, else closed on `sel`)."""
+    await k.enter(th)
+    woken: Thread | None = None  # the partner this operation made ready, not yet queued
+    src: Thread | None = None
+    if op & IpcOp.SEND:
+        if not tag_fits(tag):
+            return await k.leave(th, IpcResult(SEMSGCUT))
+        call = bool(op & IpcOp.RECEIVE) and not op & IpcOp.OPEN_WAIT
+        if op & IpcOp.REPLY:
+            # The one-shot reply capability: consumed by this reply, even a failed one.
+            dst = th.reply_caller
+            th.reply_caller = None
+            if th.prio != th.priority:
+                k.update_prio(th)
+            if dst is None or dst.state != RECEIVE_WAIT or dst.partner is not th:
+                return await k.leave(th, IpcResult(ENOT_EXISTENT))
+            label, gate, call = th.tid, None, False
+        else:
+            target = resolve_send(th, sel)
+            if target is None:
+                return await k.leave(th, IpcResult(ENOT_EXISTENT))
+            dst, label, gate = target
+        if call:
+            src = dst
+        # Handshake: a receiver in exactly receive-wait that accepts us.
+        if dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
+            err = _deliver(k, th, dst, label, tag, call)
+            _wake_receiver(k, dst)
+            woken = dst
+            if call and err == OK and th.prio > dst.prio:
+                k.update_prio(dst)
+            if err:
+                k.make_ready(dst)
+                return await k.leave(th, IpcResult(err))
+        else:
+            # The receiver is not ready: enqueue and block, unless we may not wait.
+            deadline = k.deadline_of(snd_to, th)
+            if deadline is not None and deadline <= th.cpu.now:
+                return await k.leave(th, IpcResult(SETIMEOUT))
+            q = dst.sendq
+            if q is None:
+                q = dst.sendq = SenderQueue()
+            q.enqueue(th, th.prio)
+            th.partner = dst
+            th.snd_label = label
+            th.snd_tag = tag
+            th.snd_gate = gate
+            th.snd_call = call
+            th.rcv_timeout = rcv_to
+            k.set_state(th, SEND_WAIT)
+            if deadline is not None:
+                k.arm_timer(th, deadline)
+            if th.prio > dst.prio:
+                k.update_prio(dst)
+            await k.block(th, None)
+            th.snd_call = False
+            if call or th.wake_error or th.state != READY:
+                return await k.leave(th, _result_of_wait(k, th))
+            if not op & IpcOp.RECEIVE:
+                return await k.leave(th, EMPTY_OK)
+            # A send-and-open-wait whose send was taken: go on to the receive phase.
+            woken = None
+
+    if not op & IpcOp.RECEIVE:
+        if woken is not None:
+            k.wake_nonblocking(th, woken)
+        return await k.leave(th, EMPTY_OK)
+
+    # Receive phase.
+    if not op & IpcOp.SEND:
+        if op & IpcOp.OPEN_WAIT:
+            src = None
+        else:
+            src = resolve_source(th, sel)
+            if src is None:
+                return await k.leave(th, IpcResult(ENOT_EXISTENT))
+    elif op & IpcOp.OPEN_WAIT:
+        src = None
+    q = th.sendq
+    if woken is None and q:
+        # Sender arrived first: take the first queued sender that this receive accepts.
+        if src is None:
+            snd = q.first()
+        elif src.state == SEND_WAIT and src.partner is th:
+            snd = src
+        else:
+            snd = None
+        if snd is not None:
+            return await k.leave(th, take_queued_sender(k, th, snd))
+    # Receiver arrives first (or a call's send is done): prepare to receive and block.
+    deadline = k.deadline_of(rcv_to, th)
+    if deadline is not None and deadline <= th.cpu.now:
+        if woken is not None:
+            k.wake_nonblocking(th, woken)
+        return await k.leave(th, IpcResult(RETIMEOUT))
+    th.partner = src
+    th.in_words = None
+    th.in_tag = th.in_label = 0
+    k.set_state(th, RECEIVE_WAIT)
+    if deadline is not None:
+        k.arm_timer(th, deadline)
+    await k.block(th, woken)
+    return await k.leave(th, _result_of_wait(k, th))
+
+
+def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
+    """Symmetric algorithm, case 2: the receiver dequeues the sender, transfers and wakes it.
+
+    A call's sender switches atomically to waiting for our reply and stays blocked."""
+    q = th.sendq
+    assert q is not None
+    q.remove(snd)
+    if snd.timer is not None:
+        k.cancel_timer(snd)
+    call = snd.snd_call
+    err = _deliver(k, snd, th, snd.snd_label, snd.snd_tag, call)
+    result = IpcResult(OK, th.in_label, th.in_tag, th.in_words)
+    if err:
+        th.wake_error = 0
+        result = IpcResult(REMSGCUT, th.in_label, th.in_tag, th.in_words)
+        snd.wake_error = err
+        call = False
+    snd.snd_label = snd.snd_tag = 0
+    snd.snd_gate = None
+    if call:
+        snd.partner = th
+        snd.in_words = None
+        snd.in_tag = snd.in_label = 0
+        k.set_state(snd, RECEIVE_WAIT)
+        deadline = k.deadline_of(snd.rcv_timeout, snd)
+        snd.rcv_timeout = None
+        if deadline is not None:
+            k.arm_timer(snd, deadline)  # an expired one fires at the next preemption point
+    else:
+        snd.partner = None
+        k.set_state(snd, READY)
+        k.make_ready(snd)
+    if th.prio != th.priority or snd.prio > th.prio:
+        k.update_prio(th)
+    return result
+
+
+async def fast_call(k: Kernel, th: Thread, sel: int, tag: int) -> IpcResult:
+    """Fast path of `call`: words only, receiver already waiting for us, same CPU,
+    infinite timeouts, no higher-priority thread ready. Anything else: the general path."""
+    caps = th.task.caps
+    if 0 < sel < len(caps):
+        cap = caps[sel]
+        if cap is not None and cap.rights & 4:
+            dst: Thread | None
+            obj = cap.obj
+            if type(obj) is Thread:
+                dst, label = obj, th.tid
+            elif type(obj) is IpcGate:
+                dst, label = obj.thread, obj.label
+            else:
+                dst = None
+            cpu = th.cpu
+            if (dst is not None and dst.state == RECEIVE_WAIT and not tag & 0xFC0
+                    and dst.timer is None
+                    and (dst.partner is None or dst.partner is th) and dst.cpu is cpu
+                    and not cpu.bitmap >> (dst.prio + 1) and k.entries < k.entry_limit):
+                k.entries += 1
+                n = tag & 0x3F
+                if n:
+                    w = th.mr[:n]
+                    dst.mr[:n] = w
+                    dst.in_words = w
+                    cpu.now += k.ipc_costs[n]
+                else:
+                    dst.in_words = None
+                    cpu.now += k.ipc_costs[0]
+                dst.in_tag = tag
+                dst.in_label = label
+                dst.reply_caller = th
+                dst.partner = None
+                dst.state = READY
+                th.partner = dst
+                th.in_words = None
+                th.state = RECEIVE_WAIT
+                if th.prio > dst.prio:
+                    k.update_prio(dst)
+                await switch(dst)
+                if th.state == READY and not th.wake_error:
+                    return IpcResult(OK, th.in_label, th.in_tag, th.in_words)
+                return await k.leave(th, _result_of_wait(k, th))
+    return await ipc(k, th, IpcOp.CALL, sel, tag, NEVER, NEVER)
+
+
+async def fast_reply_and_wait(k: Kernel, th: Thread, tag: int) -> IpcResult:
+    """Fast path of `reply_and_wait`: words only, the caller waits for our reply, no
+    sender queued at us, same CPU, no higher-priority thread ready."""
+    c = th.reply_caller
+    cpu = th.cpu
+    if (c is not None and c.state == RECEIVE_WAIT and c.partner is th and not tag & 0xFC0
+            and c.timer is None and c.cpu is cpu and not th.sendq
+            and not cpu.bitmap >> (c.prio + 1) and k.entries < k.entry_limit):
+        k.entries += 1
+        th.reply_caller = None
+        n = tag & 0x3F
+        if n:
+            w = th.mr[:n]
+            c.mr[:n] = w
+            c.in_words = w
+            cpu.now += k.ipc_costs[n]
+        else:
+            c.in_words = None
+            cpu.now += k.ipc_costs[0]
+        c.in_tag = tag
+        c.in_label = th.tid
+        c.partner = None
+        c.state = READY
+        th.partner = None
+        th.state = RECEIVE_WAIT
+        if th.prio != th.priority:
+            k.update_prio(th)
+        await switch(c)
+        if th.state == READY and not th.wake_error:
+            return IpcResult(OK, th.in_label, th.in_tag, th.in_words)
+        return await k.leave(th, _result_of_wait(k, th))
+    return await ipc(k, th, IpcOp.REPLY_AND_WAIT, 0, tag, Timeout.zero(), NEVER)
+
+
+def cancel_ipc(k: Kernel, victim: Thread) -> bool:
+    """ex_regs(cancel): end `victim`'s wait before rendezvous. False if it was not waiting."""
+    st = victim.state
+    if st == SEND_WAIT:
+        err = SECANCELED
+    elif st == RECEIVE_WAIT:
+        err = RECANCELED
+    else:
+        return False
+    end_wait(k, victim, err, READY | CANCEL)
+    return True
+
+
+def expire(k: Kernel, victim: Thread) -> None:
+    """A timeout expired: SETIMEOUT in the send phase, RETIMEOUT in the receive phase."""
+    err = SETIMEOUT if victim.state == SEND_WAIT else RETIMEOUT
+    victim.timer = None
+    end_wait(k, victim, err, READY | TIMEOUT)
+
+
+def leave_queues(k: Kernel, victim: Thread) -> Thread | None:
+    """Take a waiting thread out of the sender queue it sits in, drop the reply capability
+    that names it, and disarm its timer. Returns the partner whose priority may drop."""
+    partner = victim.partner
+    if victim.state == SEND_WAIT:
+        assert partner is not None and partner.sendq is not None
+        partner.sendq.remove(victim)
+        victim.snd_gate = None
+        victim.snd_call = False
+        victim.rcv_timeout = None
+    elif partner is not None and partner.reply_caller is victim:
+        partner.reply_caller = None
+    else:
+        partner = None
+    if victim.timer is not None:
+        k.cancel_timer(victim)
+    victim.partner = None
+    return partner
+
+
+def end_wait(k: Kernel, victim: Thread, err: IpcError, new_state: int) -> None:
+    """End a wait abnormally: leave every queue, record the error for the victim to
+    report when it runs again, make it ready."""
+    partner = leave_queues(k, victim)
+    victim.wake_error = err
+    k.set_state(victim, new_state)
+    k.make_ready(victim)
+    if partner is not None and partner.prio != partner.priority:
+        k.update_prio(partner)

@@ -1,0 +1,592 @@
+"""The kernel object: boot configuration (host API), the CPU loop, timers and scheduling.
+
+`Kernel.run` drives the CPU loop: the only place that calls `coroutine.send()`. Policy
+(who runs next) lives in `_pick`, `block`, `preemption_point` and `update_prio`;
+the IPC semantics live in `ipc.py`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from . import states
+from .abi import NEVER, IpcError, Timeout
+from .costs import CostProfile
+from .costs import profile as get_profile
+from .ipc import ENOT_EXISTENT, SECANCELED, end_wait, leave_queues
+from .objects import Body, IpcGate, KernelObject, Task, Thread
+from .result import IpcResult
+from .sched import INFINITY, Cpu
+from .states import CANCEL, DEAD, READY, RECEIVE_WAIT, SEND_WAIT, state_name
+from .trap import switch
+
+_STOP = object()  # timer-heap marker: the end of a run(until=...)
+
+
+class KernelInvariantError(RuntimeError):
+    """A kernel invariant (S19) does not hold: a bug in l4sim, never a user error."""
+
+    def __init__(self, invariant: str, detail: str) -> None:
+        super().__init__(f"kernel invariant violated: {invariant}: {detail}")
+        self.invariant = invariant
+
+
+class ThreadDeleted(BaseException):
+    """Raised inside the chain of a thread that deleted itself, to unwind it."""
+
+
+class Event(NamedTuple):
+    """One entry of the event record: simulated time, CPU, thread name, event, detail."""
+
+    time: int
+    cpu: int
+    thread: str
+    event: str
+    detail: str
+
+
+class RunResult:
+    """How `Kernel.run` ended: `reason` is "done", "deadlock", "until" or "steps"."""
+
+    __slots__ = ("reason", "now", "blocked", "died", "steps")
+
+    def __init__(self, reason: str, now: int, blocked: list[Thread],
+                 died: list[tuple[Thread, str]], steps: int) -> None:
+        self.reason = reason
+        self.now = now
+        self.blocked = blocked
+        self.died = died
+        self.steps = steps
+
+    def __repr__(self) -> str:
+        blocked = ", ".join(f"{t.name}({t.state_name})" for t in self.blocked)
+        died = ", ".join(f"{t.name}: {why}" for t, why in self.died)
+        return (f"RunResult({self.reason!r}, now={self.now}, blocked=[{blocked}], "
+                f"died=[{died}])")
+
+
+class Kernel:
+    """An emulated L4 kernel. Build the system on it (tasks, threads, gates, capabilities),
+    then `run()` it. See S2 for the options."""
+
+    def __init__(self, cpus: int = 1, memory: int = 64 << 20,
+                 profile: str | CostProfile = "core2-sysenter", copy: str = "window",
+                 transfer: str = "symmetric", seed: int = 0, check: bool = False,
+                 trace: bool = False, priority_inheritance: bool = True,
+                 timeslice: int | None = None, frequency_mhz: int = 2663,
+                 fastpath: bool = True) -> None:
+        if cpus != 1:
+            raise ValueError("l4sim runs one CPU until the multiprocessor part (S16) lands")
+        if copy not in ("window", "kernel-buffer"):
+            raise ValueError(f"copy must be 'window' or 'kernel-buffer', got {copy!r}")
+        if transfer not in ("symmetric", "sender-driven"):
+            raise ValueError(f"transfer must be 'symmetric' or 'sender-driven', got {transfer!r}")
+        if not isinstance(frequency_mhz, int) or frequency_mhz <= 0:
+            raise ValueError(f"frequency_mhz must be a positive int, got {frequency_mhz!r}")
+        if memory <= 0 or memory % 4096:
+            raise ValueError(f"memory must be a positive multiple of 4 KiB, got {memory}")
+        self.mhz = frequency_mhz
+        self.memory = memory
+        self.copy = copy
+        self.transfer = transfer
+        self.seed = seed
+        self.check = check
+        self.trace = trace
+        self.priority_inheritance = priority_inheritance
+        self.timeslice = timeslice if timeslice is not None else 10_000 * frequency_mhz  # 10 ms
+        if self.timeslice <= 0:
+            raise ValueError("timeslice must be positive")
+        self.costs = get_profile(profile)
+        self.ipc_costs = [self.costs.ipc_cost(n) for n in range(64)]
+        # The fast path sets state words directly; checked or traced runs take the general path.
+        self.fastpath = fastpath and not check and not trace
+        self.cpus = [Cpu(i) for i in range(cpus)]
+        self.tasks: list[Task] = []
+        self.threads: dict[int, Thread] = {}
+        self.gates: list[IpcGate] = []
+        self.events: list[Event] = []
+        self.died: list[tuple[Thread, str]] = []
+        self.entries = 0                       # kernel entries so far
+        self.entry_limit: int | float = INFINITY
+        self._next_tid = 1
+        self._next_task = 1
+        self._seq = 0
+        self._stop: str | None = None
+        self._running = False
+        self._last_check_time = 0
+
+    # --- host API: building the system ------------------------------------------------
+
+    @property
+    def now(self) -> int:
+        """Simulated time in cycles."""
+        return self.cpus[0].now
+
+    def new_task(self, name: str | None = None) -> Task:
+        task = Task(self, name or f"task{self._next_task}", self._next_task)
+        self._next_task += 1
+        self.tasks.append(task)
+        self.after_host_op()
+        return task
+
+    def new_thread(self, task: Task, body: Body, args: tuple[Any, ...], *, name: str | None,
+                   priority: int, cpu: int, pager: Thread | None,
+                   exc_handler: Thread | None) -> Thread:
+        from ..user.context import UserContext
+
+        if not task.alive:
+            raise ValueError(f"{task!r} has been deleted")
+        if not inspect.iscoroutinefunction(body):
+            raise TypeError(f"a thread body must be an 'async def' function, got {body!r}")
+        if not isinstance(priority, int) or not 0 <= priority <= 255:
+            raise ValueError(f"priority must be an int in 0..255, got {priority!r}")
+        if not isinstance(cpu, int) or not 0 <= cpu < len(self.cpus):
+            raise ValueError(f"cpu must be in 0..{len(self.cpus) - 1}, got {cpu!r}")
+        for role, other in (("pager", pager), ("exc_handler", exc_handler)):
+            if other is not None and not isinstance(other, Thread):
+                raise TypeError(f"{role} must be a Thread or None, got {type(other).__name__}")
+        tid = self._next_tid
+        self._next_tid += 1
+        th = Thread(self, task, tid, name or f"thread{tid}", body, args, priority, self.cpus[cpu])
+        th.pager = pager
+        th.exc_handler = exc_handler
+        task.threads.append(th)
+        self.threads[tid] = th
+        th.self_sel = task.add_cap(th)
+        if pager is not None:
+            th.pager_sel = task.add_cap(pager)
+        th.user = UserContext(self, th)
+        th.coro = body(th.user, *args)
+        self.set_state(th, READY)
+        th.cpu.enqueue_back(th)
+        self.after_host_op()
+        return th
+
+    def new_gate(self, thread: Thread, label: int = 0, name: str | None = None) -> IpcGate:
+        """An IPC gate bound to `thread`; senders through it are seen with `label`."""
+        if not isinstance(thread, Thread):
+            raise TypeError(f"a gate is bound to a Thread, got {type(thread).__name__}")
+        if thread.state & DEAD:
+            raise ValueError(f"{thread!r} is dead")
+        if not isinstance(label, int) or not -(1 << 47) <= label < (1 << 47):
+            raise ValueError(f"a gate label is a 48-bit signed int, got {label!r}")
+        gate = IpcGate(self, thread, label, name or f"gate{len(self.gates) + 1}")
+        self.gates.append(gate)
+        return gate
+
+    def at(self, cycles: int, callback: Callable[[], Any]) -> None:
+        """Run `callback()` (host code) at simulated time `cycles`, at the first preemption
+        point at or after it."""
+        if not isinstance(cycles, int) or cycles < 0:
+            raise ValueError(f"a time is a non-negative int of cycles, got {cycles!r}")
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        self._push_event(self.cpus[0], [cycles, self._next_seq(), None, callback])
+
+    def delete(self, obj: KernelObject) -> None:
+        """Delete a thread, task or gate from host code (as a task holding D would)."""
+        if not isinstance(obj, KernelObject):
+            raise TypeError(f"delete needs a kernel object, got {type(obj).__name__}")
+        if not obj.alive:
+            raise ValueError(f"{obj!r} has already been deleted")
+        self.delete_object(obj)
+
+    def cancel(self, thread: Thread) -> None:
+        """ex_regs(cancel) from host code."""
+        from .ipc import cancel_ipc
+
+        cancel_ipc(self, thread)
+
+    def code_location(self, ip: int) -> str:
+        return f"ip {ip:#x}"
+
+    # --- running ----------------------------------------------------------------------
+
+    def run(self, until: int | None = None, max_steps: int | None = None) -> RunResult:
+        """Run until no thread can run again, simulated time `until`, or `max_steps`
+        more kernel entries. Can be called again to go on."""
+        if self._running:
+            raise RuntimeError("Kernel.run() is not reentrant")
+        cpu = self.cpus[0]
+        if until is not None and (not isinstance(until, int) or until < 0):
+            raise ValueError(f"until must be a non-negative int of cycles, got {until!r}")
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
+            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        self._stop = None
+        stop_entry = None
+        if until is not None:
+            if until <= cpu.now:
+                return self._result("until")
+            stop_entry = [until, self._next_seq(), None, _STOP]
+            self._push_event(cpu, stop_entry)
+        self.entry_limit = self.entries + max_steps if max_steps is not None else INFINITY
+        self._running = True
+        try:
+            self._loop(cpu)
+        finally:
+            self._running = False
+            self.entry_limit = INFINITY
+            if stop_entry is not None:
+                stop_entry[3] = None
+        if self._stop == "until":
+            cpu.now = until  # type: ignore[assignment]
+        reason = self._stop or self._end_reason()
+        return self._result(reason)
+
+    def _result(self, reason: str) -> RunResult:
+        blocked = [t for t in self.threads.values() if t.state & (SEND_WAIT | RECEIVE_WAIT)]
+        return RunResult(reason, self.now, blocked, list(self.died), self.entries)
+
+    def _end_reason(self) -> str:
+        """Nothing can run: a deadlock if someone waits for a partner that is not idle."""
+        for t in self.threads.values():
+            if t.state == SEND_WAIT:
+                return "deadlock"
+            if t.state == RECEIVE_WAIT and t.partner is not None and t.partner is not t:
+                return "deadlock"  # a call's reply wait or a closed receive from a thread
+        return "done"
+
+    def _loop(self, cpu: Cpu) -> None:
+        """The CPU loop: resume the current thread's chain until it switches, then pick."""
+        costs = self.costs
+        thread_switch, space_switch = costs.thread_switch, costs.space_switch
+        check, trace = self.check, self.trace
+        th = self._pick(cpu)
+        while th is not None:
+            cpu.current = th
+            slice_end = cpu.now + th.slice_left
+            cpu.slice_end = slice_end
+            ne = cpu.next_event
+            cpu.deadline = slice_end if slice_end < ne else ne
+            try:
+                nxt = th.coro.send(None)  # type: ignore[union-attr]
+            except StopIteration as stop:
+                self._thread_ended(th, stop.value, None)
+                nxt = None
+            except ThreadDeleted:
+                nxt = None
+            except KernelInvariantError:
+                raise
+            except Exception as exc:  # a user thread's exception: that thread dies, not the run
+                self._thread_ended(th, None, exc)
+                nxt = None
+            th.slice_left = cpu.slice_end - cpu.now
+            cpu.current = None
+            if cpu.now >= cpu.next_event or self._stop is not None:
+                self._process_events(cpu)
+                if nxt is not None and (self._stop is not None or cpu.bitmap >> (nxt.prio + 1)):
+                    self.make_ready(nxt)
+                    nxt = None
+            if nxt is None:
+                nxt = self._pick(cpu)
+                if nxt is None:
+                    break
+            if nxt is not th:
+                cpu.now += thread_switch if nxt.task is th.task else thread_switch + space_switch
+                if trace:
+                    self.record(nxt, "switch", f"from {th.name}")
+            if check:
+                self.check_invariants(incoming=nxt)
+            th = nxt
+
+    def _pick(self, cpu: Cpu) -> Thread | None:
+        """Scheduler: the highest-priority ready thread; when none, idle to the next event."""
+        while True:
+            if cpu.now >= cpu.next_event:
+                self._process_events(cpu)
+            if self._stop is not None:
+                return None
+            th = cpu.pop_highest()
+            if th is not None:
+                return th
+            if cpu.next_event == INFINITY:
+                return None
+            cpu.now = int(cpu.next_event)  # idle until the next timer or host event
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _push_event(self, cpu: Cpu, entry: list[Any]) -> None:
+        heapq.heappush(cpu.timers, entry)
+        if entry[0] < cpu.next_event:
+            cpu.next_event = entry[0]
+            if entry[0] < cpu.deadline:
+                cpu.deadline = entry[0]
+
+    def _process_events(self, cpu: Cpu) -> None:
+        """Fire every timer and host event due by now (timer interrupt)."""
+        from .ipc import expire
+
+        heap = cpu.timers
+        while heap and heap[0][0] <= cpu.now:
+            entry = heapq.heappop(heap)
+            th, callback = entry[2], entry[3]
+            if th is not None:
+                self.record(th, "timeout", f"at {entry[0]}")
+                expire(self, th)
+            elif callback is _STOP:
+                self._stop = "until"
+            elif callback is not None:
+                callback()
+        while heap and heap[0][2] is None and heap[0][3] is None:
+            heapq.heappop(heap)
+        cpu.next_event = heap[0][0] if heap else INFINITY
+        cpu.deadline = min(cpu.slice_end, cpu.next_event)
+        if self.entries >= self.entry_limit and self._stop is None:
+            self._stop = "steps"
+
+    # --- kernel entry and exit ----------------------------------------------------------
+
+    async def enter(self, th: Thread, cost: int = 0) -> None:
+        """Kernel entry: count it, charge it; stop first if the step limit is reached."""
+        while self.entries >= self.entry_limit:
+            if self._stop is None:
+                self._stop = "steps"
+            th.cpu.enqueue_front(th)
+            await switch(None)
+        self.entries += 1
+        th.cpu.now += cost or self.ipc_costs[0]
+
+    async def leave(self, th: Thread, result: IpcResult) -> IpcResult:
+        """Kernel exit: check the invariants; a preemption point if something is due."""
+        if self.check:
+            self.check_invariants()
+        cpu = th.cpu
+        if cpu.now >= cpu.deadline or cpu.bitmap >> (th.prio + 1):
+            await self.preemption_point(th)
+        return result
+
+    async def preemption_point(self, th: Thread) -> None:
+        """Timer interrupt and rescheduling: fire due events, then give the CPU to a
+        higher-priority thread (we stay at the front of our priority) or, at the end of
+        our timeslice, to the next one of our priority (we go to the back)."""
+        cpu = th.cpu
+        while True:
+            if cpu.now >= cpu.next_event:
+                self._process_events(cpu)
+            if th.state & DEAD:
+                raise ThreadDeleted
+            if self._stop is not None or cpu.bitmap >> (th.prio + 1):
+                cpu.enqueue_front(th)
+                await switch(None)
+                continue
+            if cpu.now >= cpu.slice_end:
+                cpu.slice_end = cpu.now + self.timeslice
+                cpu.deadline = min(cpu.slice_end, cpu.next_event)
+                if cpu.bitmap >> th.prio:
+                    self.record(th, "timeslice", "expired")
+                    cpu.enqueue_back(th)
+                    await switch(None)
+                    continue
+            return
+
+    async def compute(self, th: Thread, cycles: int) -> None:
+        """User computation of `cycles`, preemptible at any simulated time inside."""
+        cpu = th.cpu
+        while True:
+            room = cpu.deadline - cpu.now
+            if cycles < room:
+                cpu.now += cycles
+                return
+            step = int(room) if room > 0 else 0
+            cpu.now += step
+            cycles -= step
+            await self.preemption_point(th)
+            if cycles == 0:
+                return
+
+    async def block(self, th: Thread, woken: Thread | None) -> None:
+        """`th` has blocked in IPC: switch directly to the partner it woke unless a ready
+        thread has a strictly higher priority (S7); otherwise let the scheduler pick."""
+        cpu = th.cpu
+        nxt = None
+        if woken is not None:
+            if woken.cpu is cpu and not cpu.bitmap >> (woken.prio + 1):
+                nxt = woken
+            else:
+                self.make_ready(woken)
+        if self.check:
+            self.check_invariants(incoming=nxt, blocking=th)
+        await switch(nxt)
+
+    def make_ready(self, th: Thread) -> None:
+        """Put a thread that became ready at the back of its priority."""
+        if th.rq_prio < 0 and th.cpu.current is not th:
+            th.cpu.enqueue_back(th)
+
+    def wake_nonblocking(self, th: Thread, woken: Thread) -> None:
+        """The current thread goes on; the woken partner queues (a strictly higher one
+        preempts at the kernel exit)."""
+        self.make_ready(woken)
+
+    # --- state, timers, priorities -----------------------------------------------------
+
+    def set_state(self, th: Thread, new: int) -> None:
+        """The one function through which a state word changes (S15)."""
+        old = th.state
+        if self.check:
+            if (old, new) not in states.ALLOWED:
+                raise KernelInvariantError(
+                    "declared transitions",
+                    f"{th.name}: {state_name(old)} -> {state_name(new)} is not declared")
+            cov = states.coverage
+            if cov is not None:
+                cov.add((old, new))
+        th.state = new
+        if self.trace:
+            self.events.append(Event(th.cpu.now, th.cpu.index, th.name, "state", state_name(new)))
+
+    def record(self, th: Thread, event: str, detail: str = "") -> None:
+        if self.trace:
+            self.events.append(Event(th.cpu.now, th.cpu.index, th.name, event, detail))
+
+    def deadline_of(self, timeout: Timeout, th: Thread) -> int | None:
+        if timeout is NEVER:
+            return None
+        return timeout.deadline(th.cpu.now, self.mhz)
+
+    def arm_timer(self, th: Thread, deadline: int) -> None:
+        entry = [deadline, self._next_seq(), th, None]
+        th.timer = entry
+        self._push_event(th.cpu, entry)
+
+    def cancel_timer(self, th: Thread) -> None:
+        entry = th.timer
+        if entry is not None:
+            entry[2] = None
+            th.timer = None
+
+    def costs_transfer(self, cpu: Cpu, words: int) -> None:
+        cpu.now += self.ipc_costs[words] - self.ipc_costs[0]
+
+    def update_prio(self, th: Thread) -> None:
+        """Priority inheritance: a thread runs at the highest priority of itself, the
+        senders queued at it (it is needed to reach them) and the caller whose reply it
+        holds (it works for it); the change passes along call chains, stopping at a cycle."""
+        seen: set[Thread] = set()
+        t: Thread | None = th
+        while t is not None and t not in seen:
+            seen.add(t)
+            new = t.priority
+            if self.priority_inheritance:
+                q = t.sendq
+                if q:
+                    top = q.top_prio()
+                    if top > new:
+                        new = top
+                c = t.reply_caller
+                if c is not None and c.prio > new and c.state == RECEIVE_WAIT and c.partner is t:
+                    new = c.prio
+            if new == t.prio:
+                return
+            t.prio = new
+            if t.rq_prio >= 0:
+                t.cpu.dequeue(t)
+                t.cpu.enqueue_back(t)
+            if t.state == SEND_WAIT:
+                p = t.partner
+                assert p is not None and p.sendq is not None
+                p.sendq.remove(t)
+                p.sendq.enqueue(t, new)
+                t = p
+            elif t.state == RECEIVE_WAIT and t.partner is not None and t.partner.reply_caller is t:
+                t = t.partner
+            else:
+                return
+
+    # --- deletion and the end of threads --------------------------------------------------
+
+    def after_host_op(self) -> None:
+        if self.check and not self._running:
+            self.check_invariants()
+
+    def _thread_ended(self, th: Thread, value: Any, exc: BaseException | None) -> None:
+        if exc is None:
+            th.result = value
+            th.returned = True
+            self._end_thread(th, None)
+        else:
+            self._end_thread(th, f"{type(exc).__name__}: {exc}")
+
+    def _end_thread(self, th: Thread, reason: str | None) -> None:
+        """A thread ends (returned, died or deleted): leave every queue, tell every partner."""
+        if th.state & (SEND_WAIT | RECEIVE_WAIT):
+            partner = leave_queues(self, th)
+            if partner is not None and partner.prio != partner.priority:
+                self.update_prio(partner)
+        if th.timer is not None:
+            self.cancel_timer(th)
+        if th.rq_prio >= 0:
+            th.cpu.dequeue(th)
+        q = th.sendq
+        if q:
+            for s in list(q):  # senders queued at a dying receiver end SECANCELED
+                end_wait(self, s, SECANCELED, READY | CANCEL)
+        for other in self.threads.values():
+            if other is not th and other.state == RECEIVE_WAIT and other.partner is th:
+                other.partner = None  # its reply (or closed) partner is gone
+                other.wake_error = ENOT_EXISTENT
+                if other.timer is not None:
+                    self.cancel_timer(other)
+                self.set_state(other, READY)
+                self.make_ready(other)
+            if other.reply_caller is th:
+                other.reply_caller = None
+                if other.prio != other.priority:
+                    self.update_prio(other)
+        th.reply_caller = None
+        th.partner = None
+        for gate in self.gates:
+            if gate.thread is th:
+                gate.thread = None
+        self.set_state(th, DEAD)
+        self.record(th, "end", reason or "returned")
+        th.exit_reason = reason
+        if reason is not None:
+            self.died.append((th, reason))
+
+    def delete_object(self, obj: KernelObject) -> None:
+        """Delete a thread, task or gate: no reference to it is left anywhere (S19)."""
+        if isinstance(obj, Task):
+            # The calling thread (if it is in this task) goes last: it unwinds after.
+            for th in sorted(obj.threads, key=lambda t: t.cpu.current is t):
+                if th.alive:
+                    self.delete_object(th)
+            obj.caps.clear()
+            obj.caps.append(None)
+            self.tasks.remove(obj)
+        elif isinstance(obj, Thread):
+            if not obj.state & DEAD:
+                self._end_thread(obj, "deleted")
+            elif obj.exit_reason is None and not obj.returned:
+                self.died.append((obj, "deleted"))
+            self.threads.pop(obj.tid, None)
+            coro = obj.coro
+            obj.coro = None
+            if coro is not None and obj.cpu.current is not obj:
+                try:
+                    coro.close()
+                except Exception:  # noqa: BLE001 - user code misbehaving while unwinding
+                    pass
+        elif isinstance(obj, IpcGate):
+            for th in list(self.threads.values()):
+                if th.state == SEND_WAIT and th.snd_gate is obj:
+                    end_wait(self, th, ENOT_EXISTENT, READY | CANCEL)
+            obj.thread = None
+            self.gates.remove(obj)
+        obj.alive = False
+        for task in self.tasks:
+            caps = task.caps
+            for i, cap in enumerate(caps):
+                if cap is not None and cap.obj is obj:
+                    caps[i] = None
+
+    def check_invariants(self, incoming: Thread | None = None,
+                         blocking: Thread | None = None) -> None:
+        from .invariants import check
+
+        check(self, incoming, blocking)

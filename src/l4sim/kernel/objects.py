@@ -1,0 +1,199 @@
+"""Kernel objects: tasks, threads (TCBs with UTCBs), IPC gates, and capabilities.
+
+Invariants of a thread (checked by `invariants.check` with check=True):
+- state SEND_WAIT  <=> it is in exactly one sender queue, that of `partner`;
+- state RECEIVE_WAIT => `partner` is None (open), itself (sleep) or the thread it
+  receives from; it is in no sender queue;
+- `timer` is set only while it waits with a finite timeout;
+- a dead thread is in no queue, holds no reply capability, and no capability names it.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .abi import BR_COUNT, MR_COUNT, CapRights
+from .sendq import SenderQueue
+from .states import INACTIVE, state_name
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .sched import Cpu
+
+Body = Callable[..., Coroutine[Any, Any, Any]]
+
+_ZERO_MRS = array("Q", bytes(8 * MR_COUNT))
+_ZERO_BRS = array("Q", bytes(8 * BR_COUNT))
+
+
+class KernelObject:
+    """Anything a capability can name."""
+
+    __slots__ = ("kernel", "alive", "__weakref__")
+
+    kind = "object"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.alive = True
+
+
+class Capability:
+    """One slot of an object space: the object and the rights this holder has to it."""
+
+    __slots__ = ("obj", "rights")
+
+    def __init__(self, obj: KernelObject, rights: int) -> None:
+        self.obj = obj
+        self.rights = rights
+
+    def __repr__(self) -> str:
+        return f"Capability({self.obj!r}, {CapRights(self.rights)!r})"
+
+
+class Utcb:
+    """User thread control block: 63 MRs, 58 BRs, the BDR and the TCRs.
+
+    The MRs are an `array('Q')`: storing a value outside 0..2**64-1 raises in the user
+    code that stores it, so the kernel never masks words and a transfer is one slice copy.
+    """
+
+    __slots__ = ("mr", "br", "bdr", "tcr_error", "tcr_free", "tcr_user")
+
+    def __init__(self) -> None:
+        self.mr = array("Q", _ZERO_MRS)
+        self.br = array("Q", _ZERO_BRS)
+        self.bdr = 0
+        self.tcr_error = 0
+        self.tcr_free = 0
+        self.tcr_user = array("Q", (0, 0, 0))
+
+
+class Task(KernelObject):
+    """An address space and an object space (capability table, selector 0 is invalid)."""
+
+    __slots__ = ("name", "caps", "threads", "id")
+
+    kind = "task"
+
+    def __init__(self, kernel: Kernel, name: str, task_id: int) -> None:
+        super().__init__(kernel)
+        self.name = name
+        self.id = task_id
+        self.caps: list[Capability | None] = [None]
+        self.threads: list[Thread] = []
+
+    def add_cap(self, obj: KernelObject, rights: int = CapRights.ALL) -> int:
+        """Give this task a capability to `obj`; returns its selector (host-level setup)."""
+        if not isinstance(obj, KernelObject):
+            raise TypeError(f"add_cap needs a kernel object, got {type(obj).__name__}")
+        if not obj.alive:
+            raise ValueError(f"{obj!r} has been deleted")
+        if not 0 <= int(rights) <= 0xF:
+            raise ValueError(f"capability rights are 4 bits, got {rights!r}")
+        self.caps.append(Capability(obj, int(rights)))
+        sel = len(self.caps) - 1
+        self.kernel.after_host_op()
+        return sel
+
+    def new_thread(self, body: Body, *args: Any, name: str | None = None, priority: int = 100,
+                   cpu: int = 0, pager: Thread | None = None,
+                   exc_handler: Thread | None = None) -> Thread:
+        """Create a thread running `body(t, *args)` in this task (host-level setup)."""
+        return self.kernel.new_thread(self, body, args, name=name, priority=priority, cpu=cpu,
+                                      pager=pager, exc_handler=exc_handler)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+class IpcGate(KernelObject):
+    """Indirect IPC: a gate bound to a receiver thread with a label its creator chose."""
+
+    __slots__ = ("thread", "label", "name")
+
+    kind = "gate"
+
+    def __init__(self, kernel: Kernel, thread: Thread, label: int, name: str) -> None:
+        super().__init__(kernel)
+        self.thread: Thread | None = thread
+        self.label = label
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<IpcGate {self.name} label={self.label:#x}>"
+
+
+class Thread(KernelObject):
+    """A thread control block. Its kernel stack is the coroutine chain `coro` (S1)."""
+
+    __slots__ = (
+        "task", "tid", "name", "priority", "prio", "cpu", "state", "body", "args", "coro",
+        "utcb", "mr", "user",
+        # IPC
+        "partner",       # SEND_WAIT: the receiver; RECEIVE_WAIT: the source, None = open, self = sleep
+        "sendq",         # senders waiting for this thread
+        "queued_prio",   # priority at which we sit in a sender queue
+        "snd_label", "snd_tag", "snd_gate", "snd_call",  # a queued send, for the receiver to take
+        "rcv_timeout",   # receive timeout of a queued call, armed when its send is taken
+        "in_tag", "in_label", "in_words",               # what the last receive delivered
+        "wake_error",    # set by whoever ended our wait abnormally
+        "reply_caller",  # one-shot reply capability: the caller we owe a reply
+        "timer",         # [deadline, seq, thread] entry of the kernel's timer heap, or None
+        # scheduling
+        "slice_left", "rq_prio",
+        # the end
+        "result", "exit_reason", "returned",
+        "pager", "exc_handler", "self_sel", "pager_sel",
+    )
+
+    kind = "thread"
+
+    def __init__(self, kernel: Kernel, task: Task, tid: int, name: str, body: Body,
+                 args: tuple[Any, ...], priority: int, cpu: Cpu) -> None:
+        super().__init__(kernel)
+        self.task = task
+        self.tid = tid
+        self.name = name
+        self.priority = priority
+        self.prio = priority
+        self.cpu = cpu
+        self.state = INACTIVE
+        self.body = body
+        self.args = args
+        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.utcb = Utcb()
+        self.mr = self.utcb.mr
+        self.user: Any = None
+        self.partner: Thread | None = None
+        self.sendq: SenderQueue[Thread] | None = None
+        self.queued_prio = -1
+        self.snd_label = 0
+        self.snd_tag = 0
+        self.snd_gate: IpcGate | None = None
+        self.snd_call = False
+        self.rcv_timeout: Any = None
+        self.in_tag = 0
+        self.in_label = 0
+        self.in_words: array[int] | None = None
+        self.wake_error = 0
+        self.reply_caller: Thread | None = None
+        self.timer: list[Any] | None = None
+        self.slice_left = kernel.timeslice
+        self.rq_prio = -1
+        self.result: Any = None
+        self.exit_reason: str | None = None
+        self.returned = False
+        self.pager: Thread | None = None
+        self.exc_handler: Thread | None = None
+        self.self_sel = 0
+        self.pager_sel = 0
+
+    @property
+    def state_name(self) -> str:
+        return state_name(self.state)
+
+    def __repr__(self) -> str:
+        return f"<Thread {self.name} tid={self.tid} {state_name(self.state)}>"

@@ -1,0 +1,117 @@
+"""The IPC state machine, declared as data (S15).
+
+A thread's state word is a set of Fiasco's bits (`thread_state.cpp`). The states a
+thread may be in and the transitions between them are listed here, once; every change
+of a state word goes through `Kernel.set_state`, which (with `check=True`) refuses a
+transition not listed here and records each one taken. `l4sim states` prints this
+machine and writes it as Graphviz DOT.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+# Fiasco's bits
+READY: Final = 0x1
+SEND_WAIT: Final = 0x4          # queued in a partner's sender queue
+RECEIVE_WAIT: Final = 0x8       # waiting for a sender (open, closed, reply of a call, sleep)
+RECV_IN_PROGRESS: Final = 0x10  # receiver pulling a message from a queued sender (long IPC)
+IPC_TRANSFER: Final = 0x20      # passively blocked while the partner copies (long IPC)
+TRANSFER_FAILED: Final = 0x40
+CANCEL: Final = 0x80
+TIMEOUT: Final = 0x100
+DEAD: Final = 0x200
+DYING: Final = 0x400
+IN_EXCEPTION: Final = 0x40000
+INACTIVE: Final = 0x0           # created, not yet started
+
+BIT_NAMES: Final = {
+    READY: "ready", SEND_WAIT: "send_wait", RECEIVE_WAIT: "receive_wait",
+    RECV_IN_PROGRESS: "receive_in_progress", IPC_TRANSFER: "ipc_transfer",
+    TRANSFER_FAILED: "transfer_failed", CANCEL: "cancel", TIMEOUT: "timeout",
+    DEAD: "dead", DYING: "dying", IN_EXCEPTION: "in_exception",
+}
+
+# The declared states: name -> state word.
+STATES: Final = {
+    "inactive": INACTIVE,
+    "ready": READY,
+    "send_wait": SEND_WAIT,
+    "receive_wait": RECEIVE_WAIT,
+    "canceled": READY | CANCEL,
+    "timed_out": READY | TIMEOUT,
+    "dead": DEAD,
+}
+STATE_NAMES: Final = {bits: name for name, bits in STATES.items()}
+
+
+class Transition(NamedTuple):
+    old: int
+    new: int
+    why: str
+
+
+# The declared transitions, with the lecture's words for why each happens.
+TRANSITIONS: Final = (
+    Transition(INACTIVE, READY, "thread started"),
+    Transition(INACTIVE, DEAD, "deleted before it ran"),
+    # handshake: partner not ready, block
+    Transition(READY, SEND_WAIT, "sender arrives first: enqueue in the receiver's sender queue and block"),
+    Transition(READY, RECEIVE_WAIT, "receiver arrives first (or a call's send is done): prepare to receive and block"),
+    # rendezvous: the partner completes our phase
+    Transition(SEND_WAIT, READY, "receiver arrives and takes the queued sender's message"),
+    Transition(SEND_WAIT, RECEIVE_WAIT, "receiver takes a call's message: switch atomically to receive"),
+    Transition(RECEIVE_WAIT, READY, "sender arrives and delivers (or the reply's partner is gone)"),
+    # abnormal ends before rendezvous
+    Transition(SEND_WAIT, READY | CANCEL, "send canceled (ex_regs cancel, or the receiver deleted)"),
+    Transition(RECEIVE_WAIT, READY | CANCEL, "receive canceled (ex_regs cancel)"),
+    Transition(SEND_WAIT, READY | TIMEOUT, "send timeout expired"),
+    Transition(RECEIVE_WAIT, READY | TIMEOUT, "receive timeout expired (sleep ends)"),
+    Transition(READY | CANCEL, READY, "canceled thread resumes and reports the cancel"),
+    Transition(READY | TIMEOUT, READY, "timed-out thread resumes and reports the timeout"),
+    # the end
+    Transition(READY, DEAD, "thread returned, died or was deleted"),
+    Transition(SEND_WAIT, DEAD, "deleted while queued as a sender"),
+    Transition(RECEIVE_WAIT, DEAD, "deleted while waiting to receive"),
+    Transition(READY | CANCEL, DEAD, "deleted after a cancel, before it resumed"),
+    Transition(READY | TIMEOUT, DEAD, "deleted after a timeout, before it resumed"),
+)
+
+ALLOWED: Final = frozenset((t.old, t.new) for t in TRANSITIONS)
+WHY: Final = {(t.old, t.new): t.why for t in TRANSITIONS}
+
+# Test-suite hook: when set to a set, every transition taken by any kernel with
+# check=True is added to it, so the suite can list declared transitions it never reached.
+coverage: set[tuple[int, int]] | None = None
+
+
+def state_name(bits: int) -> str:
+    """The declared name of a state word, or its bits spelled out."""
+    name = STATE_NAMES.get(bits)
+    if name is not None:
+        return name
+    return "|".join(n for b, n in BIT_NAMES.items() if bits & b) or "inactive"
+
+
+def to_text() -> str:
+    """The declared machine as a table: one line per transition."""
+    width = max(len(n) for n in STATES)
+    lines = [f"{len(STATES)} states, {len(TRANSITIONS)} transitions", ""]
+    for name, bits in STATES.items():
+        lines.append(f"  {name:<{width}}  {bits:#07x}")
+    lines.append("")
+    for t in TRANSITIONS:
+        lines.append(f"  {state_name(t.old):>{width}} -> {state_name(t.new):<{width}}  {t.why}")
+    return "\n".join(lines)
+
+
+def to_dot() -> str:
+    """The declared machine as Graphviz DOT (the lecture's 'Fiasco IPC state diagram')."""
+    out = ["digraph ipc_states {", "  rankdir=LR;", '  node [shape=box, style=rounded, fontname="Helvetica"];']
+    for name, bits in STATES.items():
+        out.append(f'  {name} [label="{name}\\n{bits:#x}"];')
+    for t in TRANSITIONS:
+        why = t.why.replace('"', "'")
+        out.append(f'  {state_name(t.old)} -> {state_name(t.new)} [label="{why}", fontsize=9];')
+    out.append("}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,249 @@
+"""The user side of a thread: `t`, the first argument of every thread body (S22).
+
+Each IPC method checks its Python arguments (misuse raises here, in the user's code,
+as any Python library does), loads the message into the UTCB's MRs, and returns the
+kernel's coroutine for the user to await: the kernel path then runs in the same
+coroutine chain as the user code (S1), one frame below it.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..kernel import ipc as _ipc
+from ..kernel.abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, MapItem, MsgTag, StringItem, Timeout
+from ..kernel.kernel import ThreadDeleted
+from ..kernel.objects import Thread, Utcb
+from ..kernel.result import IpcResult
+from ..kernel.states import DEAD
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+
+Item = MapItem | StringItem
+Op = Coroutine[Any, Any, IpcResult]
+
+_LABEL_MIN, _LABEL_MAX = -(1 << 47), 1 << 47
+
+
+def _check_timeout(name: str, value: object) -> Timeout:
+    if not isinstance(value, Timeout):
+        raise TypeError(f"{name} must be a Timeout (Timeout.never(), .zero(), .us(n), "
+                        f".cycles(n), .at(t)), got {type(value).__name__}")
+    return value
+
+
+def _check_sel(sel: object) -> int:
+    if type(sel) is not int:
+        raise TypeError(f"a capability selector is an int, got {type(sel).__name__}")
+    return sel
+
+
+class UserContext:
+    """What a thread body calls. Selectors name capabilities in the thread's own task."""
+
+    __slots__ = ("_k", "_th", "_fast")
+
+    def __init__(self, kernel: Kernel, thread: Thread) -> None:
+        self._k = kernel
+        self._th = thread
+        self._fast = kernel.fastpath
+
+    # --- what a thread knows about itself ---------------------------------------------
+
+    @property
+    def utcb(self) -> Utcb:
+        return self._th.utcb
+
+    @property
+    def tid(self) -> int:
+        return self._th.tid
+
+    @property
+    def name(self) -> str:
+        return self._th.name
+
+    @property
+    def self_sel(self) -> int:
+        return self._th.self_sel
+
+    @property
+    def pager_sel(self) -> int:
+        return self._th.pager_sel
+
+    @property
+    def now(self) -> int:
+        return self._th.cpu.now
+
+    # --- building a message -------------------------------------------------------------
+
+    def _load(self, words: Sequence[int], label: int, items: Iterable[Item],
+              tag: MsgTag | None) -> int:
+        """Write words and typed items into the MRs; the raw tag describing them."""
+        if tag is not None:
+            if not isinstance(tag, MsgTag):
+                raise TypeError(f"tag must be a MsgTag, got {type(tag).__name__}")
+            if words or items:
+                raise ValueError("pass either tag= (words already in the MRs) or words=/items=")
+            return tag.raw
+        n = len(words)
+        mr = self._th.mr
+        if n:
+            if n > MR_COUNT:
+                raise ValueError(f"at most {MR_COUNT} words fit the MRs, got {n}")
+            if n == 1:
+                mr[0] = words[0]
+            else:
+                mr[:n] = array("Q", words)
+        nitems = 0
+        if items:
+            for item in items:
+                if not isinstance(item, (MapItem, StringItem)):
+                    raise TypeError(f"items are MapItem or StringItem, got {type(item).__name__}")
+                at = n + 2 * nitems
+                if at + 2 > MR_COUNT:
+                    raise ValueError("the words and typed items do not fit the 63 MRs")
+                mr[at], mr[at + 1] = item.words()
+                nitems += 1
+        if label:
+            if type(label) is not int:
+                raise TypeError(f"a label is an int, got {type(label).__name__}")
+            if not _LABEL_MIN <= label < _LABEL_MAX:
+                raise OverflowError(f"label {label} does not fit 48 signed bits")
+            return label << 16 | nitems << 6 | n
+        return nitems << 6 | n
+
+    # --- the IPC primitives -------------------------------------------------------------
+
+    def call(self, dest: int, words: Sequence[int] = (), label: int = 0,
+             items: Iterable[Item] = (), send_timeout: Timeout = NEVER,
+             receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
+             tag: MsgTag | None = None) -> Op:
+        """Send to `dest` and wait for the reply from it (its gate's thread) only."""
+        _check_sel(dest)
+        tagraw = self._load(words, label, items, tag)
+        if send_timeout is NEVER and receive_timeout is NEVER:
+            if self._fast:
+                return _ipc.fast_call(self._k, self._th, dest, tagraw)
+        else:
+            _check_timeout("send_timeout", send_timeout)
+            _check_timeout("receive_timeout", receive_timeout)
+        _check_timeout("pagefault_timeout", pagefault_timeout)
+        return _ipc.ipc(self._k, self._th, IpcOp.CALL, dest, tagraw, send_timeout, receive_timeout)
+
+    def send(self, dest: int, words: Sequence[int] = (), label: int = 0,
+             items: Iterable[Item] = (), send_timeout: Timeout = NEVER,
+             pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None) -> Op:
+        """Send to `dest`; wait at most `send_timeout` for it to be ready to receive."""
+        _check_sel(dest)
+        _check_timeout("send_timeout", send_timeout)
+        _check_timeout("pagefault_timeout", pagefault_timeout)
+        tagraw = self._load(words, label, items, tag)
+        return _ipc.ipc(self._k, self._th, IpcOp.SEND, dest, tagraw, send_timeout, NEVER)
+
+    def receive(self, source: int, receive_timeout: Timeout = NEVER,
+                pagefault_timeout: Timeout = NEVER) -> Op:
+        """Closed receive: from the thread `source` only."""
+        _check_sel(source)
+        _check_timeout("receive_timeout", receive_timeout)
+        _check_timeout("pagefault_timeout", pagefault_timeout)
+        return _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, source, 0, NEVER, receive_timeout)
+
+    def wait(self, receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER) -> Op:
+        """Open receive: from anyone."""
+        _check_timeout("receive_timeout", receive_timeout)
+        _check_timeout("pagefault_timeout", pagefault_timeout)
+        return _ipc.ipc(self._k, self._th, IpcOp.WAIT, 0, 0, NEVER, receive_timeout)
+
+    def reply_and_wait(self, words: Sequence[int] = (), label: int = 0,
+                       items: Iterable[Item] = (), receive_timeout: Timeout = NEVER,
+                       pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None) -> Op:
+        """Reply to the last caller (zero send timeout), then wait openly. If the reply
+        fails, its error is returned and no receive happens (check `r.ok`)."""
+        tagraw = self._load(words, label, items, tag)
+        if receive_timeout is NEVER:
+            if self._fast:
+                return _ipc.fast_reply_and_wait(self._k, self._th, tagraw)
+        else:
+            _check_timeout("receive_timeout", receive_timeout)
+        _check_timeout("pagefault_timeout", pagefault_timeout)
+        return _ipc.ipc(self._k, self._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout)
+
+    def reply(self, words: Sequence[int] = (), label: int = 0, items: Iterable[Item] = (),
+              pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None) -> Op:
+        """Reply to the last caller with a zero timeout, and go on."""
+        _check_timeout("pagefault_timeout", pagefault_timeout)
+        tagraw = self._load(words, label, items, tag)
+        return _ipc.ipc(self._k, self._th, IpcOp.SEND | IpcOp.REPLY, 0, tagraw, ZERO, NEVER)
+
+    def sleep(self, timeout: Timeout) -> Op:
+        """A receive from nobody: returns RETIMEOUT when `timeout` expires (RECANCELED if
+        cancelled). `Timeout.never()` sleeps until cancelled."""
+        _check_timeout("timeout", timeout)
+        return _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, self._th.self_sel, 0, NEVER, timeout)
+
+    def ipc(self, dest: int, tag: MsgTag | int, flags: int, timeouts: int = 0) -> Op:
+        """The raw system call, as Fiasco's `l4_ipc`: `flags` are IpcOp bits, `timeouts`
+        the 32-bit timeout word (send half in bits 31-16), the message already in the MRs."""
+        _check_sel(dest)
+        raw = tag.raw if isinstance(tag, MsgTag) else tag
+        if type(raw) is not int:
+            raise TypeError(f"tag must be a MsgTag or an int, got {type(tag).__name__}")
+        if not isinstance(flags, int) or flags & ~0xF:
+            raise ValueError(f"flags are IpcOp bits (0..15), got {flags!r}")
+        if not isinstance(timeouts, int) or not 0 <= timeouts <= 0xFFFFFFFF:
+            raise ValueError(f"timeouts is a 32-bit word, got {timeouts!r}")
+        br = self._th.utcb.br
+        snd_to = Timeout.from_raw(timeouts >> 16, br)
+        rcv_to = Timeout.from_raw(timeouts & 0xFFFF, br)
+        if raw & (1 << 63):
+            raw -= 1 << 64
+        return _ipc.ipc(self._k, self._th, flags, dest, raw, snd_to, rcv_to)
+
+    # --- other kernel operations --------------------------------------------------------
+
+    async def compute(self, cycles: int) -> None:
+        """Spend `cycles` of simulated CPU time; preemptible anywhere inside."""
+        if type(cycles) is not int:
+            raise TypeError(f"cycles must be an int, got {type(cycles).__name__}")
+        if cycles < 0:
+            raise ValueError(f"cycles must not be negative, got {cycles}")
+        if cycles:
+            await self._k.compute(self._th, cycles)
+
+    async def ex_regs(self, thread_sel: int, cancel: bool = False) -> IpcError:
+        """Cancel the IPC of a thread (before rendezvous: canceled). OK, or ENOT_EXISTENT
+        for a selector that does not name a thread this task may invoke."""
+        _check_sel(thread_sel)
+        k, th = self._k, self._th
+        await k.enter(th, k.costs.kernel_op)
+        victim = _ipc.resolve_source(th, thread_sel)
+        if victim is None:
+            err = IpcError.ENOT_EXISTENT
+        else:
+            if cancel:
+                _ipc.cancel_ipc(k, victim)
+            err = IpcError.OK
+        await k.leave(th, _ipc.EMPTY_OK)
+        return err
+
+    async def delete(self, sel: int) -> IpcError:
+        """Delete the object `sel` names (needs the D right): OK or ENOT_EXISTENT."""
+        _check_sel(sel)
+        k, th = self._k, self._th
+        await k.enter(th, k.costs.kernel_op)
+        caps = th.task.caps
+        cap = caps[sel] if 0 < sel < len(caps) else None
+        if cap is None or not cap.rights & 8 or not cap.obj.alive:
+            await k.leave(th, _ipc.EMPTY_OK)
+            return IpcError.ENOT_EXISTENT
+        k.delete_object(cap.obj)
+        if th.state & DEAD:
+            raise ThreadDeleted  # we deleted ourselves (or our task)
+        await k.leave(th, _ipc.EMPTY_OK)
+        return IpcError.OK
+
+    def __repr__(self) -> str:
+        return f"<t of {self._th.name}>"
