@@ -5,22 +5,21 @@ Every function here runs in the coroutine chain of the thread that entered the k
 handshake (find the partner and check its state), transfer (copy the words, remember
 the reply capability) and finish (wake the partner, pick who runs next).
 
-The general path handles every case; `fast_call` and `fast_reply_and_wait` are the
-lecture's "fast path for special cases" (register/UTCB words, partner already waiting,
-same CPU, nothing to time out) and fall back to it for anything else. Tests run the
-same scenarios on both and compare.
+The general path handles every case; `fastpath.py` holds the lecture's "fast path for
+special cases" (register/UTCB words, partner already waiting, same CPU, nothing to time
+out), which falls back to it for anything else. Tests run the same scenarios on both
+and compare.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
+from .abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, Timeout
 from .objects import IpcGate, Thread
 from .result import IpcResult
 from .sendq import SenderQueue
 from .states import CANCEL, READY, RECEIVE_WAIT, SEND_WAIT, TIMEOUT
-from .trap import switch
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -271,87 +270,6 @@ def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
     if th.prio != th.priority or snd.prio > th.prio:
         k.update_prio(th)
     return result
-
-
-async def fast_call(k: Kernel, th: Thread, sel: int, tag: int) -> IpcResult:
-    """Fast path of `call`: words only, receiver already waiting for us, same CPU,
-    infinite timeouts, no higher-priority thread ready. Anything else: the general path."""
-    caps = th.task.caps
-    if 0 < sel < len(caps):
-        cap = caps[sel]
-        if cap is not None and cap.rights & 4:
-            dst: Thread | None
-            obj = cap.obj
-            if type(obj) is Thread:
-                dst, label = obj, th.tid
-            elif type(obj) is IpcGate:
-                dst, label = obj.thread, obj.label
-            else:
-                dst = None
-            cpu = th.cpu
-            if (dst is not None and dst.state == RECEIVE_WAIT and not tag & 0xFC0
-                    and dst.timer is None
-                    and (dst.partner is None or dst.partner is th) and dst.cpu is cpu
-                    and not cpu.bitmap >> (dst.prio + 1) and k.entries < k.entry_limit):
-                k.entries += 1
-                n = tag & 0x3F
-                if n:
-                    w = th.mr[:n]
-                    dst.mr[:n] = w
-                    dst.in_words = w
-                    cpu.now += k.ipc_costs[n]
-                else:
-                    dst.in_words = None
-                    cpu.now += k.ipc_costs[0]
-                dst.in_tag = tag
-                dst.in_label = label
-                dst.reply_caller = th
-                dst.partner = None
-                dst.state = READY
-                th.partner = dst
-                th.in_words = None
-                th.state = RECEIVE_WAIT
-                if th.prio > dst.prio:
-                    k.update_prio(dst)
-                await switch(dst)
-                if th.state == READY and not th.wake_error:
-                    return IpcResult(OK, th.in_label, th.in_tag, th.in_words)
-                return await k.leave(th, _result_of_wait(k, th))
-    return await ipc(k, th, IpcOp.CALL, sel, tag, NEVER, NEVER)
-
-
-async def fast_reply_and_wait(k: Kernel, th: Thread, tag: int) -> IpcResult:
-    """Fast path of `reply_and_wait`: words only, the caller waits for our reply, no
-    sender queued at us, same CPU, no higher-priority thread ready."""
-    c = th.reply_caller
-    cpu = th.cpu
-    if (c is not None and c.state == RECEIVE_WAIT and c.partner is th and not tag & 0xFC0
-            and c.timer is None and c.cpu is cpu and not th.sendq
-            and not cpu.bitmap >> (c.prio + 1) and k.entries < k.entry_limit):
-        k.entries += 1
-        th.reply_caller = None
-        n = tag & 0x3F
-        if n:
-            w = th.mr[:n]
-            c.mr[:n] = w
-            c.in_words = w
-            cpu.now += k.ipc_costs[n]
-        else:
-            c.in_words = None
-            cpu.now += k.ipc_costs[0]
-        c.in_tag = tag
-        c.in_label = th.tid
-        c.partner = None
-        c.state = READY
-        th.partner = None
-        th.state = RECEIVE_WAIT
-        if th.prio != th.priority:
-            k.update_prio(th)
-        await switch(c)
-        if th.state == READY and not th.wake_error:
-            return IpcResult(OK, th.in_label, th.in_tag, th.in_words)
-        return await k.leave(th, _result_of_wait(k, th))
-    return await ipc(k, th, IpcOp.REPLY_AND_WAIT, 0, tag, Timeout.zero(), NEVER)
 
 
 def cancel_ipc(k: Kernel, victim: Thread) -> bool:

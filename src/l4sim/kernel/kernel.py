@@ -26,6 +26,10 @@ from .trap import switch
 _STOP = object()  # timer-heap marker: the end of a run(until=...)
 
 
+def _dead_resume(_: None) -> Thread | None:
+    raise RuntimeError("a deleted thread was resumed")
+
+
 class KernelInvariantError(RuntimeError):
     """A kernel invariant (S19) does not hold: a bug in l4sim, never a user error."""
 
@@ -104,13 +108,14 @@ class Kernel:
         # The fast path sets state words directly; checked or traced runs take the general path.
         self.fastpath = fastpath and not check and not trace
         self.cpus = [Cpu(i) for i in range(cpus)]
+        for c in self.cpus:
+            c.ipc_costs = self.ipc_costs
         self.tasks: list[Task] = []
         self.threads: dict[int, Thread] = {}
         self.gates: list[IpcGate] = []
         self.events: list[Event] = []
         self.died: list[tuple[Thread, str]] = []
-        self.entries = 0                       # kernel entries so far
-        self.entry_limit: int | float = INFINITY
+        self.entry_limit = INFINITY
         self._next_tid = 1
         self._next_task = 1
         self._seq = 0
@@ -119,6 +124,11 @@ class Kernel:
         self._last_check_time = 0
 
     # --- host API: building the system ------------------------------------------------
+
+    @property
+    def entries(self) -> int:
+        """Kernel entries (system calls) so far."""
+        return sum(c.entries for c in self.cpus)
 
     @property
     def now(self) -> int:
@@ -160,6 +170,7 @@ class Kernel:
             th.pager_sel = task.add_cap(pager)
         th.user = UserContext(self, th)
         th.coro = body(th.user, *args)
+        th.resume = th.coro.send
         self.set_state(th, READY)
         th.cpu.enqueue_back(th)
         self.after_host_op()
@@ -180,7 +191,7 @@ class Kernel:
     def at(self, cycles: int, callback: Callable[[], Any]) -> None:
         """Run `callback()` (host code) at simulated time `cycles`, at the first preemption
         point at or after it."""
-        if not isinstance(cycles, int) or cycles < 0:
+        if not isinstance(cycles, int) or not 0 <= cycles < INFINITY:
             raise ValueError(f"a time is a non-negative int of cycles, got {cycles!r}")
         if not callable(callback):
             raise TypeError("callback must be callable")
@@ -211,7 +222,7 @@ class Kernel:
         if self._running:
             raise RuntimeError("Kernel.run() is not reentrant")
         cpu = self.cpus[0]
-        if until is not None and (not isinstance(until, int) or until < 0):
+        if until is not None and (not isinstance(until, int) or not 0 <= until < INFINITY):
             raise ValueError(f"until must be a non-negative int of cycles, got {until!r}")
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
@@ -223,18 +234,26 @@ class Kernel:
             stop_entry = [until, self._next_seq(), None, _STOP]
             self._push_event(cpu, stop_entry)
         self.entry_limit = self.entries + max_steps if max_steps is not None else INFINITY
+        if max_steps is not None:
+            self._set_fast(False)  # the fast path does not look at the step limit
         self._running = True
         try:
             self._loop(cpu)
         finally:
             self._running = False
             self.entry_limit = INFINITY
+            if max_steps is not None:
+                self._set_fast(self.fastpath)
             if stop_entry is not None:
                 stop_entry[3] = None
         if self._stop == "until":
             cpu.now = until  # type: ignore[assignment]
         reason = self._stop or self._end_reason()
         return self._result(reason)
+
+    def _set_fast(self, on: bool) -> None:
+        for th in self.threads.values():
+            th.user.fast = on
 
     def _result(self, reason: str) -> RunResult:
         blocked = [t for t in self.threads.values() if t.state & (SEND_WAIT | RECEIVE_WAIT)]
@@ -250,19 +269,21 @@ class Kernel:
         return "done"
 
     def _loop(self, cpu: Cpu) -> None:
-        """The CPU loop: resume the current thread's chain until it switches, then pick."""
+        """The CPU loop: resume the current thread's chain until it switches, then pick.
+
+        The chain yields the thread to switch to directly (after a rendezvous) or None
+        (let the scheduler pick). Per switch the loop only moves the timeslice
+        accounting and charges the switch; everything else is off the common path."""
         costs = self.costs
-        thread_switch, space_switch = costs.thread_switch, costs.space_switch
-        check, trace = self.check, self.trace
+        same_space = costs.thread_switch
+        other_space = costs.thread_switch + costs.space_switch
+        plain = not (self.check or self.trace)
         th = self._pick(cpu)
         while th is not None:
             cpu.current = th
-            slice_end = cpu.now + th.slice_left
-            cpu.slice_end = slice_end
-            ne = cpu.next_event
-            cpu.deadline = slice_end if slice_end < ne else ne
+            cpu.slice_end = cpu.now + th.slice_left
             try:
-                nxt = th.coro.send(None)  # type: ignore[union-attr]
+                nxt = th.resume(None)
             except StopIteration as stop:
                 self._thread_ended(th, stop.value, None)
                 nxt = None
@@ -273,22 +294,28 @@ class Kernel:
             except Exception as exc:  # a user thread's exception: that thread dies, not the run
                 self._thread_ended(th, None, exc)
                 nxt = None
-            th.slice_left = cpu.slice_end - cpu.now
-            cpu.current = None
-            if cpu.now >= cpu.next_event or self._stop is not None:
+            now = cpu.now
+            th.slice_left = cpu.slice_end - now
+            if nxt is not None and plain and now < cpu.next_event:
+                # Direct switch to the partner of a rendezvous.
+                cpu.now = now + (same_space if nxt.task is th.task else other_space)
+                th = nxt
+                continue
+            if now >= cpu.next_event:
                 self._process_events(cpu)
                 if nxt is not None and (self._stop is not None or cpu.bitmap >> (nxt.prio + 1)):
                     self.make_ready(nxt)
                     nxt = None
             if nxt is None:
+                cpu.current = None
                 nxt = self._pick(cpu)
                 if nxt is None:
                     break
             if nxt is not th:
-                cpu.now += thread_switch if nxt.task is th.task else thread_switch + space_switch
-                if trace:
+                cpu.now += same_space if nxt.task is th.task else other_space
+                if self.trace:
                     self.record(nxt, "switch", f"from {th.name}")
-            if check:
+            if self.check:
                 self.check_invariants(incoming=nxt)
             th = nxt
 
@@ -304,7 +331,7 @@ class Kernel:
                 return th
             if cpu.next_event == INFINITY:
                 return None
-            cpu.now = int(cpu.next_event)  # idle until the next timer or host event
+            cpu.now = cpu.next_event  # idle until the next timer or host event
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -314,8 +341,6 @@ class Kernel:
         heapq.heappush(cpu.timers, entry)
         if entry[0] < cpu.next_event:
             cpu.next_event = entry[0]
-            if entry[0] < cpu.deadline:
-                cpu.deadline = entry[0]
 
     def _process_events(self, cpu: Cpu) -> None:
         """Fire every timer and host event due by now (timer interrupt)."""
@@ -335,7 +360,6 @@ class Kernel:
         while heap and heap[0][2] is None and heap[0][3] is None:
             heapq.heappop(heap)
         cpu.next_event = heap[0][0] if heap else INFINITY
-        cpu.deadline = min(cpu.slice_end, cpu.next_event)
         if self.entries >= self.entry_limit and self._stop is None:
             self._stop = "steps"
 
@@ -348,7 +372,7 @@ class Kernel:
                 self._stop = "steps"
             th.cpu.enqueue_front(th)
             await switch(None)
-        self.entries += 1
+        th.cpu.entries += 1
         th.cpu.now += cost or self.ipc_costs[0]
 
     async def leave(self, th: Thread, result: IpcResult) -> IpcResult:
@@ -356,7 +380,8 @@ class Kernel:
         if self.check:
             self.check_invariants()
         cpu = th.cpu
-        if cpu.now >= cpu.deadline or cpu.bitmap >> (th.prio + 1):
+        now = cpu.now
+        if now >= cpu.slice_end or now >= cpu.next_event or cpu.bitmap >> (th.prio + 1):
             await self.preemption_point(th)
         return result
 
@@ -376,7 +401,6 @@ class Kernel:
                 continue
             if cpu.now >= cpu.slice_end:
                 cpu.slice_end = cpu.now + self.timeslice
-                cpu.deadline = min(cpu.slice_end, cpu.next_event)
                 if cpu.bitmap >> th.prio:
                     self.record(th, "timeslice", "expired")
                     cpu.enqueue_back(th)
@@ -388,7 +412,7 @@ class Kernel:
         """User computation of `cycles`, preemptible at any simulated time inside."""
         cpu = th.cpu
         while True:
-            room = cpu.deadline - cpu.now
+            room = min(cpu.slice_end, cpu.next_event) - cpu.now
             if cycles < room:
                 cpu.now += cycles
                 return
@@ -447,7 +471,8 @@ class Kernel:
     def deadline_of(self, timeout: Timeout, th: Thread) -> int | None:
         if timeout is NEVER:
             return None
-        return timeout.deadline(th.cpu.now, self.mhz)
+        deadline = timeout.deadline(th.cpu.now, self.mhz)
+        return deadline if deadline is not None and deadline < INFINITY else None
 
     def arm_timer(self, th: Thread, deadline: int) -> None:
         entry = [deadline, self._next_seq(), th, None]
@@ -567,6 +592,7 @@ class Kernel:
             self.threads.pop(obj.tid, None)
             coro = obj.coro
             obj.coro = None
+            obj.resume = _dead_resume
             if coro is not None and obj.cpu.current is not obj:
                 try:
                     coro.close()

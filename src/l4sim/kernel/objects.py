@@ -130,7 +130,7 @@ class Thread(KernelObject):
     """A thread control block. Its kernel stack is the coroutine chain `coro` (S1)."""
 
     __slots__ = (
-        "task", "tid", "name", "priority", "prio", "cpu", "state", "body", "args", "coro",
+        "task", "caps", "tid", "name", "priority", "prio", "cpu", "state", "body", "args", "coro", "resume",
         "utcb", "mr", "user",
         # IPC
         "partner",       # SEND_WAIT: the receiver; RECEIVE_WAIT: the source, None = open, self = sleep
@@ -155,6 +155,7 @@ class Thread(KernelObject):
                  args: tuple[Any, ...], priority: int, cpu: Cpu) -> None:
         super().__init__(kernel)
         self.task = task
+        self.caps = task.caps  # the task's object space (the list object never changes)
         self.tid = tid
         self.name = name
         self.priority = priority
@@ -164,6 +165,7 @@ class Thread(KernelObject):
         self.body = body
         self.args = args
         self.coro: Coroutine[Any, Any, Any] | None = None
+        self.resume: Callable[[None], Any] | None = None  # coro.send, bound once
         self.utcb = Utcb()
         self.mr = self.utcb.mr
         self.user: Any = None

@@ -14,12 +14,13 @@ if TYPE_CHECKING:
     from .objects import Thread
 
 PRIORITIES = 256
-INFINITY = float("inf")
+# "No event": later than any simulated time (an int, so the hot comparisons stay int-int).
+INFINITY = 1 << 62
 
 
 class Cpu:
-    __slots__ = ("index", "now", "current", "queues", "bitmap", "slice_end", "deadline",
-                 "timers", "next_event")
+    __slots__ = ("index", "now", "current", "queues", "bitmap", "slice_end", "timers",
+                 "next_event", "entries", "ipc_costs")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -28,13 +29,12 @@ class Cpu:
         self.queues: list[deque[Thread]] = [deque() for _ in range(PRIORITIES)]
         self.bitmap = 0                   # bit p set <=> queues[p] is not empty
         self.slice_end = 0                # when the current thread's timeslice ends
-        # The earliest point at which the running thread must pass a preemption point:
-        # its slice end, the next timer or host event, or the end of the run.
-        self.deadline = 0
         # Timer heap of [time, seq, thread, callback] entries (a cancelled one has neither),
         # and the time of its earliest live entry.
         self.timers: list[list[Any]] = []
-        self.next_event: int | float = INFINITY
+        self.next_event = INFINITY
+        self.entries = 0                  # kernel entries on this CPU
+        self.ipc_costs: list[int] = []    # cycles of one IPC by word count (the kernel's profile)
 
     def top_prio(self) -> int:
         """Highest priority with a ready thread; -1 if none."""

@@ -9,10 +9,11 @@ coroutine chain as the user code (S1), one frame below it.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..kernel import ipc as _ipc
+from ..kernel import fastpath
 from ..kernel.abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, MapItem, MsgTag, StringItem, Timeout
 from ..kernel.kernel import ThreadDeleted
 from ..kernel.objects import Thread, Utcb
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
 Item = MapItem | StringItem
-Op = Coroutine[Any, Any, IpcResult]
+Op = Awaitable[IpcResult]
 
 _LABEL_MIN, _LABEL_MAX = -(1 << 47), 1 << 47
 
@@ -44,12 +45,13 @@ def _check_sel(sel: object) -> int:
 class UserContext:
     """What a thread body calls. Selectors name capabilities in the thread's own task."""
 
-    __slots__ = ("_k", "_th", "_fast")
+    __slots__ = ("_k", "_th", "_mr", "fast")
 
     def __init__(self, kernel: Kernel, thread: Thread) -> None:
         self._k = kernel
         self._th = thread
-        self._fast = kernel.fastpath
+        self._mr = thread.mr
+        self.fast = kernel.fastpath  # the kernel turns it off while a step limit is set
 
     # --- what a thread knows about itself ---------------------------------------------
 
@@ -117,21 +119,19 @@ class UserContext:
 
     # --- the IPC primitives -------------------------------------------------------------
 
-    def call(self, dest: int, words: Sequence[int] = (), label: int = 0,
-             items: Iterable[Item] = (), send_timeout: Timeout = NEVER,
-             receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
-             tag: MsgTag | None = None) -> Op:
-        """Send to `dest` and wait for the reply from it (its gate's thread) only."""
+    call = fastpath.call  # the system-call entry with the kernel's fast path
+
+    async def _general_call(self, dest: int, words: Sequence[int], label: int,
+                            items: Iterable[Item], send_timeout: Timeout,
+                            receive_timeout: Timeout, pagefault_timeout: Timeout,
+                            tag: MsgTag | None) -> IpcResult:
         _check_sel(dest)
-        tagraw = self._load(words, label, items, tag)
-        if send_timeout is NEVER and receive_timeout is NEVER:
-            if self._fast:
-                return _ipc.fast_call(self._k, self._th, dest, tagraw)
-        else:
-            _check_timeout("send_timeout", send_timeout)
-            _check_timeout("receive_timeout", receive_timeout)
+        _check_timeout("send_timeout", send_timeout)
+        _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
-        return _ipc.ipc(self._k, self._th, IpcOp.CALL, dest, tagraw, send_timeout, receive_timeout)
+        tagraw = self._load(words, label, items, tag)
+        return await _ipc.ipc(self._k, self._th, IpcOp.CALL, dest, tagraw, send_timeout,
+                              receive_timeout)
 
     def send(self, dest: int, words: Sequence[int] = (), label: int = 0,
              items: Iterable[Item] = (), send_timeout: Timeout = NEVER,
@@ -157,19 +157,16 @@ class UserContext:
         _check_timeout("pagefault_timeout", pagefault_timeout)
         return _ipc.ipc(self._k, self._th, IpcOp.WAIT, 0, 0, NEVER, receive_timeout)
 
-    def reply_and_wait(self, words: Sequence[int] = (), label: int = 0,
-                       items: Iterable[Item] = (), receive_timeout: Timeout = NEVER,
-                       pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None) -> Op:
-        """Reply to the last caller (zero send timeout), then wait openly. If the reply
-        fails, its error is returned and no receive happens (check `r.ok`)."""
-        tagraw = self._load(words, label, items, tag)
-        if receive_timeout is NEVER:
-            if self._fast:
-                return _ipc.fast_reply_and_wait(self._k, self._th, tagraw)
-        else:
-            _check_timeout("receive_timeout", receive_timeout)
+    reply_and_wait = fastpath.reply_and_wait  # the system-call entry with the fast path
+
+    async def _general_reply_and_wait(self, words: Sequence[int], label: int,
+                                      items: Iterable[Item], receive_timeout: Timeout,
+                                      pagefault_timeout: Timeout, tag: MsgTag | None) -> IpcResult:
+        _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
-        return _ipc.ipc(self._k, self._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout)
+        tagraw = self._load(words, label, items, tag)
+        return await _ipc.ipc(self._k, self._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO,
+                              receive_timeout)
 
     def reply(self, words: Sequence[int] = (), label: int = 0, items: Iterable[Item] = (),
               pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None) -> Op:

@@ -1,0 +1,170 @@
+"""The IPC fast path: the lecture's "short cut" for the common case (S1).
+
+`call` and `reply_and_wait` of the user context *are* these two functions: each is a
+system-call entry that, for words only, no timeouts and a partner already waiting on
+the same CPU with no higher-priority thread ready, loads the MRs, transfers, and
+switches straight to the partner, all in one generator frame that yields to the CPU
+loop itself (the switch of `trap.py`, inlined). Being the method saves a Python call
+and a frame per IPC, which is a quarter of the whole round trip.
+
+Anything else takes the general path (`ipc.ipc`), which does the same thing with every
+check, the declared state transitions and the trace. The fast path is used only when
+the kernel neither checks invariants nor traces; `tests/test_fastpath.py` runs the same
+programs both ways and compares every observable.
+
+Note: these are generator-based coroutines; like every IPC they must be awaited.
+"""
+
+from __future__ import annotations
+
+import types
+from array import array
+from collections.abc import Generator, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from .abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, MapItem, MsgTag, StringItem, Timeout
+from .ipc import _result_of_wait, ipc
+from .objects import IpcGate, Thread
+from .result import IpcResult, _new
+from .states import READY, RECEIVE_WAIT
+
+if TYPE_CHECKING:
+    from ..user.context import UserContext
+
+OK = IpcError.OK
+Trap = Generator[Thread | None, None, IpcResult]
+
+
+def _load_words(mr: array[int], words: Sequence[int]) -> int:
+    n = len(words)
+    if n == 1:
+        mr[0] = words[0]
+    elif n == 2:
+        mr[0], mr[1] = words
+    elif n:
+        if n > MR_COUNT:
+            raise ValueError(f"at most {MR_COUNT} words fit the MRs, got {n}")
+        mr[:n] = array("Q", words)
+    return n
+
+
+def _with_label(label: int, n: int) -> int:
+    if type(label) is not int:
+        raise TypeError(f"a label is an int, got {type(label).__name__}")
+    if not -(1 << 47) <= label < (1 << 47):
+        raise OverflowError(f"label {label} does not fit 48 signed bits")
+    return label << 16 | n
+
+
+@types.coroutine
+def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
+         items: Iterable[MapItem | StringItem] = (), send_timeout: Timeout = NEVER,
+         receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
+         tag: MsgTag | None = None) -> Trap:
+    """Send to `dest` and wait for the reply from it (its gate's thread) only."""
+    if not (tag is None and not items and send_timeout is NEVER and receive_timeout is NEVER
+            and t.fast and type(dest) is int):
+        return (yield from t._general_call(dest, words, label, items, send_timeout,  # type: ignore[misc]
+                                           receive_timeout, pagefault_timeout, tag))
+    th = t._th
+    if words:
+        n = len(words)
+        if n == 2:
+            mr = th.mr
+            mr[0], mr[1] = words
+        else:
+            n = _load_words(th.mr, words)
+    else:
+        n = 0
+    msgtag = _with_label(label, n) if label else n
+    caps = th.caps
+    if 0 < dest < len(caps):
+        cap = caps[dest]
+        if cap is not None and cap.rights & 4:
+            obj = cap.obj
+            dst: Thread | None
+            if type(obj) is Thread:
+                dst = obj
+                lbl = th.tid
+            elif type(obj) is IpcGate:
+                dst = obj.thread
+                lbl = obj.label
+            else:
+                dst = None
+            if (dst is not None and dst.state == RECEIVE_WAIT and dst.timer is None
+                    and (dst.partner is None or dst.partner is th)):
+                cpu = th.cpu
+                if dst.cpu is cpu and not cpu.bitmap >> (dst.prio + 1):
+                    # Transfer: one slice copy of the words; finish: the partner runs next.
+                    if n:
+                        w = th.mr[:n]
+                        dst.mr[:n] = w
+                        dst.in_words = w
+                    else:
+                        dst.in_words = None
+                    dst.in_tag = msgtag
+                    dst.in_label = lbl
+                    dst.reply_caller = th
+                    dst.partner = None
+                    dst.state = READY
+                    th.partner = dst
+                    th.state = RECEIVE_WAIT
+                    cpu.entries += 1
+                    cpu.now += cpu.ipc_costs[n]
+                    if th.prio > dst.prio:
+                        t._k.update_prio(dst)
+                    yield dst  # the switch
+                    if th.state == READY and not th.wake_error:
+                        return _new(IpcResult, (OK, th.in_label, th.in_tag, th.in_words))
+                    k = t._k
+                    return (yield from k.leave(th, _result_of_wait(k, th)))  # type: ignore[misc]
+    return (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, NEVER, NEVER))  # type: ignore[misc]
+
+
+@types.coroutine
+def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
+                   items: Iterable[MapItem | StringItem] = (), receive_timeout: Timeout = NEVER,
+                   pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None) -> Trap:
+    """Reply to the last caller (zero send timeout), then wait openly. If the reply
+    fails, its error is returned and no receive happens (check `r.ok`)."""
+    if not (tag is None and not items and receive_timeout is NEVER and t.fast):
+        return (yield from t._general_reply_and_wait(words, label, items,  # type: ignore[misc]
+                                                     receive_timeout, pagefault_timeout, tag))
+    th = t._th
+    if words:
+        n = len(words)
+        if n == 2:
+            mr = th.mr
+            mr[0], mr[1] = words
+        else:
+            n = _load_words(th.mr, words)
+    else:
+        n = 0
+    msgtag = _with_label(label, n) if label else n
+    c = th.reply_caller
+    if (c is not None and c.state == RECEIVE_WAIT and c.partner is th and c.timer is None
+            and not th.sendq):
+        cpu = th.cpu
+        if c.cpu is cpu and not cpu.bitmap >> (c.prio + 1):
+            th.reply_caller = None
+            if n:
+                w = th.mr[:n]
+                c.mr[:n] = w
+                c.in_words = w
+            else:
+                c.in_words = None
+            c.in_tag = msgtag
+            c.in_label = th.tid
+            c.partner = None
+            c.state = READY
+            th.state = RECEIVE_WAIT
+            cpu.entries += 1
+            cpu.now += cpu.ipc_costs[n]
+            if th.prio != th.priority:
+                t._k.update_prio(th)
+            yield c  # the switch
+            if th.state == READY and not th.wake_error:
+                return _new(IpcResult, (OK, th.in_label, th.in_tag, th.in_words))
+            k = t._k
+            return (yield from k.leave(th, _result_of_wait(k, th)))  # type: ignore[misc]
+    return (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO, NEVER))  # type: ignore[misc]
