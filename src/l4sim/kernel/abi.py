@@ -101,7 +101,7 @@ class MsgTag:
     @classmethod
     def from_raw(cls, raw: int) -> MsgTag:
         """Decode a tag from a (signed or unsigned 64-bit) word."""
-        if raw & (1 << 63):
+        if raw >= 1 << 63:
             raw -= 1 << 64
         tag = cls.__new__(cls)
         tag.raw = raw

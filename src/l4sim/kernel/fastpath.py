@@ -114,9 +114,10 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     if th.prio > dst.prio:
                         t._k.update_prio(dst)
                     yield dst  # the switch
-                    if th.state == READY and not th.wake_error:
+                    if th.state == READY and not th.wake_error and cpu.now < cpu.slice_end:
                         return _new(IpcResult, (OK, th.in_label, th.in_tag, th.in_words))
                     k = t._k
+                    # An error, or the end of the timeslice: the general exit path.
                     return (yield from k.leave(th, _result_of_wait(k, th)))  # type: ignore[misc]
     return (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, NEVER, NEVER))  # type: ignore[misc]
 
@@ -163,7 +164,7 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             if th.prio != th.priority:
                 t._k.update_prio(th)
             yield c  # the switch
-            if th.state == READY and not th.wake_error:
+            if th.state == READY and not th.wake_error and cpu.now < cpu.slice_end:
                 return _new(IpcResult, (OK, th.in_label, th.in_tag, th.in_words))
             k = t._k
             return (yield from k.leave(th, _result_of_wait(k, th)))  # type: ignore[misc]

@@ -35,6 +35,10 @@ REMSGCUT = IpcError.REMSGCUT
 
 _R = 4  # CapRights.R: needed to invoke an object
 
+# IpcOp bits as plain ints: IntFlag arithmetic runs Python code on every test.
+_SEND, _RECEIVE, _OPEN_WAIT, _REPLY = (int(IpcOp.SEND), int(IpcOp.RECEIVE),
+                                       int(IpcOp.OPEN_WAIT), int(IpcOp.REPLY))
+
 EMPTY_OK = IpcResult(OK)
 
 
@@ -61,16 +65,30 @@ def resolve_send(th: Thread, sel: int) -> tuple[Thread, int, IpcGate | None] | N
     return None
 
 
-def resolve_source(th: Thread, sel: int) -> Thread | None:
-    """The thread a closed receive from selector `sel` accepts, or None."""
+def resolve_object(th: Thread, sel: int) -> object | None:
+    """The live object selector `sel` names in `th`'s task, if `th` may invoke it (R)."""
     caps = th.task.caps
     if not 0 < sel < len(caps):
         return None
     cap = caps[sel]
-    if cap is None or not cap.rights & _R or type(cap.obj) is not Thread:
+    if cap is None or not cap.rights & _R or not cap.obj.alive:
         return None
-    src = cap.obj
-    return src if src.alive and not src.state & 0x200 else None
+    return cap.obj
+
+
+def resolve_thread(th: Thread, sel: int) -> Thread | None:
+    """The thread selector `sel` names (not a dead one), or None."""
+    obj = resolve_object(th, sel)
+    return obj if type(obj) is Thread and not obj.state & 0x200 else None
+
+
+def resolve_source(th: Thread, sel: int) -> Thread | None:
+    """The thread a closed receive from selector `sel` accepts: the thread it names, or
+    the thread bound to the gate it names (as a call's reply wait does). None if invalid."""
+    obj = resolve_object(th, sel)
+    if type(obj) is IpcGate:
+        obj = obj.thread
+    return obj if type(obj) is Thread and not obj.state & 0x200 else None
 
 
 def tag_fits(tag: int) -> bool:
@@ -119,11 +137,18 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
     return OK
 
 
-def _wake_receiver(k: Kernel, rcv: Thread) -> None:
-    """The receiver's wait is over: it becomes ready (the caller decides where it runs)."""
+def _wake_receiver(k: Kernel, snd: Thread, rcv: Thread) -> None:
+    """The receiver's wait is over: it becomes ready (the caller decides where it runs).
+
+    If it was waiting for our reply and we sent it something else, the reply capability
+    we hold for it ends with that wait."""
     if rcv.timer is not None:
         k.cancel_timer(rcv)
     rcv.partner = None
+    if snd.reply_caller is rcv:
+        snd.reply_caller = None
+        if snd.prio != snd.priority:
+            k.update_prio(snd)
     k.set_state(rcv, READY)
 
 
@@ -131,14 +156,15 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
               snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER) -> IpcResult:
     """The general IPC operation: the send phase (if op has SEND), then, if it succeeded,
     the receive phase (if op has RECEIVE; open if OPEN_WAIT, else closed on `sel`)."""
+    op = int(op)
     await k.enter(th)
     woken: Thread | None = None  # the partner this operation made ready, not yet queued
     src: Thread | None = None
-    if op & IpcOp.SEND:
+    if op & _SEND:
         if not tag_fits(tag):
             return await k.leave(th, IpcResult(SEMSGCUT))
-        call = bool(op & IpcOp.RECEIVE) and not op & IpcOp.OPEN_WAIT
-        if op & IpcOp.REPLY:
+        call = bool(op & _RECEIVE) and not op & _OPEN_WAIT
+        if op & _REPLY:
             # The one-shot reply capability: consumed by this reply, even a failed one.
             dst = th.reply_caller
             th.reply_caller = None
@@ -157,10 +183,8 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         # Handshake: a receiver in exactly receive-wait that accepts us.
         if dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
             err = _deliver(k, th, dst, label, tag, call)
-            _wake_receiver(k, dst)
+            _wake_receiver(k, th, dst)
             woken = dst
-            if call and err == OK and th.prio > dst.prio:
-                k.update_prio(dst)
             if err:
                 k.make_ready(dst)
                 return await k.leave(th, IpcResult(err))
@@ -188,28 +212,28 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             th.snd_call = False
             if call or th.wake_error or th.state != READY:
                 return await k.leave(th, _result_of_wait(k, th))
-            if not op & IpcOp.RECEIVE:
+            if not op & _RECEIVE:
                 return await k.leave(th, EMPTY_OK)
             # A send-and-open-wait whose send was taken: go on to the receive phase.
             woken = None
 
-    if not op & IpcOp.RECEIVE:
+    if not op & _RECEIVE:
         if woken is not None:
             k.wake_nonblocking(th, woken)
         return await k.leave(th, EMPTY_OK)
 
     # Receive phase.
-    if not op & IpcOp.SEND:
-        if op & IpcOp.OPEN_WAIT:
+    if not op & _SEND:
+        if op & _OPEN_WAIT:
             src = None
         else:
             src = resolve_source(th, sel)
             if src is None:
                 return await k.leave(th, IpcResult(ENOT_EXISTENT))
-    elif op & IpcOp.OPEN_WAIT:
+    elif op & _OPEN_WAIT:
         src = None
     q = th.sendq
-    if woken is None and q:
+    if q:
         # Sender arrived first: take the first queued sender that this receive accepts.
         if src is None:
             snd = q.first()
@@ -218,6 +242,8 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         else:
             snd = None
         if snd is not None:
+            if woken is not None:  # the partner of our send phase queues behind us
+                k.wake_nonblocking(th, woken)
             return await k.leave(th, take_queued_sender(k, th, snd))
     # Receiver arrives first (or a call's send is done): prepare to receive and block.
     deadline = k.deadline_of(rcv_to, th)
@@ -231,6 +257,8 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     k.set_state(th, RECEIVE_WAIT)
     if deadline is not None:
         k.arm_timer(th, deadline)
+    if src is not None and src.reply_caller is th and th.prio > src.prio:
+        k.update_prio(src)  # the server now works for us: it inherits our priority
     await k.block(th, woken)
     return await k.leave(th, _result_of_wait(k, th))
 

@@ -279,6 +279,9 @@ class Kernel:
         other_space = costs.thread_switch + costs.space_switch
         plain = not (self.check or self.trace)
         th = self._pick(cpu)
+        last = cpu.last  # the thread that ran when the previous run() stopped
+        if th is not None and last is not None and th is not last:
+            cpu.now += same_space if th.task is last.task else other_space
         while th is not None:
             cpu.current = th
             cpu.slice_end = cpu.now + th.slice_left
@@ -310,6 +313,7 @@ class Kernel:
                 cpu.current = None
                 nxt = self._pick(cpu)
                 if nxt is None:
+                    cpu.last = th
                     break
             if nxt is not th:
                 cpu.now += same_space if nxt.task is th.task else other_space
@@ -329,9 +333,15 @@ class Kernel:
             th = cpu.pop_highest()
             if th is not None:
                 return th
-            if cpu.next_event == INFINITY:
-                return None
+            if cpu.next_event == INFINITY or not self._anything_pending(cpu):
+                return None  # no thread can ever run again: done or deadlock, not "until"
             cpu.now = cpu.next_event  # idle until the next timer or host event
+
+    @staticmethod
+    def _anything_pending(cpu: Cpu) -> bool:
+        """Is a timer or host event pending, other than the end of this run?"""
+        return any(e[2] is not None or (e[3] is not None and e[3] is not _STOP)
+                   for e in cpu.timers)
 
     def _next_seq(self) -> int:
         self._seq += 1

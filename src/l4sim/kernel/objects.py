@@ -60,15 +60,23 @@ class Utcb:
     code that stores it, so the kernel never masks words and a transfer is one slice copy.
     """
 
-    __slots__ = ("mr", "br", "bdr", "tcr_error", "tcr_free", "tcr_user")
+    __slots__ = ("mr", "_br", "bdr", "tcr_error", "tcr_free", "tcr_user")
 
     def __init__(self) -> None:
         self.mr = array("Q", _ZERO_MRS)
-        self.br = array("Q", _ZERO_BRS)
+        self._br: array[int] | None = None  # made on first use: most threads never set one
         self.bdr = 0
         self.tcr_error = 0
         self.tcr_free = 0
         self.tcr_user = array("Q", (0, 0, 0))
+
+    @property
+    def br(self) -> array[int]:
+        """The 58 buffer registers."""
+        br = self._br
+        if br is None:
+            br = self._br = array("Q", _ZERO_BRS)
+        return br
 
 
 class Task(KernelObject):

@@ -20,12 +20,13 @@ INFINITY = 1 << 62
 
 class Cpu:
     __slots__ = ("index", "now", "current", "queues", "bitmap", "slice_end", "timers",
-                 "next_event", "entries", "ipc_costs")
+                 "next_event", "entries", "ipc_costs", "last")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.now = 0                      # this CPU's clock, in simulated cycles
         self.current: Thread | None = None
+        self.last: Thread | None = None   # the thread that ran last when a run() ended
         self.queues: list[deque[Thread]] = [deque() for _ in range(PRIORITIES)]
         self.bitmap = 0                   # bit p set <=> queues[p] is not empty
         self.slice_end = 0                # when the current thread's timeslice ends

@@ -54,7 +54,6 @@ class Transition(NamedTuple):
 # The declared transitions, with the lecture's words for why each happens.
 TRANSITIONS: Final = (
     Transition(INACTIVE, READY, "thread started"),
-    Transition(INACTIVE, DEAD, "deleted before it ran"),
     # handshake: partner not ready, block
     Transition(READY, SEND_WAIT, "sender arrives first: enqueue in the receiver's sender queue and block"),
     Transition(READY, RECEIVE_WAIT, "receiver arrives first (or a call's send is done): prepare to receive and block"),

@@ -195,7 +195,7 @@ class UserContext:
         br = self._th.utcb.br
         snd_to = Timeout.from_raw(timeouts >> 16, br)
         rcv_to = Timeout.from_raw(timeouts & 0xFFFF, br)
-        if raw & (1 << 63):
+        if raw >= 1 << 63:
             raw -= 1 << 64
         return _ipc.ipc(self._k, self._th, flags, dest, raw, snd_to, rcv_to)
 
@@ -216,7 +216,7 @@ class UserContext:
         _check_sel(thread_sel)
         k, th = self._k, self._th
         await k.enter(th, k.costs.kernel_op)
-        victim = _ipc.resolve_source(th, thread_sel)
+        victim = _ipc.resolve_thread(th, thread_sel)
         if victim is None:
             err = IpcError.ENOT_EXISTENT
         else:

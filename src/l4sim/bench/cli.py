@@ -1,0 +1,101 @@
+"""`l4sim bench …`: the emulator's own speed (S17, S21). Results print as a table, or
+as JSON with --json; progress goes to stderr."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .pingpong import Progress, run_pingpong
+from .scale import KINDS, run_scale
+
+FULL_N = 200_000
+
+
+def _progress() -> Progress:
+    """A progress callback printing to stderr, with the seconds since the start."""
+    err = Console(stderr=True, highlight=False)
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        err.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim]  {msg} …")
+
+    return say
+
+
+@click.group()
+def bench() -> None:
+    """Measure the emulator's own speed."""
+
+
+@bench.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=None,
+              help=f"Round trips per timed run (default {FULL_N:,}; --quick: a tenth).")
+@click.option("--quick", is_flag=True, help="10x fewer round trips.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed runs per case; the median is reported.")
+def pingpong(as_json: bool, n: int | None, quick: bool, repeats: int) -> None:
+    """Wall-clock ns per call/reply round trip on l4sim, beside the coroutine floor.
+
+    Cases: register words (2) in one and in two address spaces, UTCB words (8) in one
+    space, UTCB words (63) in two spaces. Timing covers Kernel.run() only; one warm-up
+    run, then the median of the timed runs, all in this process."""
+    if n is None:
+        n = FULL_N // 10 if quick else FULL_N
+    result = run_pingpong(n, repeats, progress=_progress())
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"l4sim ping-pong: n={n:,}, median of {repeats}, Python {result['python']}",
+                  caption=f"floor (coroutine trampoline, trivial rendezvous): "
+                          f"{result['floor_ns_per_rt']:,.0f} ns per round trip")
+    table.add_column("case", no_wrap=True)
+    for header in ("ns/rt", "min..max", "rt/s", "x floor", "cycles/rt"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in result["rows"]:
+        table.add_row(r["case"], f"{r['ns_per_rt']:,.0f}", f"{r['ns_min']:,.0f}..{r['ns_max']:,.0f}",
+                      f"{r['rt_per_s']:,.0f}", f"{r['ratio_to_floor']:.2f}",
+                      f"{r['sim_cycles_per_rt']:,.0f}")
+    Console().print(table)
+
+
+@bench.command()
+@click.option("--threads", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Threads blocked in IPC beside the ping-pong.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Round trips per timed run.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed runs of each kernel; the median is reported.")
+@click.option("--kind", type=click.Choice(KINDS), default="mixed", show_default=True,
+              help="How the crowd blocks: calls queued at busy sinks (send), open waits "
+                   "(wait), or half each (mixed).")
+def scale(threads: int, as_json: bool, n: int, repeats: int, kind: str) -> None:
+    """Round trip beside many threads blocked in IPC, and memory per blocked thread."""
+    result = run_scale(threads, n, repeats, kind, progress=_progress())
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"l4sim scale: {threads:,} threads blocked in IPC ({kind}), "
+                        f"register-same-space, n={n:,}, median of {repeats}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("ns/rt, Kernel.run() timed", f"{result['ns_per_rt']:,.0f}"),
+        ("ns/rt, two threads only", f"{result['two_thread_ns_per_rt']:,.0f}"),
+        ("ratio to two threads", f"{result['ratio_to_two_threads']:.3f}"),
+        ("ns/rt, client loop timed", f"{result['loop_ns_per_rt']:,.0f}"),
+        ("ns/rt, client loop, two threads only", f"{result['two_thread_loop_ns_per_rt']:,.0f}"),
+        ("loop ratio to two threads", f"{result['loop_ratio_to_two_threads']:.3f}"),
+        ("bytes per blocked thread", f"{result['bytes_per_blocked_thread']:,.0f}"),
+        ("creating and blocking the crowd (traced), s", f"{result['crowd_setup_s']:.1f}"),
+        ("simulated cycles per round trip", f"{result['sim_cycles_per_rt']:,.0f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)

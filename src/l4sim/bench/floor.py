@@ -1,0 +1,120 @@
+"""The floor: what a call/reply round trip costs with trivial kernel logic (S1, S17).
+
+Two `async def` threads and a minimal synchronous-IPC kernel loop, built the way l4sim
+is built (a thread is a coroutine chain; one trap yields a request to the CPU loop; on a
+rendezvous the loop switches straight to the partner) but with no capabilities, no
+state machine, no MRs, no cost model. Whatever l4sim spends above this is the price of
+its IPC semantics, not of the thread-as-coroutine design.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from time import perf_counter
+from typing import Any
+
+CALL, REPLY_WAIT, WAIT = 0, 1, 2
+
+Request = tuple[int, "FloorThread | None", int]
+
+
+@types.coroutine
+def trap(op: int, dest: FloorThread | None, msg: int) -> Generator[Request, Any, Any]:
+    """The one kernel entry: hand a request to the loop, get back what it resumes us with."""
+    return (yield (op, dest, msg))
+
+
+class FloorThread:
+    """A thread of the floor kernel: its chain, whether it waits openly, its senders."""
+
+    __slots__ = ("coro", "result", "senders", "waiting")
+
+    def __init__(self, coro: Coroutine[Request, Any, Any]) -> None:
+        self.coro = coro
+        self.waiting = False
+        self.senders: deque[tuple[FloorThread, int]] = deque()
+        self.result: Any = None
+
+
+def run_kernel(threads: list[FloorThread]) -> None:
+    """The CPU loop of the floor kernel: the only place that calls `send()`.
+
+    CALL(dest, msg): deliver to dest if it waits (switch to it), else queue and block.
+    REPLY_WAIT(caller, msg): resume the caller with msg (switch to it); wait for the
+    next message, or take the first queued sender (it becomes ready).
+    WAIT: take the first queued sender or block in an open wait.
+    A receiver is resumed with (sender, msg).
+    """
+    ready: deque[tuple[FloorThread, Any]] = deque((th, None) for th in threads)
+    while ready:
+        cur: FloorThread | None
+        cur, val = ready.popleft()
+        while cur is not None:
+            try:
+                op, dest, msg = cur.coro.send(val)
+            except StopIteration as stop:
+                cur.result = stop.value
+                break
+            if op == CALL:
+                assert dest is not None
+                if dest.waiting:  # rendezvous: switch directly to the receiver
+                    dest.waiting = False
+                    cur, val = dest, (cur, msg)
+                else:
+                    dest.senders.append((cur, msg))
+                    cur = None
+            elif op == REPLY_WAIT:
+                if cur.senders:
+                    ready.append((cur, cur.senders.popleft()))
+                else:
+                    cur.waiting = True
+                cur, val = dest, msg  # switch directly to the caller with the reply
+            elif cur.senders:  # WAIT, a sender is queued
+                val = cur.senders.popleft()
+            else:
+                cur.waiting = True
+                cur = None
+
+
+def run_floor(n: int) -> float:
+    """Run `n` round trips on the floor kernel; wall-clock seconds of the loop."""
+    async def client_body() -> int:
+        last = -1
+        for i in range(n):
+            last = await trap(CALL, server, i)
+        return last
+
+    async def server_body() -> None:
+        caller, msg = await trap(WAIT, None, 0)
+        while True:
+            caller, msg = await trap(REPLY_WAIT, caller, msg)
+
+    server = FloorThread(server_body())
+    client = FloorThread(client_body())
+    t0 = perf_counter()
+    run_kernel([server, client])
+    dt = perf_counter() - t0
+    server.coro.close()
+    if client.result != n - 1:
+        raise AssertionError(f"floor kernel lost a message: {client.result} != {n - 1}")
+    return dt
+
+
+def measure(run: Callable[[int], float], n: int, repeats: int = 5) -> list[float]:
+    """As the peers benchmark does: one untimed warm-up run at n/10, then `repeats`
+    timed runs (garbage collected before each); ns per round trip of each."""
+    run(max(n // 10, 1))
+    samples = []
+    for _ in range(repeats):
+        gc.collect()
+        samples.append(run(n) / n * 1e9)
+    return samples
+
+
+def floor_ns_per_rt(n: int, repeats: int = 5) -> float:
+    """Median ns per round trip of the floor kernel."""
+    return statistics.median(measure(run_floor, n, repeats))

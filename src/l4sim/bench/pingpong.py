@@ -1,0 +1,140 @@
+"""The emulator's own speed (S17): wall-clock ns per call/reply round trip on l4sim.
+
+Each case runs a client that calls a server `n` times and an echo server in
+`reply_and_wait`, on a `Kernel(check=False, trace=False)`, through the public API only
+(S22). The timed region is `Kernel.run()`; building the system is outside it. As in the
+peers benchmark: one warm-up run at n/10, then the median of `repeats` runs, garbage
+collected before each. The floor (`floor.py`) is measured in the same process run, and
+each case is reported as a multiple of it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+from ..kernel import IpcError, Kernel, Thread
+from ..user import UserContext
+from .floor import floor_ns_per_rt, measure
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    words: int          # untyped words each way
+    same_space: bool    # client and server in one task
+
+
+CASES = (
+    Case("register-same-space", 2, True),
+    Case("register-cross-space", 2, False),
+    Case("utcb-8-same-space", 8, True),
+    Case("utcb-63-cross-space", 63, False),
+)
+
+
+async def echo_server(t: UserContext, words: tuple[int, ...]) -> None:
+    """Wait for a call, then answer every call with `words` and wait for the next."""
+    await t.wait()
+    while True:
+        await t.reply_and_wait(words=words)
+
+
+async def pinging_client(t: UserContext, dest: int, n: int, words: tuple[int, ...],
+                         log: list[tuple[int, float]]) -> IpcError:
+    """Call `dest` `n` times with `words`; append (simulated cycles, wall-clock seconds)
+    of the n round trips to `log`; return the error of the last call."""
+    r = None
+    start = t.now
+    t0 = perf_counter()
+    for _ in range(n):
+        r = await t.call(dest, words=words)
+    log.append((t.now - start, perf_counter() - t0))
+    return r.error if r is not None else IpcError.OK
+
+
+def add_pair(k: Kernel, n: int, words: int,
+             same_space: bool) -> tuple[Thread, list[tuple[int, float]]]:
+    """Add an echo server and a client that calls it `n` times to `k`. Returns the
+    client and the list it will log its round trips to (see `pinging_client`)."""
+    msg = tuple(range(1, words + 1))
+    server_task = k.new_task("server")
+    client_task = server_task if same_space else k.new_task("client")
+    server = server_task.new_thread(echo_server, msg, name="server", priority=100)
+    dest = client_task.add_cap(server)
+    log: list[tuple[int, float]] = []
+    client = client_task.new_thread(pinging_client, dest, n, msg, log, name="client",
+                                    priority=100)
+    return client, log
+
+
+def run_case(case: Case, n: int) -> tuple[float, int]:
+    """One run of `case`: wall-clock seconds of `k.run()` and simulated cycles of the
+    `n` round trips."""
+    k = Kernel(check=False, trace=False)
+    client, log = add_pair(k, n, case.words, case.same_space)
+    t0 = perf_counter()
+    res = k.run()
+    dt = perf_counter() - t0
+    check_pair(case.name, client, log, res.died)
+    return dt, log[0][0]
+
+
+def check_pair(what: str, client: Thread, log: list[tuple[int, float]], died: list[Any]) -> None:
+    """The client returned, its last call succeeded, it logged its round trips once."""
+    if died or client.result != IpcError.OK or len(log) != 1:
+        raise RuntimeError(f"{what}: the ping-pong did not complete: died {died!r}, "
+                           f"client result {client.result!r}")
+
+
+def row(case: str, ns: float, floor_ns: float, sim_cycles: float,
+        samples: list[float]) -> dict[str, Any]:
+    return {
+        "case": case,
+        "ns_per_rt": ns,
+        "rt_per_s": 1e9 / ns,
+        "ratio_to_floor": ns / floor_ns,
+        "sim_cycles_per_rt": sim_cycles,
+        "ns_min": min(samples),
+        "ns_max": max(samples),
+    }
+
+
+def run_pingpong(n: int, repeats: int = 5, progress: Progress | None = None) -> dict[str, Any]:
+    """Measure the floor and every case with `n` round trips per timed run.
+
+    Returns {"rows": [{case, ns_per_rt, rt_per_s, ratio_to_floor, sim_cycles_per_rt,
+    ns_min, ns_max}, ...], "floor_ns_per_rt", "n", "repeats", "python"}."""
+    if n < 1 or repeats < 1:
+        raise ValueError("n and repeats must be positive")
+    say = progress or (lambda _msg: None)
+    say(f"floor (n={n})")
+    floor_ns = floor_ns_per_rt(n, repeats)
+    rows = []
+    for case in CASES:
+        say(f"{case.name} (n={n})")
+        sim: list[int] = []
+
+        def run(m: int, case: Case = case, sim: list[int] = sim) -> float:
+            dt, cycles = run_case(case, m)
+            if m == n:
+                sim.append(cycles)
+            return dt
+
+        samples = measure(run, n, repeats)
+        if len(set(sim)) != 1:  # the simulation is deterministic: every run agrees
+            raise RuntimeError(f"{case.name}: simulated cycles differ between runs: {sim}")
+        rows.append(row(case.name, statistics.median(samples), floor_ns, sim[0] / n, samples))
+    return {
+        "rows": rows,
+        "floor_ns_per_rt": floor_ns,
+        "n": n,
+        "repeats": repeats,
+        "python": sys.version.split()[0],
+    }

@@ -1,0 +1,268 @@
+"""`l4sim demo`: a small built-in system that shows every IPC primitive, narrated.
+
+One kernel, two tasks, five threads. The threads act in scenes separated by absolute
+sleeps (so the story is easy to follow in simulated time), and each one narrates what it
+does and what the kernel answered. Every answer is also checked against what the SPEC
+says it must be; `run_demo` returns 0 when all were as expected, 1 otherwise.
+
+    server task:  srv   a server, reached through a gate (label 0x51) and directly
+                  mbox  a thread that never receives (it sleeps forever)
+    client task:  cli   the main client
+                  other a second client
+                  ctl   a controller that cancels and deletes
+
+Scenes: an open wait with a finite timeout; sleep; call through a gate (the server sees
+the gate's label) and reply_and_wait; a direct send (the server sees the sender's tid);
+a closed receive that leaves another sender queued, then an open wait that takes it; a
+reply that does not wait; send timeouts zero and finite; a cancel by ex_regs; and the
+deletion of a thread with senders queued at it.
+
+Everything is deterministic: the log is the same on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .kernel import IpcError, Kernel, RunResult, Timeout
+from .user import UserContext
+
+GATE_LABEL = 0x51
+
+
+def _show(value: object) -> str:
+    """An outcome as the log shows it: error names, not enum reprs."""
+    if isinstance(value, IpcError):
+        return value.name
+    if isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        inner = ", ".join(_show(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    return repr(value)
+
+
+class Narrator:
+    """Collects the narrated log (simulated time, thread, text) and the checks."""
+
+    def __init__(self, mhz: int) -> None:
+        self.mhz = mhz
+        self.lines: list[tuple[int, str, str, str]] = []   # (cycles, thread, text, style)
+        self.failed: list[str] = []
+        self.checks = 0
+
+    def say(self, t: UserContext, text: str, style: str = "") -> None:
+        self.lines.append((t.now, t.name, text, style))
+
+    def scene(self, t: UserContext, title: str) -> None:
+        self.lines.append((t.now, "", title, "bold magenta"))
+
+    def expect(self, t: UserContext, what: str, got: object, want: object) -> None:
+        """Narrate an outcome, and check it against the expected one."""
+        self.checks += 1
+        shown = _show(got)
+        if got == want:
+            self.say(t, f"{what}: {shown}", "green")
+        else:
+            wanted = _show(want)
+            self.say(t, f"{what}: {shown} — expected {wanted}", "bold red")
+            self.failed.append(f"{t.name}: {what}: got {shown}, expected {wanted}")
+
+
+def build(k: Kernel, n: Narrator) -> dict[str, Any]:
+    """The demo system on `k`; returns the threads by name."""
+
+    def at(us: int) -> Timeout:
+        return Timeout.at(us * k.mhz)
+
+    ids: dict[str, int] = {}    # thread name -> tid
+    sel: dict[str, int] = {}    # capability selectors, filled in below (boot configuration)
+
+    async def srv(t: UserContext) -> None:
+        n.scene(t, "Scene 1 — open wait with a finite timeout (nobody sends)")
+        n.say(t, "wait() for anyone, receive timeout 5 µs")
+        r = await t.wait(receive_timeout=Timeout.us(5))
+        n.expect(t, "the timeout expired", r.error, IpcError.RETIMEOUT)
+
+        n.say(t, "wait() for anyone, no timeout")
+        r = await t.wait()
+        n.expect(t, "received through the gate", r.error, IpcError.OK)
+        n.expect(t, "label = the gate's label (the client cannot forge it)", hex(r.label),
+                 hex(GATE_LABEL))
+        n.expect(t, "words", r.words, (6, 7))
+        await t.compute(1000)
+        n.say(t, "computed 1000 cycles; reply_and_wait(words=[42]): reply, then wait openly")
+        r = await t.reply_and_wait(words=[42])
+
+        n.expect(t, "received a direct send", r.error, IpcError.OK)
+        n.expect(t, "label = the sender's tid (direct IPC)", r.label, ids["cli"])
+        n.say(t, "receive(cli): a closed receive, from cli only")
+        r = await t.receive(sel["srv:cli"])
+        n.expect(t, "closed receive got cli's message, not other's: (label, words)",
+                 (r.label, r.words),
+                 (ids["cli"], (2,)))
+        n.say(t, "wait(): open again — other's message is already queued")
+        r = await t.wait()
+        n.expect(t, "took the queued sender at once: (label, words)", (r.label, r.words),
+                 (ids["other"], (99,)))
+
+        n.say(t, "wait()")
+        r = await t.wait()
+        n.expect(t, "call through the gate: (label, words)", (hex(r.label), r.words),
+                 (hex(GATE_LABEL), (5,)))
+        n.say(t, "reply(words=[6]): zero timeout, and go on without waiting")
+        r = await t.reply(words=[6])
+        n.expect(t, "reply", r.error, IpcError.OK)
+        n.say(t, "busy for 10 µs (sleep): not receiving")
+        r = await t.sleep(Timeout.us(10))
+        n.expect(t, "sleep ended", r.error, IpcError.RETIMEOUT)
+        r = await t.reply(words=[0])
+        n.expect(t, "a second reply: the one-shot reply capability is used up", r.error,
+                 IpcError.ENOT_EXISTENT)
+        n.say(t, "wait() — idle from now on")
+        await t.wait()
+
+    async def mbox(t: UserContext) -> None:
+        n.say(t, "sleep(never): receives from nobody, ever")
+        await t.sleep(Timeout.never())
+
+    async def cli(t: UserContext) -> None:
+        gate, srv_sel, mbox_sel = sel["gate"], sel["srv"], sel["mbox"]
+        n.say(t, "sleep until 10 µs")
+        r = await t.sleep(at(10))
+        n.expect(t, "sleep ended", r.error, IpcError.RETIMEOUT)
+
+        n.scene(t, "Scene 2 — call through an IPC gate; the server replies and waits")
+        n.say(t, f"call(gate, words=[6, 7]) — the gate is bound to srv with label {GATE_LABEL:#x}")
+        r = await t.call(gate, words=[6, 7])
+        n.expect(t, "reply: (error, words)", (r.error, r.words), (IpcError.OK, (42,)))
+        n.expect(t, "reply label = the server's tid", r.label, ids["srv"])
+
+        await t.sleep(at(20))
+        n.scene(t, "Scene 3 — direct send; closed receive; the queued sender")
+        n.say(t, "send(srv, words=[1]) through a thread capability")
+        r = await t.send(srv_sel, words=[1])
+        n.expect(t, "send", r.error, IpcError.OK)
+        await t.sleep(at(30))
+        n.say(t, "send(srv, words=[2])")
+        r = await t.send(srv_sel, words=[2])
+        n.expect(t, "send", r.error, IpcError.OK)
+
+        await t.sleep(at(40))
+        n.scene(t, "Scene 4 — reply without wait; send timeouts zero and finite")
+        n.say(t, "call(gate, words=[5])")
+        r = await t.call(gate, words=[5])
+        n.expect(t, "reply: (error, words)", (r.error, r.words), (IpcError.OK, (6,)))
+        n.say(t, "send(srv, timeout zero) while srv is busy")
+        r = await t.send(srv_sel, words=[7], send_timeout=Timeout.zero())
+        n.expect(t, "the receiver is not ready now", r.error, IpcError.SETIMEOUT)
+        n.say(t, "send(srv, timeout 3 µs) while srv is busy")
+        r = await t.send(srv_sel, words=[8], send_timeout=Timeout.us(3))
+        n.expect(t, "3 µs passed without a receiver", r.error, IpcError.SETIMEOUT)
+
+        await t.sleep(at(60))
+        n.scene(t, "Scene 5 — cancel by ex_regs")
+        n.say(t, "receive(srv): a closed receive from srv, which will never send to us")
+        r = await t.receive(srv_sel)
+        n.expect(t, "ctl cancelled the receive", r.error, IpcError.RECANCELED)
+
+        await t.sleep(at(70))
+        n.scene(t, "Scene 6 — delete a thread that has senders queued")
+        n.say(t, "send(mbox, words=[1]): mbox never receives, so we queue")
+        r = await t.send(mbox_sel, words=[1])
+        n.expect(t, "mbox was deleted while we were queued", r.error, IpcError.SECANCELED)
+        r = await t.send(mbox_sel, words=[1])
+        n.expect(t, "send to the deleted mbox", r.error, IpcError.ENOT_EXISTENT)
+
+    async def other(t: UserContext) -> None:
+        srv_sel, mbox_sel = sel["srv"], sel["mbox"]
+        await t.sleep(at(25))
+        n.say(t, "send(srv, words=[99]) — srv receives from cli only: we queue")
+        r = await t.send(srv_sel, words=[99])
+        n.expect(t, "send, delivered when srv waited openly", r.error, IpcError.OK)
+        await t.sleep(at(71))
+        n.say(t, "send(mbox, words=[2]): queue behind cli")
+        r = await t.send(mbox_sel, words=[2])
+        n.expect(t, "mbox was deleted while we were queued", r.error, IpcError.SECANCELED)
+
+    async def ctl(t: UserContext) -> None:
+        cli_sel, mbox_sel = sel["cli"], sel["mbox"]
+        await t.sleep(at(65))
+        n.say(t, "ex_regs(cli, cancel=True)")
+        err = await t.ex_regs(cli_sel, cancel=True)
+        n.expect(t, "ex_regs", err, IpcError.OK)
+        await t.sleep(at(75))
+        n.say(t, "delete(mbox) — two senders are queued at it")
+        err = await t.delete(mbox_sel)
+        n.expect(t, "delete", err, IpcError.OK)
+
+    stask = k.new_task("server")
+    ctask = k.new_task("client")
+    th_srv = stask.new_thread(srv, name="srv")
+    th_mbox = stask.new_thread(mbox, name="mbox")
+    th_cli = ctask.new_thread(cli, name="cli")
+    th_other = ctask.new_thread(other, name="other")
+    th_ctl = ctask.new_thread(ctl, name="ctl", priority=120)
+    gate = k.new_gate(th_srv, label=GATE_LABEL, name="hello")
+    sel["gate"] = ctask.add_cap(gate)       # the client task: a gate to srv,
+    sel["srv"] = ctask.add_cap(th_srv)      # a thread capability to srv (direct IPC),
+    sel["mbox"] = ctask.add_cap(th_mbox)    # one to mbox (with the delete right),
+    sel["cli"] = th_cli.self_sel            # and cli's own, which ctl uses for ex_regs
+    sel["srv:cli"] = stask.add_cap(th_cli)  # the server task: cli, for the closed receive
+    threads = {"srv": th_srv, "mbox": th_mbox, "cli": th_cli, "other": th_other, "ctl": th_ctl}
+    ids.update({name: th.tid for name, th in threads.items()})
+    return threads
+
+
+def _table(n: Narrator) -> Table:
+    table = Table(title="l4sim demo — synchronous IPC, narrated", title_style="bold",
+                  show_lines=False, expand=False)
+    table.add_column("µs", justify="right", style="cyan", no_wrap=True)
+    table.add_column("cycles", justify="right", style="dim", no_wrap=True)
+    table.add_column("thread", style="yellow", no_wrap=True)
+    table.add_column("what happens")
+    for cycles, who, text, style in n.lines:
+        us = f"{cycles / n.mhz:.2f}"
+        if not who:
+            table.add_row("", "", "", Text(text, style=style))
+        else:
+            table.add_row(us, str(cycles), who, Text(text, style=style))
+    return table
+
+
+def run_demo(console: Console | None = None, *, check: bool = True) -> int:
+    """Run the demo and print its narrated log; 0 if every outcome was as expected."""
+    console = console or Console()
+    k = Kernel(check=check)
+    n = Narrator(k.mhz)
+    threads = build(k, n)
+    result: RunResult = k.run()
+    console.print(_table(n))
+    died = ", ".join(f"{th.name} ({why})" for th, why in result.died) or "none"
+    blocked = ", ".join(f"{th.name} ({th.state_name})" for th in result.blocked) or "none"
+    console.print(f"run ended: [bold]{result.reason}[/] at {result.now} cycles "
+                  f"({result.now / k.mhz:.2f} µs), {result.steps} kernel entries")
+    console.print(f"still blocked (idle): {blocked}; ended other than by returning: {died}")
+    want_end: list[tuple[str, Callable[[], bool]]] = [
+        ("the run ends 'done' (only idle threads left)", lambda: result.reason == "done"),
+        ("only mbox died, deleted", lambda: [(th.name, why) for th, why in result.died]
+         == [("mbox", "deleted")]),
+        ("cli, other and ctl returned",
+         lambda: all(threads[x].returned for x in ("cli", "other", "ctl"))),
+    ]
+    for what, ok in want_end:
+        n.checks += 1
+        if not ok():
+            n.failed.append(what)
+    if n.failed:
+        console.print(f"[bold red]{len(n.failed)} of {n.checks} outcomes differ from the SPEC:[/]")
+        for line in n.failed:
+            console.print(f"  [red]{line}[/]")
+        return 1
+    console.print(f"[bold green]all {n.checks} outcomes as the SPEC says[/]")
+    return 0

@@ -1,0 +1,115 @@
+"""`l4sim bench pingpong` and `l4sim bench scale` (S17, S21), run through the click group
+with tiny sizes: the shape of the JSON, positive and mutually consistent figures, and
+the simulated cycles, which are deterministic. No assertion about wall-clock speed:
+timing belongs in the benchmarks, never in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from l4sim.bench import CASES, run_floor
+from l4sim.bench.cli import bench
+
+ROW_KEYS = {"case", "ns_per_rt", "rt_per_s", "ratio_to_floor", "sim_cycles_per_rt"}
+SCALE_KEYS = {"threads", "ns_per_rt", "two_thread_ns_per_rt", "ratio_to_two_threads",
+              "bytes_per_blocked_thread"}
+
+
+def invoke(*args: str) -> Any:
+    result = CliRunner().invoke(bench, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def bench_json(*args: str) -> Any:
+    return json.loads(invoke(*args, "--json").stdout)
+
+
+@pytest.fixture(scope="module")
+def pingpong() -> Any:
+    return bench_json("pingpong", "--n", "300", "--repeats", "2")
+
+
+def test_pingpong_json_has_every_case(pingpong: Any) -> None:
+    assert [r["case"] for r in pingpong["rows"]] == [
+        "register-same-space", "register-cross-space", "utcb-8-same-space", "utcb-63-cross-space"]
+    assert [c.name for c in CASES] == [r["case"] for r in pingpong["rows"]]
+    assert pingpong["n"] == 300
+    for r in pingpong["rows"]:
+        assert set(r) >= ROW_KEYS
+
+
+def test_pingpong_figures_are_positive_and_consistent(pingpong: Any) -> None:
+    floor = pingpong["floor_ns_per_rt"]
+    assert floor > 0
+    for r in pingpong["rows"]:
+        ns = r["ns_per_rt"]
+        assert ns > 0
+        assert math.isclose(r["rt_per_s"], 1e9 / ns, rel_tol=1e-9)
+        assert math.isclose(r["ratio_to_floor"], ns / floor, rel_tol=1e-9)
+        assert r["ns_min"] <= ns <= r["ns_max"]
+
+
+def test_pingpong_simulated_cycles(pingpong: Any) -> None:
+    """Simulated time is deterministic: a round trip costs a whole number of cycles, a
+    second address space and UTCB words cost more than registers in one space."""
+    sim = {r["case"]: r["sim_cycles_per_rt"] for r in pingpong["rows"]}
+    for cycles in sim.values():
+        assert cycles > 0 and cycles == int(cycles)
+    assert sim["register-cross-space"] > sim["register-same-space"]
+    assert sim["utcb-8-same-space"] > sim["register-same-space"]
+    assert sim["utcb-63-cross-space"] > sim["register-cross-space"]
+
+
+def test_pingpong_table_and_progress() -> None:
+    result = invoke("pingpong", "--n", "100", "--repeats", "1")
+    for case in CASES:
+        assert case.name in result.stdout
+    assert "floor" in result.stdout
+    assert "register-same-space" in result.stderr  # progress goes to stderr
+
+
+def test_pingpong_quick_uses_a_tenth() -> None:
+    # --n wins over --quick; --quick alone means 20,000 round trips (too slow for a test).
+    assert bench_json("pingpong", "--quick", "--n", "50", "--repeats", "1")["n"] == 50
+
+
+def test_floor_runs_round_trips() -> None:
+    assert run_floor(100) > 0
+
+
+@pytest.mark.parametrize("kind", ["mixed", "send", "wait"])
+def test_scale_json(kind: str, pingpong: Any) -> None:
+    data = bench_json("scale", "--threads", "200", "--n", "200", "--repeats", "1",
+                      "--kind", kind)
+    assert set(data) >= SCALE_KEYS
+    assert data["threads"] == 200
+    assert data["kind"] == kind
+    for key in SCALE_KEYS - {"threads"}:
+        assert data[key] > 0, key
+    assert math.isclose(data["ratio_to_two_threads"],
+                        data["ns_per_rt"] / data["two_thread_ns_per_rt"], rel_tol=1e-9)
+    assert math.isclose(data["loop_ratio_to_two_threads"],
+                        data["loop_ns_per_rt"] / data["two_thread_loop_ns_per_rt"], rel_tol=1e-9)
+    # a crowd of blocked threads does not change the simulated round trip
+    same_space = next(r for r in pingpong["rows"] if r["case"] == "register-same-space")
+    assert data["sim_cycles_per_rt"] == same_space["sim_cycles_per_rt"]
+
+
+def test_scale_table() -> None:
+    result = invoke("scale", "--threads", "50", "--n", "50", "--repeats", "1")
+    assert "bytes per blocked thread" in result.stdout
+    assert "blocked" in result.stderr
+
+
+def test_bad_options_are_refused() -> None:
+    runner = CliRunner()
+    assert runner.invoke(bench, ["pingpong", "--n", "0"]).exit_code == 2
+    assert runner.invoke(bench, ["scale", "--threads", "0"]).exit_code == 2
+    assert runner.invoke(bench, ["scale", "--kind", "nope"]).exit_code == 2
