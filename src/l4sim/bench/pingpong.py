@@ -11,13 +11,14 @@ each case is reported as a multiple of it.
 from __future__ import annotations
 
 import statistics
+from array import array
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from ..kernel import IpcError, Kernel, Thread
+from ..kernel import IpcError, Kernel, MsgTag, Thread
 from ..user import UserContext
 from .floor import floor_ns_per_rt, measure
 
@@ -39,22 +40,40 @@ CASES = (
 )
 
 
-async def echo_server(t: UserContext, words: tuple[int, ...]) -> None:
-    """Wait for a call, then answer every call with `words` and wait for the next."""
+async def echo_server(t: UserContext, words: tuple[int, ...], utcb: bool) -> None:
+    """Wait for a call, then answer every call with `words` and wait for the next.
+
+    UTCB IPC (`utcb`): the request is already in our MRs; reply with it as it is,
+    passing only the tag (the lecture's "copy data from one UTCB to another UTCB")."""
     await t.wait()
+    if utcb:
+        tag = MsgTag(words=len(words))
+        while True:
+            await t.reply_and_wait(tag=tag)
     while True:
         await t.reply_and_wait(words=words)
 
 
 async def pinging_client(t: UserContext, dest: int, n: int, words: tuple[int, ...],
-                         log: list[tuple[int, float]]) -> IpcError:
+                         utcb: bool, log: list[tuple[int, float]]) -> IpcError:
     """Call `dest` `n` times with `words`; append (simulated cycles, wall-clock seconds)
-    of the n round trips to `log`; return the error of the last call."""
+    of the n round trips to `log`; return the error of the last call.
+
+    UTCB IPC (`utcb`): write the message into the MRs (one slice copy) and pass the tag."""
     r = None
     start = t.now
     t0 = perf_counter()
-    for _ in range(n):
-        r = await t.call(dest, words=words)
+    if utcb:
+        tag = MsgTag(words=len(words))
+        msg = array("Q", words)
+        mr = t.utcb.mr
+        count = len(words)
+        for _ in range(n):
+            mr[:count] = msg
+            r = await t.call(dest, tag=tag)
+    else:
+        for _ in range(n):
+            r = await t.call(dest, words=words)
     log.append((t.now - start, perf_counter() - t0))
     return r.error if r is not None else IpcError.OK
 
@@ -66,10 +85,11 @@ def add_pair(k: Kernel, n: int, words: int,
     msg = tuple(range(1, words + 1))
     server_task = k.new_task("server")
     client_task = server_task if same_space else k.new_task("client")
-    server = server_task.new_thread(echo_server, msg, name="server", priority=100)
+    utcb = words > k.costs.register_words  # more than fits in registers: UTCB IPC
+    server = server_task.new_thread(echo_server, msg, utcb, name="server", priority=100)
     dest = client_task.add_cap(server)
     log: list[tuple[int, float]] = []
-    client = client_task.new_thread(pinging_client, dest, n, msg, log, name="client",
+    client = client_task.new_thread(pinging_client, dest, n, msg, utcb, log, name="client",
                                     priority=100)
     return client, log
 

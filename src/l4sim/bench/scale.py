@@ -70,7 +70,7 @@ class PairBench:
         self.task = k.new_task("pair")
         msg = tuple(range(1, PAIR_WORDS + 1))
         self.msg = msg
-        server = self.task.new_thread(echo_server, msg, name="server", priority=100)
+        server = self.task.new_thread(echo_server, msg, False, name="server", priority=100)
         self.dest = self.task.add_cap(server)
         self.run_ns: list[float] = []    # per round trip, timing `k.run()`
         self.loop_ns: list[float] = []   # per round trip, timing the client's loop
@@ -79,7 +79,7 @@ class PairBench:
     def run(self, n: int, keep: bool = True) -> None:
         """`n` round trips with a new client; `keep` the figures of this run."""
         log: list[tuple[int, float]] = []
-        client = self.task.new_thread(pinging_client, self.dest, n, self.msg, log,
+        client = self.task.new_thread(pinging_client, self.dest, n, self.msg, False, log,
                                       name="client", priority=100)
         t0 = perf_counter()
         res = self.k.run()

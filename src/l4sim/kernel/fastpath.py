@@ -62,23 +62,36 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
          receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
          tag: MsgTag | None = None) -> Trap:
     """Send to `dest` and wait for the reply from it (its gate's thread) only."""
-    if not (tag is None and not items and send_timeout is NEVER and receive_timeout is NEVER
-            and t.fast and type(dest) is int):
-        return (yield from t._general_call(dest, words, label, items, send_timeout,  # type: ignore[misc]
-                                           receive_timeout, pagefault_timeout, tag))
-    th = t._th
-    if words:
-        n = len(words)
-        if n == 2:
-            mr = th.mr
-            mr[0], mr[1] = words
+    if tag is None:
+        if not (not items and send_timeout is NEVER and receive_timeout is NEVER and t.fast
+                and type(dest) is int):
+            return (yield from t._general_call(dest, words, label, items,  # type: ignore[misc]
+                                               send_timeout, receive_timeout,
+                                               pagefault_timeout, tag))
+        th = t._th
+        if words:
+            n = len(words)
+            if n == 2:
+                mr = th.mr
+                mr[0], mr[1] = words
+            else:
+                n = _load_words(th.mr, words)
         else:
-            n = _load_words(th.mr, words)
+            n = 0
+        msgtag = _with_label(label, n) if label else n
     else:
-        n = 0
-    msgtag = _with_label(label, n) if label else n
+        # UTCB IPC: the message is already in the MRs; the tag says how much.
+        if not (type(tag) is MsgTag and not words and not items and not label
+                and send_timeout is NEVER and receive_timeout is NEVER and t.fast
+                and type(dest) is int):
+            return (yield from t._general_call(dest, words, label, items,  # type: ignore[misc]
+                                               send_timeout, receive_timeout,
+                                               pagefault_timeout, tag))
+        th = t._th
+        msgtag = tag.raw
+        n = msgtag & 0x3F
     caps = th.caps
-    if 0 < dest < len(caps):
+    if 0 < dest < len(caps) and not msgtag & 0xFC0:  # typed items: the general path
         cap = caps[dest]
         if cap is not None and cap.rights & 4:
             obj = cap.obj
@@ -104,6 +117,8 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                         dst.in_words = None
                     dst.in_tag = msgtag
                     dst.in_label = lbl
+                    if dst.reply_caller is not None:  # its previous caller waits on, uncapped
+                        t._k.add_waiter(dst, dst.reply_caller)
                     dst.reply_caller = th
                     dst.partner = None
                     dst.state = READY
@@ -128,23 +143,32 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                    pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None) -> Trap:
     """Reply to the last caller (zero send timeout), then wait openly. If the reply
     fails, its error is returned and no receive happens (check `r.ok`)."""
-    if not (tag is None and not items and receive_timeout is NEVER and t.fast):
-        return (yield from t._general_reply_and_wait(words, label, items,  # type: ignore[misc]
-                                                     receive_timeout, pagefault_timeout, tag))
-    th = t._th
-    if words:
-        n = len(words)
-        if n == 2:
-            mr = th.mr
-            mr[0], mr[1] = words
+    if tag is None:
+        if not (not items and receive_timeout is NEVER and t.fast):
+            return (yield from t._general_reply_and_wait(  # type: ignore[misc]
+                words, label, items, receive_timeout, pagefault_timeout, tag))
+        th = t._th
+        if words:
+            n = len(words)
+            if n == 2:
+                mr = th.mr
+                mr[0], mr[1] = words
+            else:
+                n = _load_words(th.mr, words)
         else:
-            n = _load_words(th.mr, words)
+            n = 0
+        msgtag = _with_label(label, n) if label else n
     else:
-        n = 0
-    msgtag = _with_label(label, n) if label else n
+        if not (type(tag) is MsgTag and not words and not items and not label
+                and receive_timeout is NEVER and t.fast):
+            return (yield from t._general_reply_and_wait(  # type: ignore[misc]
+                words, label, items, receive_timeout, pagefault_timeout, tag))
+        th = t._th
+        msgtag = tag.raw
+        n = msgtag & 0x3F
     c = th.reply_caller
     if (c is not None and c.state == RECEIVE_WAIT and c.partner is th and c.timer is None
-            and not th.sendq):
+            and not th.sendq and not msgtag & 0xFC0):
         cpu = th.cpu
         if c.cpu is cpu and not cpu.bitmap >> (c.prio + 1):
             th.reply_caller = None

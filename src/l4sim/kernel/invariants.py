@@ -66,6 +66,10 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
             p = th.partner
             if p is not None and p is not th and (p.state & DEAD or not p.alive):
                 raise Bad("partners point at live threads", f"{th.name} waits for dead {p.name}")
+            if (p is not None and p is not th and p.reply_caller is not th
+                    and th not in k.waiters.get(p, ())):
+                raise Bad("a closed receiver is found by its partner (reply capability or "
+                          "waiter index)", f"{th.name} waits for {p.name}")
         elif st != SEND_WAIT and th.partner is not None:
             raise Bad("partners point at each other consistently",
                       f"{th.name} ({state_name(st)}) still has a partner")
@@ -94,6 +98,10 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
                           f"{th.name} runs at {th.prio}, should be {want}")
         elif th.prio != th.priority:
             raise Bad("without inheritance a thread runs at its own priority", th.name)
+
+    for gate in k.gates:
+        if gate.thread is not None and gate not in gate.thread.gates:
+            raise Bad("a bound gate is listed by its thread", repr(gate))
 
     for task in k.tasks:
         for sel, cap in enumerate(task.caps):

@@ -132,6 +132,9 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
         return SEMSGCUT
     rcv.wake_error = 0
     if call:
+        old = rcv.reply_caller
+        if old is not None:  # the previous caller keeps waiting, without a reply capability
+            k.add_waiter(rcv, old)
         rcv.reply_caller = snd
     k.record(snd, "transfer", f"to {rcv.name}: {n} words")
     return OK
@@ -144,6 +147,8 @@ def _wake_receiver(k: Kernel, snd: Thread, rcv: Thread) -> None:
     we hold for it ends with that wait."""
     if rcv.timer is not None:
         k.cancel_timer(rcv)
+    if rcv.partner is snd:
+        k.forget_waiter(snd, rcv)
     rcv.partner = None
     if snd.reply_caller is rcv:
         snd.reply_caller = None
@@ -257,8 +262,12 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     k.set_state(th, RECEIVE_WAIT)
     if deadline is not None:
         k.arm_timer(th, deadline)
-    if src is not None and src.reply_caller is th and th.prio > src.prio:
-        k.update_prio(src)  # the server now works for us: it inherits our priority
+    if src is not None and src is not th:
+        if src.reply_caller is th:
+            if th.prio > src.prio:
+                k.update_prio(src)  # the server now works for us: it inherits our priority
+        else:
+            k.add_waiter(src, th)
     await k.block(th, woken)
     return await k.leave(th, _result_of_wait(k, th))
 
@@ -333,6 +342,8 @@ def leave_queues(k: Kernel, victim: Thread) -> Thread | None:
     elif partner is not None and partner.reply_caller is victim:
         partner.reply_caller = None
     else:
+        if partner is not None and partner is not victim:
+            k.forget_waiter(partner, victim)
         partner = None
     if victim.timer is not None:
         k.cancel_timer(victim)

@@ -113,6 +113,9 @@ class Kernel:
         self.tasks: list[Task] = []
         self.threads: dict[int, Thread] = {}
         self.gates: list[IpcGate] = []
+        # Threads in a closed receive on a partner that are not that partner's
+        # reply_caller (which finds the rest): told ENOT_EXISTENT when it ends.
+        self.waiters: dict[Thread, dict[Thread, None]] = {}
         self.events: list[Event] = []
         self.died: list[tuple[Thread, str]] = []
         self.entry_limit = INFINITY
@@ -186,6 +189,7 @@ class Kernel:
             raise ValueError(f"a gate label is a 48-bit signed int, got {label!r}")
         gate = IpcGate(self, thread, label, name or f"gate{len(self.gates) + 1}")
         self.gates.append(gate)
+        thread.gates.append(gate)
         return gate
 
     def at(self, cycles: int, callback: Callable[[], Any]) -> None:
@@ -282,6 +286,7 @@ class Kernel:
         last = cpu.last  # the thread that ran when the previous run() stopped
         if th is not None and last is not None and th is not last:
             cpu.now += same_space if th.task is last.task else other_space
+            self.record(th, "switch", f"from {last.name}")
         while th is not None:
             cpu.current = th
             cpu.slice_end = cpu.now + th.slice_left
@@ -535,6 +540,19 @@ class Kernel:
 
     # --- deletion and the end of threads --------------------------------------------------
 
+    def add_waiter(self, partner: Thread, waiter: Thread) -> None:
+        """`waiter` waits in a closed receive on `partner` without holding its reply
+        capability: remember it, so that `partner`'s end can tell it."""
+        if partner.reply_caller is not waiter:
+            self.waiters.setdefault(partner, {})[waiter] = None
+
+    def forget_waiter(self, partner: Thread, waiter: Thread) -> None:
+        ws = self.waiters.get(partner)
+        if ws is not None:
+            ws.pop(waiter, None)
+            if not ws:
+                del self.waiters[partner]
+
     def after_host_op(self) -> None:
         if self.check and not self._running:
             self.check_invariants()
@@ -561,23 +579,22 @@ class Kernel:
         if q:
             for s in list(q):  # senders queued at a dying receiver end SECANCELED
                 end_wait(self, s, SECANCELED, READY | CANCEL)
-        for other in self.threads.values():
-            if other is not th and other.state == RECEIVE_WAIT and other.partner is th:
+        waiting = dict(self.waiters.pop(th, {}))
+        if th.reply_caller is not None:
+            waiting[th.reply_caller] = None
+        for other in sorted(waiting, key=lambda w: w.tid):
+            if other.state == RECEIVE_WAIT and other.partner is th:
                 other.partner = None  # its reply (or closed) partner is gone
                 other.wake_error = ENOT_EXISTENT
                 if other.timer is not None:
                     self.cancel_timer(other)
                 self.set_state(other, READY)
                 self.make_ready(other)
-            if other.reply_caller is th:
-                other.reply_caller = None
-                if other.prio != other.priority:
-                    self.update_prio(other)
         th.reply_caller = None
         th.partner = None
-        for gate in self.gates:
-            if gate.thread is th:
-                gate.thread = None
+        for gate in th.gates:
+            gate.thread = None
+        th.gates.clear()
         self.set_state(th, DEAD)
         self.record(th, "end", reason or "returned")
         th.exit_reason = reason
@@ -609,17 +626,23 @@ class Kernel:
                 except Exception:  # noqa: BLE001 - user code misbehaving while unwinding
                     pass
         elif isinstance(obj, IpcGate):
-            for th in list(self.threads.values()):
-                if th.state == SEND_WAIT and th.snd_gate is obj:
-                    end_wait(self, th, ENOT_EXISTENT, READY | CANCEL)
+            bound = obj.thread
+            if bound is not None:
+                if bound.sendq:
+                    for th in list(bound.sendq):
+                        if th.snd_gate is obj:
+                            end_wait(self, th, ENOT_EXISTENT, READY | CANCEL)
+                bound.gates.remove(obj)
             obj.thread = None
             self.gates.remove(obj)
         obj.alive = False
-        for task in self.tasks:
+        for task, sel in obj.cap_refs:
             caps = task.caps
-            for i, cap in enumerate(caps):
+            if sel < len(caps):
+                cap = caps[sel]
                 if cap is not None and cap.obj is obj:
-                    caps[i] = None
+                    caps[sel] = None
+        obj.cap_refs.clear()
 
     def check_invariants(self, incoming: Thread | None = None,
                          blocking: Thread | None = None) -> None:

@@ -31,13 +31,16 @@ _ZERO_BRS = array("Q", bytes(8 * BR_COUNT))
 class KernelObject:
     """Anything a capability can name."""
 
-    __slots__ = ("kernel", "alive", "__weakref__")
+    __slots__ = ("kernel", "alive", "cap_refs", "__weakref__")
 
     kind = "object"
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.alive = True
+        # Where capabilities to this object were put, (task, selector); deletion clears
+        # them without scanning every object space. Entries may be stale.
+        self.cap_refs: list[tuple[Task, int]] = []
 
 
 class Capability:
@@ -103,6 +106,7 @@ class Task(KernelObject):
             raise ValueError(f"capability rights are 4 bits, got {rights!r}")
         self.caps.append(Capability(obj, int(rights)))
         sel = len(self.caps) - 1
+        obj.cap_refs.append((self, sel))
         self.kernel.after_host_op()
         return sel
 
@@ -154,7 +158,7 @@ class Thread(KernelObject):
         "slice_left", "rq_prio",
         # the end
         "result", "exit_reason", "returned",
-        "pager", "exc_handler", "self_sel", "pager_sel",
+        "pager", "exc_handler", "self_sel", "pager_sel", "gates",
     )
 
     kind = "thread"
@@ -200,6 +204,7 @@ class Thread(KernelObject):
         self.exc_handler: Thread | None = None
         self.self_sel = 0
         self.pager_sel = 0
+        self.gates: list[IpcGate] = []  # gates bound to this thread
 
     @property
     def state_name(self) -> str:

@@ -1,0 +1,27 @@
+"""The README's tutorial is a program; it must run and print what the README says."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_tutorial_runs_and_prints_what_the_readme_says() -> None:
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    assert code is not None, "the README has a python tutorial block"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code.group(1), "README.md", "exec"), {})
+    assert out.getvalue() == "done 6 10\n"
+    assert "# done 6 10" in code.group(1)
+
+
+def test_quick_start_test_command_is_what_ci_runs() -> None:
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "python3 -m pytest -q" in README.read_text()
+    assert "python3 -m pytest -q" in ci
