@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from .abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, MapItem, MsgTag, StringItem, Timeout
 from .ipc import _result_of_wait, ipc
 from .objects import IpcGate, Thread
-from .result import IpcResult, _new
+from .result import IpcResult, new_result
 from .states import READY, RECEIVE_WAIT
 
 if TYPE_CHECKING:
@@ -76,8 +76,10 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 mr[0], mr[1] = words
             else:
                 n = _load_words(th.mr, words)
+            snap = words if type(words) is tuple else None
         else:
             n = 0
+            snap = None
         msgtag = _with_label(label, n) if label else n
     else:
         # UTCB IPC: the message is already in the MRs; the tag says how much.
@@ -90,6 +92,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
         th = t._th
         msgtag = tag.raw
         n = msgtag & 0x3F
+        snap = None
     caps = th.caps
     if 0 < dest < len(caps) and not msgtag & 0xFC0:  # typed items: the general path
         cap = caps[dest]
@@ -109,7 +112,14 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 cpu = th.cpu
                 if dst.cpu is cpu and not cpu.bitmap >> (dst.prio + 1):
                     # Transfer: one slice copy of the words; finish: the partner runs next.
-                    if n:
+                    if snap is not None:  # words given as a tuple: it is the snapshot
+                        if n == 2:
+                            dm = dst.mr
+                            dm[0], dm[1] = snap
+                        else:
+                            dst.mr[:n] = th.mr[:n]
+                        dst.in_words = snap
+                    elif n:
                         w = th.mr[:n]
                         dst.mr[:n] = w
                         dst.in_words = w
@@ -130,7 +140,12 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                         t._k.update_prio(dst)
                     yield dst  # the switch
                     if th.state == READY and not th.wake_error and cpu.now < cpu.slice_end:
-                        return _new(IpcResult, (OK, th.in_label, th.in_tag, th.in_words))
+                        r = new_result(IpcResult)
+                        r.error = OK
+                        r.label = th.in_label
+                        r._tag = th.in_tag
+                        r._words = th.in_words
+                        return r
                     k = t._k
                     # An error, or the end of the timeslice: the general exit path.
                     return (yield from k.leave(th, _result_of_wait(k, th)))  # type: ignore[misc]
@@ -155,8 +170,10 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 mr[0], mr[1] = words
             else:
                 n = _load_words(th.mr, words)
+            snap = words if type(words) is tuple else None
         else:
             n = 0
+            snap = None
         msgtag = _with_label(label, n) if label else n
     else:
         if not (type(tag) is MsgTag and not words and not items and not label
@@ -166,13 +183,21 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
         th = t._th
         msgtag = tag.raw
         n = msgtag & 0x3F
+        snap = None
     c = th.reply_caller
     if (c is not None and c.state == RECEIVE_WAIT and c.partner is th and c.timer is None
             and not th.sendq and not msgtag & 0xFC0):
         cpu = th.cpu
         if c.cpu is cpu and not cpu.bitmap >> (c.prio + 1):
             th.reply_caller = None
-            if n:
+            if snap is not None:  # words given as a tuple: it is the snapshot
+                if n == 2:
+                    cm = c.mr
+                    cm[0], cm[1] = snap
+                else:
+                    c.mr[:n] = th.mr[:n]
+                c.in_words = snap
+            elif n:
                 w = th.mr[:n]
                 c.mr[:n] = w
                 c.in_words = w
@@ -189,7 +214,12 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 t._k.update_prio(th)
             yield c  # the switch
             if th.state == READY and not th.wake_error and cpu.now < cpu.slice_end:
-                return _new(IpcResult, (OK, th.in_label, th.in_tag, th.in_words))
+                r = new_result(IpcResult)
+                r.error = OK
+                r.label = th.in_label
+                r._tag = th.in_tag
+                r._words = th.in_words
+                return r
             k = t._k
             return (yield from k.leave(th, _result_of_wait(k, th)))  # type: ignore[misc]
     return (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO, NEVER))  # type: ignore[misc]

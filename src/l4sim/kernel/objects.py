@@ -11,7 +11,7 @@ Invariants of a thread (checked by `invariants.check` with check=True):
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .abi import BR_COUNT, MR_COUNT, CapRights
@@ -191,7 +191,7 @@ class Thread(KernelObject):
         self.rcv_timeout: Any = None
         self.in_tag = 0
         self.in_label = 0
-        self.in_words: array[int] | None = None
+        self.in_words: Sequence[int] | None = None  # a tuple or an array slice
         self.wake_error = 0
         self.reply_caller: Thread | None = None
         self.timer: list[Any] | None = None

@@ -2,44 +2,51 @@
 
 from __future__ import annotations
 
-from array import array
-from operator import itemgetter
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Optional
 
 from .abi import IpcError, MsgTag
 
-_new = tuple.__new__
+if TYPE_CHECKING:
+    from array import array
+
+    WordsSnapshot = Optional[Sequence[int] | array[int]]
 
 
-class IpcResult(tuple[Any, ...]):
+class IpcResult:
     """What an IPC returned: `error` (IpcError, OK = 0), the received `tag`, the sender's
     `label` (gate label, IRQ label or the sending thread's tid) and the received `words`.
 
     For a call or reply_and_wait the result describes the phase that `error` belongs to:
-    the receive phase when the send succeeded. A tuple underneath (error, label, raw
-    tag, words array) because it is built on every IPC.
+    the receive phase when the send succeeded. Immutable by convention; the fast path
+    builds it with `object.__new__` and four slot stores (cheaper than any constructor).
     """
 
-    __slots__ = ()
+    __slots__ = ("error", "label", "_tag", "_words")
 
-    def __new__(cls, error: IpcError, label: int = 0, tag: int = 0,
-                words: array[int] | None = None) -> IpcResult:
-        return _new(cls, (error, label, tag, words))
+    error: IpcError
+    label: int
+    _tag: int
+    _words: WordsSnapshot  # a snapshot: a tuple, or an array slice taken at the transfer
 
-    error: IpcError = property(itemgetter(0))  # type: ignore[assignment]
-    label: int = property(itemgetter(1))  # type: ignore[assignment]
+    def __init__(self, error: IpcError, label: int = 0, tag: int = 0,
+                 words: WordsSnapshot = None) -> None:
+        self.error = error
+        self.label = label
+        self._tag = tag
+        self._words = words
 
     @property
     def ok(self) -> bool:
-        return not self[0]
+        return not self.error
 
     @property
     def tag(self) -> MsgTag:
-        return MsgTag.from_raw(self[2])
+        return MsgTag.from_raw(self._tag)
 
     @property
     def words(self) -> tuple[int, ...]:
-        w = self[3]
+        w = self._words
         return tuple(w) if w is not None else ()
 
     @property
@@ -47,5 +54,16 @@ class IpcResult(tuple[Any, ...]):
         """Bytes delivered per string item (user-memory IPC arrives with S11)."""
         return ()
 
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, IpcResult) and self.error == other.error
+                and self.label == other.label and self._tag == other._tag
+                and self.words == other.words)
+
+    def __hash__(self) -> int:
+        return hash((self.error, self.label, self._tag, self.words))
+
     def __repr__(self) -> str:
         return f"IpcResult({self.error.name}, label={self.label}, words={self.words})"
+
+
+new_result = object.__new__
