@@ -118,3 +118,15 @@ def measure(run: Callable[[int], float], n: int, repeats: int = 5) -> list[float
 def floor_ns_per_rt(n: int, repeats: int = 5) -> float:
     """Median ns per round trip of the floor kernel."""
     return statistics.median(measure(run_floor, n, repeats))
+
+
+# CPython 3.11 specializes ("quickens") a function's bytecode only after it has been
+# entered 8 times. A loop entered once per measurement, like `run_kernel` here and in
+# pingpong_peers.py, therefore runs unspecialized in the first runs, and 40 % slower.
+QUICKENING_CALLS = 10
+
+
+def warm_up(run: Callable[[int], float]) -> None:
+    """Enter `run` often enough that every loop in it runs specialized afterwards."""
+    for _ in range(QUICKENING_CALLS):
+        run(100)
