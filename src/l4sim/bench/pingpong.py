@@ -11,8 +11,8 @@ each case is reported as a multiple of it.
 from __future__ import annotations
 
 import statistics
-from array import array
 import sys
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter

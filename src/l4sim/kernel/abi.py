@@ -200,7 +200,7 @@ class Timeout:
         """Relative timeout of `n` microseconds of simulated time (converted with the clock)."""
         if n < 0:
             raise ValueError(f"timeout must not be negative, got {n}")
-        return Timeout(_REL_US, int(round(n * 1000)))  # kept in ns for exactness
+        return Timeout(_REL_US, round(n * 1000))  # kept in ns for exactness
 
     @staticmethod
     def cycles(n: int) -> Timeout:
@@ -388,7 +388,8 @@ class Fpage:
         return hash(self.raw)
 
     def __repr__(self) -> str:
-        return f"Fpage(type={self.type}, base={self.raw >> 12 << 12:#x}, order={self.order}, rights={self.rights:#x})"
+        return (f"Fpage(type={self.type}, base={self.raw >> 12 << 12:#x}, order={self.order}, "
+                f"rights={self.rights:#x})")
 
 
 class MapItem:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import types
 from array import array
 from collections.abc import Generator, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, MapItem, MsgTag, StringItem, Timeout
 from .ipc import _result_of_wait, ipc
@@ -65,9 +65,9 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
     if tag is None:
         if not (not items and send_timeout is NEVER and receive_timeout is NEVER and t.fast
                 and type(dest) is int):
-            return (yield from t._general_call(dest, words, label, items,  # type: ignore[misc]
-                                               send_timeout, receive_timeout,
-                                               pagefault_timeout, tag))
+            return cast(IpcResult, (yield from t._general_call(
+                dest, words, label, items, send_timeout, receive_timeout, pagefault_timeout,
+                tag)))
         th = t._th
         if words:
             n = len(words)
@@ -86,9 +86,9 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
         if not (type(tag) is MsgTag and not words and not items and not label
                 and send_timeout is NEVER and receive_timeout is NEVER and t.fast
                 and type(dest) is int):
-            return (yield from t._general_call(dest, words, label, items,  # type: ignore[misc]
-                                               send_timeout, receive_timeout,
-                                               pagefault_timeout, tag))
+            return cast(IpcResult, (yield from t._general_call(
+                dest, words, label, items, send_timeout, receive_timeout, pagefault_timeout,
+                tag)))
         th = t._th
         msgtag = tag.raw
         n = msgtag & 0x3F
@@ -148,8 +148,8 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                         return r
                     k = t._k
                     # An error, or the end of the timeslice: the general exit path.
-                    return (yield from k.leave(th, _result_of_wait(k, th)))  # type: ignore[misc]
-    return (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, NEVER, NEVER))  # type: ignore[misc]
+                    return cast(IpcResult, (yield from k.leave(th, _result_of_wait(k, th))))
+    return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, NEVER, NEVER)))
 
 
 @types.coroutine
@@ -160,8 +160,8 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
     fails, its error is returned and no receive happens (check `r.ok`)."""
     if tag is None:
         if not (not items and receive_timeout is NEVER and t.fast):
-            return (yield from t._general_reply_and_wait(  # type: ignore[misc]
-                words, label, items, receive_timeout, pagefault_timeout, tag))
+            return cast(IpcResult, (yield from t._general_reply_and_wait(
+                words, label, items, receive_timeout, pagefault_timeout, tag)))
         th = t._th
         if words:
             n = len(words)
@@ -178,8 +178,8 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
     else:
         if not (type(tag) is MsgTag and not words and not items and not label
                 and receive_timeout is NEVER and t.fast):
-            return (yield from t._general_reply_and_wait(  # type: ignore[misc]
-                words, label, items, receive_timeout, pagefault_timeout, tag))
+            return cast(IpcResult, (yield from t._general_reply_and_wait(
+                words, label, items, receive_timeout, pagefault_timeout, tag)))
         th = t._th
         msgtag = tag.raw
         n = msgtag & 0x3F
@@ -221,5 +221,5 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 r._words = th.in_words
                 return r
             k = t._k
-            return (yield from k.leave(th, _result_of_wait(k, th)))  # type: ignore[misc]
-    return (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO, NEVER))  # type: ignore[misc]
+            return cast(IpcResult, (yield from k.leave(th, _result_of_wait(k, th))))
+    return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO, NEVER)))

@@ -41,16 +41,17 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
                           f"{s.name} queued at {s.queued_prio}, runs at {s.prio}")
 
     in_ready: set[Thread] = set()
-    for p, rq in enumerate(cpu.queues):
-        if bool(rq) != bool(cpu.bitmap >> p & 1):
-            raise Bad("the ready bitmap matches the ready queues", f"priority {p}")
+    for level, rq in enumerate(cpu.queues):
+        if bool(rq) != bool(cpu.bitmap >> level & 1):
+            raise Bad("the ready bitmap matches the ready queues", f"priority {level}")
         for th in rq:
             if th in in_ready:
                 raise Bad("a thread is in the ready queue at most once", th.name)
             in_ready.add(th)
-            if not th.state & READY or th.state & DEAD or th.rq_prio != p or th.prio != p:
+            if (not th.state & READY or th.state & DEAD or th.rq_prio != level
+                    or th.prio != level):
                 raise Bad("the ready queues hold ready threads at their priority",
-                          f"{th.name} ({state_name(th.state)}) at {p}, prio {th.prio}")
+                          f"{th.name} ({state_name(th.state)}) at {level}, prio {th.prio}")
 
     for th in k.threads.values():
         st = th.state
@@ -79,9 +80,8 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
                       f"{th.name} holds the reply of {c.name} ({state_name(c.state)})")
         if th.timer is not None and (not st & (SEND_WAIT | RECEIVE_WAIT) or th.timer[2] is not th):
             raise Bad("a timer is armed only for a waiting thread", th.name)
-        if st & DEAD:
-            if th in in_ready or th.sendq or th.reply_caller is not None:
-                raise Bad("no queue holds a dead thread", th.name)
+        if st & DEAD and (th in in_ready or th.sendq or th.reply_caller is not None):
+            raise Bad("no queue holds a dead thread", th.name)
         if st & READY and not st & DEAD:
             expected = th is cpu.current or th is incoming or th is blocking
             if (th in in_ready) == expected:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, Timeout
+from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
 from .objects import IpcGate, Thread
 from .result import IpcResult
 from .sendq import SenderQueue
@@ -103,7 +103,7 @@ def _result_of_wait(k: Kernel, th: Thread) -> IpcResult:
         k.set_state(th, READY)
     err = th.wake_error
     if err:
-        th.wake_error = 0
+        th.wake_error = OK
         if err == REMSGCUT:
             return IpcResult(err, th.in_label, th.in_tag, th.in_words)
         return IpcResult(err)
@@ -130,7 +130,7 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
         rcv.wake_error = REMSGCUT
         k.record(snd, "transfer", f"to {rcv.name}: {n} words, items cut")
         return SEMSGCUT
-    rcv.wake_error = 0
+    rcv.wake_error = OK
     if call:
         old = rcv.reply_caller
         if old is not None:  # the previous caller keeps waiting, without a reply capability
@@ -285,7 +285,7 @@ def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
     err = _deliver(k, snd, th, snd.snd_label, snd.snd_tag, call)
     result = IpcResult(OK, th.in_label, th.in_tag, th.in_words)
     if err:
-        th.wake_error = 0
+        th.wake_error = OK
         result = IpcResult(REMSGCUT, th.in_label, th.in_tag, th.in_words)
         snd.wake_error = err
         call = False

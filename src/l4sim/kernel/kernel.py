@@ -7,13 +7,14 @@ the IPC semantics live in `ipc.py`.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import states
-from .abi import NEVER, IpcError, Timeout
+from .abi import NEVER, Timeout
 from .costs import CostProfile
 from .costs import profile as get_profile
 from .ipc import ENOT_EXISTENT, SECANCELED, end_wait, leave_queues
@@ -621,10 +622,8 @@ class Kernel:
             obj.coro = None
             obj.resume = _dead_resume
             if coro is not None and obj.cpu.current is not obj:
-                try:
+                with contextlib.suppress(Exception):  # user code misbehaving while unwinding
                     coro.close()
-                except Exception:  # noqa: BLE001 - user code misbehaving while unwinding
-                    pass
         elif isinstance(obj, IpcGate):
             bound = obj.thread
             if bound is not None:

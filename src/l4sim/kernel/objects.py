@@ -14,7 +14,7 @@ from array import array
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .abi import BR_COUNT, MR_COUNT, CapRights
+from .abi import BR_COUNT, MR_COUNT, CapRights, IpcError
 from .sendq import SenderQueue
 from .states import INACTIVE, state_name
 
@@ -26,6 +26,10 @@ Body = Callable[..., Coroutine[Any, Any, Any]]
 
 _ZERO_MRS = array("Q", bytes(8 * MR_COUNT))
 _ZERO_BRS = array("Q", bytes(8 * BR_COUNT))
+
+
+def _not_started(_: None) -> Any:
+    raise RuntimeError("this thread has no coroutine to resume")
 
 
 class KernelObject:
@@ -177,7 +181,7 @@ class Thread(KernelObject):
         self.body = body
         self.args = args
         self.coro: Coroutine[Any, Any, Any] | None = None
-        self.resume: Callable[[None], Any] | None = None  # coro.send, bound once
+        self.resume: Callable[[None], Any] = _not_started  # coro.send, bound once
         self.utcb = Utcb()
         self.mr = self.utcb.mr
         self.user: Any = None
@@ -192,7 +196,7 @@ class Thread(KernelObject):
         self.in_tag = 0
         self.in_label = 0
         self.in_words: Sequence[int] | None = None  # a tuple or an array slice
-        self.wake_error = 0
+        self.wake_error = IpcError.OK
         self.reply_caller: Thread | None = None
         self.timer: list[Any] | None = None
         self.slice_left = kernel.timeslice

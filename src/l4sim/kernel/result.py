@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from .abi import IpcError, MsgTag
 
 if TYPE_CHECKING:
     from array import array
 
-    WordsSnapshot = Optional[Sequence[int] | array[int]]
+    WordsSnapshot = Sequence[int] | array[int] | None
 
 
 class IpcResult:

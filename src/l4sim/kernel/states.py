@@ -56,7 +56,8 @@ TRANSITIONS: Final = (
     Transition(INACTIVE, READY, "thread started"),
     # handshake: partner not ready, block
     Transition(READY, SEND_WAIT, "sender arrives first: enqueue in the receiver's sender queue and block"),
-    Transition(READY, RECEIVE_WAIT, "receiver arrives first (or a call's send is done): prepare to receive and block"),
+    Transition(READY, RECEIVE_WAIT,
+               "receiver arrives first (or a call's send is done): prepare to receive and block"),
     # rendezvous: the partner completes our phase
     Transition(SEND_WAIT, READY, "receiver arrives and takes the queued sender's message"),
     Transition(SEND_WAIT, RECEIVE_WAIT, "receiver takes a call's message: switch atomically to receive"),
@@ -106,7 +107,8 @@ def to_text() -> str:
 
 def to_dot() -> str:
     """The declared machine as Graphviz DOT (the lecture's 'Fiasco IPC state diagram')."""
-    out = ["digraph ipc_states {", "  rankdir=LR;", '  node [shape=box, style=rounded, fontname="Helvetica"];']
+    out = ["digraph ipc_states {", "  rankdir=LR;",
+           '  node [shape=box, style=rounded, fontname="Helvetica"];']
     for name, bits in STATES.items():
         out.append(f'  {name} [label="{name}\\n{bits:#x}"];')
     for t in TRANSITIONS:

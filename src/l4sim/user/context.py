@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..kernel import ipc as _ipc
 from ..kernel import fastpath
+from ..kernel import ipc as _ipc
 from ..kernel.abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, MapItem, MsgTag, StringItem, Timeout
 from ..kernel.kernel import ThreadDeleted
 from ..kernel.objects import Thread, Utcb
