@@ -5,9 +5,10 @@ is a recorder that every kernel built with `check=True` feeds with each transiti
 takes (through `Kernel.set_state`). `tests/test_state_coverage.py` holds the test that
 runs last and fails, listing every declared transition that no test reached.
 
-The recorder only accepts additions made by `Kernel.set_state` itself, and only while a
-test is running (not the coverage test): a transition counts when a real kernel in a
-real test took it, never because someone wrote into the set.
+The recorder only accepts additions made by the kernel itself (`Kernel.set_state`, or
+kernel code in `l4sim.kernel`), and only while a test is running (not the coverage test):
+a transition counts when a real kernel in a real test took it, never because someone
+wrote into the set.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _SET_STATE_CODE = _kernel_module.Kernel.set_state.__code__
 
 
 class TransitionRecorder(set[tuple[int, int]]):
-    """A set of (old, new) state words, filled only by `Kernel.set_state` during tests.
+    """A set of (old, new) state words, filled only by the kernel during tests.
 
     `first_test` remembers, for each transition, the first test (node id) that took it;
     `rejected` counts additions that did not come from a kernel or came outside a test.
@@ -40,8 +41,10 @@ class TransitionRecorder(set[tuple[int, int]]):
         self.rejected = 0
 
     def add(self, item: tuple[int, int]) -> None:
-        caller = sys._getframe(1).f_code
-        if caller is not _SET_STATE_CODE or self.current_test is None:
+        caller = sys._getframe(1)
+        from_kernel = (caller.f_code is _SET_STATE_CODE
+                       or str(caller.f_globals.get("__name__", "")).startswith("l4sim.kernel."))
+        if not from_kernel or self.current_test is None:
             self.rejected += 1
             return
         if item not in self:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import l4sim.kernel.fastpath as fastpath_module
@@ -30,17 +30,6 @@ import l4sim.kernel.ipc as ipc_module
 from l4sim import IpcError, Kernel, Timeout
 
 E = IpcError
-
-# Known kernel bugs (each xfail below is strict: it fails once the bug is fixed).
-FAST_PATH_SKIPS_DUE_EVENTS = (
-    "kernel bug: when the fast path's caller is switched back to and a timer or host event "
-    "fell due during the switch, call/reply_and_wait return to user code without the kernel-"
-    "exit preemption point (fastpath.py checks only the timeslice end), so the event is "
-    "handled later than on the general path: a higher-priority thread whose timeout expired "
-    "runs after a lower-priority thread's IPC instead of before")
-RUN_UNTIL_MOVES_TIME_BACK = (
-    "kernel bug: Kernel.run(until=T) sets the clock back to T when a kernel entry already "
-    "charged time past it; and the fast path stops later than the general path")
 
 # --- programs as data ------------------------------------------------------------------------
 
@@ -224,6 +213,12 @@ def run_program(prog: Program, *, fastpath: bool, check: bool = False, trace: bo
                 break
         else:  # pragma: no cover
             raise AssertionError("the program did not end")
+    except BaseException:
+        for th in threads.values():  # a kernel error stopped the run: end the coroutines
+            coro = getattr(th, "coro", None)
+            if coro is not None:
+                coro.close()
+        raise
     finally:
         ipc_module.ipc = orig_ipc  # type: ignore[assignment]
         fastpath_module.ipc = orig_ipc  # type: ignore[assignment]
@@ -240,7 +235,7 @@ def assert_equivalent(prog: Program) -> tuple[Outcome, Outcome]:
     slow, _ = run_program(prog, fastpath=False)
     for name in slow.logs:
         a, b = fast.logs[name], slow.logs[name]
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             assert x == y, (f"{name}: result {i} differs: fast path {x}, general path {y}\n"
                             f"fast: {a[max(0, i - 3):i + 2]}\ngeneral: {b[max(0, i - 3):i + 2]}")
         assert len(a) == len(b), f"{name}: {len(a)} results on the fast path, {len(b)} on the general"
@@ -304,7 +299,7 @@ def test_mixed_with_timeouts() -> None:
                    (ClientSpec(100, tuple(ops)),
                     ClientSpec(100, tuple(("call", 1, True, 1, 0, 6_000 if i % 2 else None)
                                           for i in range(20)))))
-    fast, slow = assert_equivalent(prog)
+    _, slow = assert_equivalent(prog)
     errors = {e[1] for e in slow.logs["cli0"] + slow.logs["cli1"]}
     assert E.RETIMEOUT in errors, "some receive timeouts expire"
 
@@ -313,7 +308,7 @@ def test_server_with_queued_senders_falls_back() -> None:
     clients = tuple(ClientSpec(100, tuple(("call", 0, False, 2, 0, None) for _ in range(10)))
                     for _ in range(3))
     prog = Program((ServerSpec(work=20_000),), clients)
-    fast, slow = assert_equivalent(prog)
+    _, slow = assert_equivalent(prog)
     assert sum(e[0] == "recv" for e in slow.logs["srv0"]) == 30
 
 
@@ -342,7 +337,7 @@ def test_timeslice_ends_during_pingpong() -> None:
     p2 = ClientSpec(100, tuple(("call", 1, False, 2, 0, None) for _ in range(25)))
     prog = Program((ServerSpec(), ServerSpec(same_task=False)), (p1, p2), timeslice=700,
                    extra_threads=(("hog", 100, 2_500),))
-    fast, slow = assert_equivalent(prog)
+    _, slow = assert_equivalent(prog)
     order = [name for name, log in sorted(slow.logs.items()) for _ in log]
     assert len(set(order)) > 2
 
@@ -373,11 +368,7 @@ def test_runs_cut_by_max_steps(steps: int) -> None:
     assert_equivalent(_pingpong(20, 2, run_mode=("steps", steps)))
 
 
-@pytest.mark.parametrize("delta", [
-    pytest.param(500, marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                              reason=RUN_UNTIL_MOVES_TIME_BACK)),
-    3_000,
-])
+@pytest.mark.parametrize("delta", [500, 3_000])
 def test_runs_cut_by_time(delta: int) -> None:
     assert_equivalent(_pingpong(20, 2, run_mode=("until", delta),
                                 extra_threads=(("ticker", 150, 2_000),)))
@@ -430,7 +421,7 @@ def programs(draw: st.DrawFn, *, timers: bool = True, max_clients: int = 3) -> P
     return Program(servers, clients, timeslice, events, run_mode, extra)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs(timers=False))
 def test_random_programs_are_equivalent(prog: Program) -> None:
     """Priorities, gates, 0-63 words, sends, calls, computation, queued senders, max_steps."""
@@ -439,16 +430,18 @@ def test_random_programs_are_equivalent(prog: Program) -> None:
 
 # --- known kernel bugs ------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FAST_PATH_SKIPS_DUE_EVENTS)
 @settings(max_examples=200, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+          phases=[Phase.explicit, Phase.generate], suppress_health_check=[HealthCheck.too_slow])
 @given(programs(timers=True))
-def test_random_programs_with_timers_are_equivalent(prog: Program) -> None:
-    """Also sleeps, timeouts, host cancels and deletions, periodic threads, timeslices."""
+def _random_programs_with_timers(prog: Program) -> None:
     assert_equivalent(prog)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FAST_PATH_SKIPS_DUE_EVENTS)
+def test_random_programs_with_timers_are_equivalent() -> None:
+    """Also sleeps, timeouts, host cancels and deletions, periodic threads, timeslices."""
+    _random_programs_with_timers()
+
+
 def test_a_timer_due_during_the_switch_preempts_like_on_the_general_path() -> None:
     prog = Program((ServerSpec(priority=50, same_task=False),),
                    (ClientSpec(50, (("call", 0, False, 0, 0, None),)),),

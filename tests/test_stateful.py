@@ -29,8 +29,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -48,7 +47,7 @@ E = IpcError
 SEND_ERRORS = {E.OK, E.SETIMEOUT, E.ENOT_EXISTENT, E.SECANCELED}
 ALLOWED: dict[str, set[IpcError]] = {
     "send": SEND_ERRORS,
-    "call": SEND_ERRORS | {E.RETIMEOUT, E.RECANCELED},
+    "call": SEND_ERRORS | {E.RETIMEOUT, E.RECANCELED, E.REMSGCUT},
     "receive": {E.OK, E.RETIMEOUT, E.RECANCELED, E.ENOT_EXISTENT, E.REMSGCUT},
     "wait": {E.OK, E.RETIMEOUT, E.RECANCELED, E.REMSGCUT},
     "reply": {E.OK, E.ENOT_EXISTENT},
@@ -103,10 +102,6 @@ def _words_for(msg_id: int, n: int) -> list[int]:
 class KernelMachine(RuleBasedStateMachine):
     """Random system calls from several threads against a checked kernel."""
 
-    # The program patterns that trigger a known kernel bug (KNOWN_BUGS) and are avoided;
-    # each has a variant below that does not avoid it and is expected to fail.
-    AVOID: frozenset[str] = frozenset()
-
     def __init__(self) -> None:
         super().__init__()
         self.k: Kernel = None  # type: ignore[assignment]
@@ -134,8 +129,7 @@ class KernelMachine(RuleBasedStateMachine):
             info = Interp(i, f"t{i}", data.draw(st.integers(0, ntasks - 1), label=f"task of t{i}"),
                           idle_mode=data.draw(st.sampled_from(["sleep", "wait"]),
                                               label=f"idle mode of t{i}"))
-            prio = (100 if "priority_inheritance" in self.AVOID
-                    else data.draw(st.sampled_from([50, 100, 150]), label=f"priority of t{i}"))
+            prio = data.draw(st.sampled_from([50, 100, 150]), label=f"priority of t{i}")
             info.th = self.tasks[info.task_index].new_thread(
                 _interpreter, self, info, name=info.name, priority=prio)
             self.threads.append(info)
@@ -198,8 +192,6 @@ class KernelMachine(RuleBasedStateMachine):
             return (kind,)
         if kind == "call":
             rto = self._timeout(data)
-            if "call_expired_receive_timeout" in self.AVOID:
-                rto = _unexpired(rto)
             return (kind, self._target(data), next(self.ids), self._nwords(data),
                     self._timeout(data), rto)
         if kind == "send":
@@ -226,8 +218,6 @@ class KernelMachine(RuleBasedStateMachine):
             op = data.draw(st.integers(0, 15), label="raw op")
             raw_to = [0, 0x0400, 0x0001, 0x0003, 0x0405, 0x8000, 0x7FFF]
             rcv_to = data.draw(st.sampled_from(raw_to))
-            if "call_expired_receive_timeout" in self.AVOID and rcv_to in (0x0400, 0x8000):
-                rcv_to = 0x0003
             tos = data.draw(st.sampled_from(raw_to)) << 16 | rcv_to
             return (kind, self._target(data), next(self.ids), words, items, label, flags, op, tos)
         if kind == "misuse":
@@ -248,7 +238,11 @@ class KernelMachine(RuleBasedStateMachine):
     def give_commands(self, data: st.DataObject) -> None:
         for _ in range(data.draw(st.integers(1, 3), label="commands")):
             info = data.draw(st.sampled_from(self.threads), label="thread")
-            self._give(info, self._command(data))
+            try:
+                self._give(info, self._command(data))
+            except KernelInvariantError:
+                self.broken = True
+                raise
 
     # --- advancing the kernel and host actions ---------------------------------------------
 
@@ -259,16 +253,13 @@ class KernelMachine(RuleBasedStateMachine):
         except KernelInvariantError:
             self.broken = True
             raise
-        except BaseException as exc:  # noqa: BLE001 - anything else is a kernel bug
+        except BaseException as exc:  # anything else is a kernel bug
             self.broken = True
             raise AssertionError(f"an exception escaped k.run(): {exc!r}") from exc
 
     @rule(delta=st.integers(1, 200_000))
     def advance_time(self, delta: int) -> None:
-        if "run_until" not in self.AVOID:
-            self._run(until=self.k.now + delta)
-        else:
-            self._run(max_steps=1 + delta // 8_000)
+        self._run(until=self.k.now + delta)
 
     @rule(steps=st.integers(1, 25))
     def advance_steps(self, steps: int) -> None:
@@ -388,10 +379,6 @@ class KernelMachine(RuleBasedStateMachine):
             return None, None
         return self.msgs[info.last_call].sender.th, info.th.tid
 
-    def holds_call_from(self, info: Interp, dest: Thread | None) -> bool:
-        return ("send_to_own_caller" in self.AVOID and dest is not None
-                and info.last_call is not None and self.msgs[info.last_call].sender.th is dest)
-
     # --- checks after every rule ----------------------------------------------------------
 
     def _bad(self, exc: BaseException) -> BaseException:
@@ -422,7 +409,7 @@ class KernelMachine(RuleBasedStateMachine):
 
     @invariant()
     def liveness(self) -> None:
-        if "liveness" in self.AVOID or self.k is None:
+        if self.k is None:
             return
         for info in self.threads:
             th = info.th
@@ -437,8 +424,16 @@ class KernelMachine(RuleBasedStateMachine):
                 raise self._bad(LivenessError(f"{th.name} waits for {p.name}, which is queued at it"))
 
     def teardown(self) -> None:
-        if self.k is None or self.broken:
-            return  # the failure that stopped the example is the one to report
+        try:
+            if self.k is not None and not self.broken:  # else: report what stopped the example
+                self._final_checks()
+        finally:
+            for info in self.threads:  # end the coroutines of threads still blocked (or never run)
+                coro = getattr(info.th, "coro", None)
+                if coro is not None:
+                    coro.close()
+
+    def _final_checks(self) -> None:
         # Let every thread run what it can, so that every delivered message is booked.
         res = self._run(max_steps=100_000)
         self.no_failures()
@@ -464,14 +459,6 @@ class KernelMachine(RuleBasedStateMachine):
 
 # --- the interpreter: a thread body -------------------------------------------------------
 
-
-def _unexpired(spec: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A receive timeout that has not expired when a call's send phase is done."""
-    if spec[0] == "zero" or (spec[0] == "cycles" and spec[1] == 0):
-        return ("cycles", 1)
-    if spec[0] == "at" and spec[1] < 2_000:
-        return ("at", 2_000)
-    return spec
 
 
 def _timeout(t: Any, spec: tuple[Any, ...]) -> Timeout:
@@ -512,6 +499,7 @@ async def _interpreter(t: Any, m: KernelMachine, info: Interp) -> str:
                 info.idle = False
                 m.note(info, "idle", r.error)
             else:
+                info.idle = True
                 r = await t.wait()
                 info.idle = False
                 m.note(info, "idle_wait", r.error)
@@ -531,15 +519,13 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
         _, target, msg_id, n, sto, rto = cmd
         sel = m.sel(info, target)
         dest, label = m.oracle_dest(info, sel)
-        if m.holds_call_from(info, dest):
-            return
         words = _words_for(msg_id, n)
         msg = m.new_msg("call", info, msg_id, words, dest, label)
         r = await t.call(sel, words=words, send_timeout=_timeout(t, sto),
                          receive_timeout=_timeout(t, rto))
         m.note(info, "call", r.error)
         err = r.error
-        if err == E.OK:
+        if err in (E.OK, E.REMSGCUT):  # the reply (or what came instead) may be cut
             m.settle(info, msg, "delivered")
             m.receive(info, "call", r, call_msg=msg)
         elif err in (E.RETIMEOUT, E.RECANCELED):
@@ -552,8 +538,6 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
         _, target, msg_id, n, sto = cmd
         sel = m.sel(info, target)
         dest, label = m.oracle_dest(info, sel)
-        if m.holds_call_from(info, dest):
-            return
         words = _words_for(msg_id, n)
         msg = m.new_msg("send", info, msg_id, words, dest, label)
         r = await t.send(sel, words=words, send_timeout=_timeout(t, sto))
@@ -631,7 +615,7 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
             await fn(t, m.sel(info, cmd[2]))
         except errors:
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             m.fail(info, f"misuse {what!r} raised {exc!r}, expected {errors}")
             return
         m.fail(info, f"misuse {what!r} raised nothing")
@@ -650,8 +634,6 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
         else:
             dest, rlabel = m.oracle_dest(info, sel)
             in_reply_to = None
-            if sends and m.holds_call_from(info, dest):
-                return
         if not sends or not fits:
             dest = None  # nothing may arrive anywhere
         words = _words_for(msg_id, n) if n else []
@@ -676,63 +658,14 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
 
 # --- the tests ------------------------------------------------------------------------------
 
-# Known kernel bugs: the pattern that triggers each (the machine avoids it), what goes wrong,
-# and the exception that the variant machine, which does not avoid it, is expected to end
-# with. Each also has a minimal regression test below (strict xfail). When a bug is fixed,
-# its xfails turn into failures: remove its entry here, and the machine tests that pattern too.
-KNOWN_BUGS: dict[str, tuple[type[BaseException], str]] = {
-    "run_until": (KernelInvariantError,
-        "kernel bug: Kernel.run(until=T) sets the clock to T when it stops, even when a kernel "
-        "entry already charged time past T: simulated time goes back"),
-    "priority_inheritance": (KernelInvariantError,
-        "kernel bug: an inherited priority outlives the reason for it: a thread that ends "
-        "while it holds the reply capability of a higher-priority caller stays boosted when "
-        "dead, and a server whose reply capability is replaced by a new caller's keeps the "
-        "old caller's priority (the machine avoids it with equal priorities)"),
-    "call_expired_receive_timeout": (KernelInvariantError,
-        "kernel bug: a call whose send is delivered and whose receive timeout has already "
-        "expired returns RETIMEOUT at once, but the receiver keeps a reply capability naming "
-        "the caller, which no longer waits"),
-}
-
-FAST = settings(max_examples=150, stateful_step_count=30, deadline=None,
+FAST = settings(max_examples=400, stateful_step_count=30, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
-class SoundMachine(KernelMachine):
-    AVOID = frozenset(KNOWN_BUGS)
-
-
 def test_random_system_calls_keep_the_kernel_sound() -> None:
-    """Random system calls, avoiding only the patterns of the known kernel bugs."""
-    run_state_machine_as_test(SoundMachine, settings=FAST)
-
-
-# The variants find the known kernel bugs. They run derandomized and without shrinking, so
-# that they fail the same way every time; strict xfail tells when a bug is fixed.
-BUG_HUNT = settings(max_examples=150, stateful_step_count=30, deadline=None, derandomize=True,
-                    database=None, report_multiple_bugs=False,
-                    phases=[Phase.explicit, Phase.generate],
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-
-
-# Bugs that the random machine hits too rarely for a deterministic variant: their minimal
-# regression tests below stand alone.
-NO_VARIANT = {"priority_inheritance"}
-
-
-def _variants():  # type: ignore[no-untyped-def]
-    for name, (exc, reason) in KNOWN_BUGS.items():
-        if name in NO_VARIANT:
-            continue
-        yield pytest.param(name, id=name,
-                           marks=pytest.mark.xfail(strict=True, raises=exc, reason=reason))
-
-
-@pytest.mark.parametrize("bug", list(_variants()))
-def test_known_kernel_bug_variant(bug: str) -> None:
-    variant = type(f"Variant_{bug}", (KernelMachine,), {"AVOID": frozenset(KNOWN_BUGS) - {bug}})
-    run_state_machine_as_test(variant, settings=BUG_HUNT)
+    """Random system calls (valid and malformed) from several threads, any priorities,
+    advanced by simulated time and by kernel entries."""
+    run_state_machine_as_test(KernelMachine, settings=FAST)
 
 
 # --- regressions: minimal programs for the bugs the machine found ----------------------------
@@ -749,8 +682,6 @@ def _two_threads(body_a, body_b, *, prio_a: int = 100, prio_b: int = 100,  # typ
     return k, a, b
 
 
-@pytest.mark.xfail(strict=True, raises=KernelInvariantError,
-                   reason=KNOWN_BUGS["priority_inheritance"][1])
 def test_thread_ending_with_a_reply_capability_drops_the_inherited_priority() -> None:
     async def server(t, other):  # type: ignore[no-untyped-def]
         await t.wait()
@@ -766,12 +697,11 @@ def test_thread_ending_with_a_reply_capability_drops_the_inherited_priority() ->
     assert res.reason == "done"
 
 
-@pytest.mark.xfail(strict=True, raises=KernelInvariantError, reason=KNOWN_BUGS["run_until"][1])
 def test_run_until_never_moves_the_clock_back() -> None:
     async def sleeper(t, other):  # type: ignore[no-untyped-def]
         await t.sleep(Timeout.never())
 
-    k, a, b = _two_threads(sleeper, sleeper)
+    k, a, _ = _two_threads(sleeper, sleeper)
     k.run(max_steps=1)            # a sleeps; b is stopped at its kernel entry
     before = k.now
     k.run(until=before + 1)       # b's entry charges more than one cycle
@@ -780,8 +710,6 @@ def test_run_until_never_moves_the_clock_back() -> None:
     k.run()                       # the next check compares with the time b's entry saw
 
 
-@pytest.mark.xfail(strict=True, raises=KernelInvariantError,
-                   reason=KNOWN_BUGS["call_expired_receive_timeout"][1])
 def test_call_with_expired_receive_timeout_leaves_no_reply_capability() -> None:
     async def server(t, cli):  # type: ignore[no-untyped-def]
         r = await t.receive(cli)
@@ -845,8 +773,6 @@ def test_call_to_a_waiting_lower_priority_server_lends_priority() -> None:
     assert srv.prio == 50
 
 
-@pytest.mark.xfail(strict=True, raises=KernelInvariantError,
-                   reason=KNOWN_BUGS["priority_inheritance"][1])
 def test_replaced_reply_capability_drops_the_old_callers_priority() -> None:
     async def server(t):  # type: ignore[no-untyped-def]
         await t.wait()          # c1's call: holds c1's reply capability, runs at 100
@@ -864,3 +790,24 @@ def test_replaced_reply_capability_drops_the_old_callers_priority() -> None:
     k.run()
     assert srv.reply_caller is not None and srv.reply_caller.name == "c2"
     assert srv.prio == 50
+
+
+def test_caller_whose_reply_capability_was_replaced_learns_of_the_servers_end() -> None:
+    async def server(t):  # type: ignore[no-untyped-def]
+        await t.wait()          # c1's call: the reply capability names c1
+        await t.wait()          # c2's call replaces it; c1 still waits for a reply
+        await t.sleep(Timeout.never())
+
+    async def client(t, s):  # type: ignore[no-untyped-def]
+        return (await t.call(s, words=[1])).error
+
+    k = Kernel(check=True)
+    task = k.new_task("a")
+    srv = task.new_thread(server, name="srv")
+    c1 = task.new_thread(client, 1, name="c1")
+    c2 = task.new_thread(client, 1, name="c2")
+    assert k.run().reason == "deadlock"      # c1 and c2 wait for replies that never come
+    k.delete(srv)
+    res = k.run()
+    assert (c1.result, c2.result) == (IpcError.ENOT_EXISTENT, IpcError.ENOT_EXISTENT)
+    assert res.reason == "done"

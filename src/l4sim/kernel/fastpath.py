@@ -127,9 +127,10 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                         dst.in_words = None
                     dst.in_tag = msgtag
                     dst.in_label = lbl
-                    if dst.reply_caller is not None:  # its previous caller waits on, uncapped
-                        t._k.add_waiter(dst, dst.reply_caller)
-                    dst.reply_caller = th
+                    if dst.reply_caller is None:
+                        dst.reply_caller = th
+                    else:  # its previous caller waits on, without a reply capability
+                        t._k.set_reply_cap(dst, th)
                     dst.partner = None
                     dst.state = READY
                     th.partner = dst
@@ -139,7 +140,8 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     if th.prio > dst.prio:
                         t._k.update_prio(dst)
                     yield dst  # the switch
-                    if th.state == READY and not th.wake_error and cpu.now < cpu.slice_end:
+                    if (th.state == READY and not th.wake_error and cpu.now < cpu.slice_end
+                            and cpu.now < cpu.next_event):
                         r = new_result(IpcResult)
                         r.error = OK
                         r.label = th.in_label
@@ -147,7 +149,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                         r._words = th.in_words
                         return r
                     k = t._k
-                    # An error, or the end of the timeslice: the general exit path.
+                    # An error, the end of the timeslice or an event due: the general exit.
                     return cast(IpcResult, (yield from k.leave(th, _result_of_wait(k, th))))
     return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, NEVER, NEVER)))
 
@@ -213,7 +215,8 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             if th.prio != th.priority:
                 t._k.update_prio(th)
             yield c  # the switch
-            if th.state == READY and not th.wake_error and cpu.now < cpu.slice_end:
+            if (th.state == READY and not th.wake_error and cpu.now < cpu.slice_end
+                    and cpu.now < cpu.next_event):
                 r = new_result(IpcResult)
                 r.error = OK
                 r.label = th.in_label

@@ -132,10 +132,7 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
         return SEMSGCUT
     rcv.wake_error = OK
     if call:
-        old = rcv.reply_caller
-        if old is not None:  # the previous caller keeps waiting, without a reply capability
-            k.add_waiter(rcv, old)
-        rcv.reply_caller = snd
+        k.set_reply_cap(rcv, snd)
     k.record(snd, "transfer", f"to {rcv.name}: {n} words")
     return OK
 
@@ -253,6 +250,11 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     # Receiver arrives first (or a call's send is done): prepare to receive and block.
     deadline = k.deadline_of(rcv_to, th)
     if deadline is not None and deadline <= th.cpu.now:
+        if src is not None and src.reply_caller is th:
+            # A call that may not wait for its reply: the reply capability ends with it.
+            src.reply_caller = None
+            if src.prio != src.priority:
+                k.update_prio(src)
         if woken is not None:
             k.wake_nonblocking(th, woken)
         return await k.leave(th, IpcResult(RETIMEOUT))

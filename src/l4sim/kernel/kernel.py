@@ -251,8 +251,8 @@ class Kernel:
                 self._set_fast(self.fastpath)
             if stop_entry is not None:
                 stop_entry[3] = None
-        if self._stop == "until":
-            cpu.now = until  # type: ignore[assignment]
+        if self._stop == "until" and until is not None and cpu.now < until:
+            cpu.now = until  # idle up to the end of the run (time never goes back)
         reason = self._stop or self._end_reason()
         return self._result(reason)
 
@@ -541,6 +541,18 @@ class Kernel:
 
     # --- deletion and the end of threads --------------------------------------------------
 
+    def set_reply_cap(self, holder: Thread, caller: Thread) -> None:
+        """`holder` received a call from `caller`: it now holds the one-shot reply
+        capability to it. A previous caller still waiting keeps waiting, without one
+        (found through the waiter index) and no longer lends its priority."""
+        old = holder.reply_caller
+        holder.reply_caller = caller
+        if old is not None and old is not caller:
+            if old.state == RECEIVE_WAIT and old.partner is holder:
+                self.waiters.setdefault(holder, {})[old] = None
+            if holder.prio != holder.priority:
+                self.update_prio(holder)
+
     def add_waiter(self, partner: Thread, waiter: Thread) -> None:
         """`waiter` waits in a closed receive on `partner` without holding its reply
         capability: remember it, so that `partner`'s end can tell it."""
@@ -593,6 +605,7 @@ class Kernel:
                 self.make_ready(other)
         th.reply_caller = None
         th.partner = None
+        th.prio = th.priority  # nobody lends priority to a dead thread
         for gate in th.gates:
             gate.thread = None
         th.gates.clear()
