@@ -211,13 +211,13 @@ class Kernel:
         self.delete_object(obj)
 
     def cancel(self, thread: Thread) -> None:
-        """ex_regs(cancel) from host code."""
+        """ex_regs(cancel) from host code: end `thread`'s IPC wait (no effect otherwise)."""
         from .ipc import cancel_ipc
 
+        if not isinstance(thread, Thread):
+            raise TypeError(f"cancel needs a Thread, got {type(thread).__name__}")
         cancel_ipc(self, thread)
-
-    def code_location(self, ip: int) -> str:
-        return f"ip {ip:#x}"
+        self.after_host_op()
 
     # --- running ----------------------------------------------------------------------
 
