@@ -10,6 +10,7 @@ from .kernel import (
     IpcError,
     IpcGate,
     IpcResult,
+    Irq,
     Kernel,
     KernelInvariantError,
     Label,
@@ -27,7 +28,7 @@ from .user import UserContext
 __version__ = "0.1.0"
 
 __all__ = [
-    "CapRights", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Kernel",
+    "CapRights", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Irq", "Kernel",
     "KernelInvariantError", "Label", "MapItem", "MsgTag", "Rights", "RunResult", "StringItem",
     "Task", "Thread", "Timeout", "UserContext", "__version__",
 ]

@@ -24,11 +24,11 @@ cycle cost model), `trap` (the switch).
 
 from .abi import CapRights, Fpage, IpcError, Label, MapItem, MsgTag, Rights, StringItem, Timeout
 from .kernel import Event, Kernel, KernelInvariantError, RunResult
-from .objects import IpcGate, Task, Thread
+from .objects import IpcGate, Irq, Task, Thread
 from .result import IpcResult
 
 __all__ = [
-    "CapRights", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Kernel",
+    "CapRights", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Irq", "Kernel",
     "KernelInvariantError", "Label", "MapItem", "MsgTag", "Rights", "RunResult", "StringItem",
     "Task", "Thread", "Timeout",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .objects import IpcGate, Thread
+from .objects import IpcGate, Irq, Thread
 from .states import DEAD, READY, RECEIVE_WAIT, SEND_WAIT, STATE_NAMES, state_name
 
 if TYPE_CHECKING:
@@ -30,6 +30,11 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
         if not q:
             continue
         for s in q:
+            if isinstance(s, Irq):
+                if not s.queued or s.thread is not owner or not s.pending or s.queued_prio != 255:
+                    raise Bad("a queued IRQ is pending, bound to the queue's owner, at 255",
+                              f"{s.name} in the sender queue of {owner.name}")
+                continue
             if s in queued:
                 raise Bad("a sender is in at most one queue", f"{s.name} is in two")
             queued[s] = owner
@@ -65,9 +70,12 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
             raise Bad("no queue holds a thread that is not sending", th.name)
         if st == RECEIVE_WAIT:
             p = th.partner
-            if p is not None and p is not th and (p.state & DEAD or not p.alive):
+            if isinstance(p, Irq):
+                if not p.alive:
+                    raise Bad("no one waits for a deleted IRQ", f"{th.name} waits for {p.name}")
+            elif p is not None and p is not th and (p.state & DEAD or not p.alive):
                 raise Bad("partners point at live threads", f"{th.name} waits for dead {p.name}")
-            if (p is not None and p is not th and p.reply_caller is not th
+            elif (p is not None and p is not th and p.reply_caller is not th
                     and th not in k.waiters.get(p, ())):
                 raise Bad("a closed receiver is found by its partner (reply capability or "
                           "waiter index)", f"{th.name} waits for {p.name}")
@@ -91,7 +99,7 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
             raise Bad("a blocked thread is not in the ready queue", th.name)
         if k.priority_inheritance:
             want = max([th.priority]
-                       + ([th.sendq.top_prio()] if th.sendq else [])
+                       + ([th.sendq.top_thread_prio()] if th.sendq else [])
                        + ([c.prio] if c is not None else []))
             if th.prio != want:
                 raise Bad("priority inheritance: a server runs at its highest client's priority",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
-from .objects import IpcGate, Thread
+from .objects import IpcGate, Irq, Thread
 from .result import IpcResult
 from .sendq import SenderQueue
 from .states import CANCEL, READY, RECEIVE_WAIT, SEND_WAIT, TIMEOUT
@@ -40,6 +40,7 @@ _SEND, _RECEIVE, _OPEN_WAIT, _REPLY = (int(IpcOp.SEND), int(IpcOp.RECEIVE),
                                        int(IpcOp.OPEN_WAIT), int(IpcOp.REPLY))
 
 EMPTY_OK = IpcResult(OK)
+IRQ_TAG = -1 << 16  # MsgTag(label=-1): the IRQ protocol
 
 
 def resolve_send(th: Thread, sel: int) -> tuple[Thread, int, IpcGate | None] | None:
@@ -82,13 +83,26 @@ def resolve_thread(th: Thread, sel: int) -> Thread | None:
     return obj if type(obj) is Thread and not obj.state & 0x200 else None
 
 
-def resolve_source(th: Thread, sel: int) -> Thread | None:
-    """The thread a closed receive from selector `sel` accepts: the thread it names, or
-    the thread bound to the gate it names (as a call's reply wait does). None if invalid."""
+def resolve_source(th: Thread, sel: int) -> Thread | Irq | None:
+    """The sender a closed receive from selector `sel` accepts: the thread or IRQ it
+    names, or the thread bound to the gate it names (as a call's reply wait does)."""
     obj = resolve_object(th, sel)
     if type(obj) is IpcGate:
         obj = obj.thread
+    if type(obj) is Irq:
+        return obj
     return obj if type(obj) is Thread and not obj.state & 0x200 else None
+
+
+def resolve_irq(th: Thread, sel: int, right: int = _R) -> Irq | None:
+    """The IRQ selector `sel` names, if the capability has `right` (and R)."""
+    caps = th.task.caps
+    if not 0 < sel < len(caps):
+        return None
+    cap = caps[sel]
+    if cap is None or not cap.rights & _R or not cap.rights & right or not cap.obj.alive:
+        return None
+    return cap.obj if type(cap.obj) is Irq else None
 
 
 def tag_fits(tag: int) -> bool:
@@ -155,13 +169,18 @@ def _wake_receiver(k: Kernel, snd: Thread, rcv: Thread) -> None:
 
 
 async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
-              snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER) -> IpcResult:
+              snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER,
+              unmask: Irq | None = None) -> IpcResult:
     """The general IPC operation: the send phase (if op has SEND), then, if it succeeded,
-    the receive phase (if op has RECEIVE; open if OPEN_WAIT, else closed on `sel`)."""
+    the receive phase (if op has RECEIVE; open if OPEN_WAIT, else closed on `sel`).
+    With `unmask`, that IRQ is unmasked first, in the same kernel entry (Fiasco's
+    irq receive / irq wait)."""
     op = int(op)
     await k.enter(th)
+    if unmask is not None:
+        k.irq_unmask(unmask)
     woken: Thread | None = None  # the partner this operation made ready, not yet queued
-    src: Thread | None = None
+    src: Thread | Irq | None = None
     if op & _SEND:
         if not tag_fits(tag):
             return await k.leave(th, IpcResult(SEMSGCUT))
@@ -237,8 +256,11 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     q = th.sendq
     if q:
         # Sender arrived first: take the first queued sender that this receive accepts.
+        snd: Thread | Irq | None
         if src is None:
             snd = q.first()
+        elif isinstance(src, Irq):
+            snd = src if src.queued and src.thread is th else None
         elif src.state == SEND_WAIT and src.partner is th:
             snd = src
         else:
@@ -246,11 +268,15 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         if snd is not None:
             if woken is not None:  # the partner of our send phase queues behind us
                 k.wake_nonblocking(th, woken)
+            if isinstance(snd, Irq):
+                q.remove(snd)
+                snd.queued = False
+                return await k.leave(th, deliver_irq(k, snd, th))
             return await k.leave(th, take_queued_sender(k, th, snd))
     # Receiver arrives first (or a call's send is done): prepare to receive and block.
     deadline = k.deadline_of(rcv_to, th)
     if deadline is not None and deadline <= th.cpu.now:
-        if src is not None and src.reply_caller is th:
+        if type(src) is Thread and src.reply_caller is th:
             # A call that may not wait for its reply: the reply capability ends with it.
             src.reply_caller = None
             if src.prio != src.priority:
@@ -264,7 +290,7 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     k.set_state(th, RECEIVE_WAIT)
     if deadline is not None:
         k.arm_timer(th, deadline)
-    if src is not None and src is not th:
+    if type(src) is Thread and src is not th:
         if src.reply_caller is th:
             if th.prio > src.prio:
                 k.update_prio(src)  # the server now works for us: it inherits our priority
@@ -272,6 +298,19 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             k.add_waiter(src, th)
     await k.block(th, woken)
     return await k.leave(th, _result_of_wait(k, th))
+
+
+def deliver_irq(k: Kernel, irq: Irq, th: Thread) -> IpcResult:
+    """Interrupt IPC: one bit of information, tag label -1 and the bound label; the
+    source is masked until its receiver unmasks it."""
+    irq.pending = False
+    irq.masked = True
+    th.in_tag = IRQ_TAG
+    th.in_label = irq.label
+    th.in_words = None
+    th.wake_error = OK
+    k.record(th, "irq", f"{irq.name} delivered, masked")
+    return IpcResult(OK, irq.label, IRQ_TAG, None)
 
 
 def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
@@ -336,21 +375,21 @@ def leave_queues(k: Kernel, victim: Thread) -> Thread | None:
     that names it, and disarm its timer. Returns the partner whose priority may drop."""
     partner = victim.partner
     if victim.state == SEND_WAIT:
-        assert partner is not None and partner.sendq is not None
+        assert isinstance(partner, Thread) and partner.sendq is not None
         partner.sendq.remove(victim)
         victim.snd_gate = None
         victim.snd_call = False
         victim.rcv_timeout = None
-    elif partner is not None and partner.reply_caller is victim:
+    elif isinstance(partner, Thread) and partner.reply_caller is victim:
         partner.reply_caller = None
     else:
-        if partner is not None and partner is not victim:
+        if isinstance(partner, Thread) and partner is not victim:
             k.forget_waiter(partner, victim)
         partner = None
     if victim.timer is not None:
         k.cancel_timer(victim)
     victim.partner = None
-    return partner
+    return partner if isinstance(partner, Thread) else None
 
 
 def end_wait(k: Kernel, victim: Thread, err: IpcError, new_state: int) -> None:

@@ -17,10 +17,11 @@ from . import states
 from .abi import NEVER, Timeout
 from .costs import CostProfile
 from .costs import profile as get_profile
-from .ipc import ENOT_EXISTENT, SECANCELED, end_wait, leave_queues
-from .objects import Body, IpcGate, KernelObject, Task, Thread
+from .ipc import ENOT_EXISTENT, SECANCELED, deliver_irq, end_wait, leave_queues
+from .objects import Body, IpcGate, Irq, KernelObject, Task, Thread
 from .result import IpcResult
 from .sched import INFINITY, Cpu
+from .sendq import SenderQueue
 from .states import CANCEL, DEAD, READY, RECEIVE_WAIT, SEND_WAIT, state_name
 from .trap import switch
 
@@ -117,6 +118,7 @@ class Kernel:
         # Threads in a closed receive on a partner that are not that partner's
         # reply_caller (which finds the rest): told ENOT_EXISTENT when it ends.
         self.waiters: dict[Thread, dict[Thread, None]] = {}
+        self._irq_count = 0
         self.events: list[Event] = []
         self.died: list[tuple[Thread, str]] = []
         self.entry_limit = INFINITY
@@ -192,6 +194,11 @@ class Kernel:
         self.gates.append(gate)
         thread.gates.append(gate)
         return gate
+
+    def new_irq(self, name: str | None = None) -> Irq:
+        """A software-triggerable interrupt source (host-level setup)."""
+        self._irq_count += 1
+        return Irq(self, name or f"irq{self._irq_count}")
 
     def at(self, cycles: int, callback: Callable[[], Any]) -> None:
         """Run `callback()` (host code) at simulated time `cycles`, at the first preemption
@@ -269,7 +276,7 @@ class Kernel:
         for t in self.threads.values():
             if t.state == SEND_WAIT:
                 return "deadlock"
-            if t.state == RECEIVE_WAIT and t.partner is not None and t.partner is not t:
+            if t.state == RECEIVE_WAIT and type(t.partner) is Thread and t.partner is not t:
                 return "deadlock"  # a call's reply wait or a closed receive from a thread
         return "done"
 
@@ -516,7 +523,7 @@ class Kernel:
             if self.priority_inheritance:
                 q = t.sendq
                 if q:
-                    top = q.top_prio()
+                    top = q.top_thread_prio()
                     if top > new:
                         new = top
                 c = t.reply_caller
@@ -528,16 +535,74 @@ class Kernel:
             if t.rq_prio >= 0:
                 t.cpu.dequeue(t)
                 t.cpu.enqueue_back(t)
+            p = t.partner
             if t.state == SEND_WAIT:
-                p = t.partner
-                assert p is not None and p.sendq is not None
+                assert isinstance(p, Thread) and p.sendq is not None
                 p.sendq.remove(t)
                 p.sendq.enqueue(t, new)
                 t = p
-            elif t.state == RECEIVE_WAIT and t.partner is not None and t.partner.reply_caller is t:
-                t = t.partner
+            elif t.state == RECEIVE_WAIT and isinstance(p, Thread) and p.reply_caller is t:
+                t = p
             else:
                 return
+
+    # --- interrupts (S12) -----------------------------------------------------------------
+
+    def irq_trigger(self, irq: Irq) -> None:
+        """The source fires: deliver to its thread if that waits for it, else queue the
+        IRQ in its sender queue at priority 255; masked, unbound or already pending, the
+        trigger only sets (or coalesces into) the pending bit."""
+        if irq.pending or irq.masked or irq.thread is None:
+            irq.pending = True
+            return
+        th = irq.thread
+        if th.state == RECEIVE_WAIT and (th.partner is None or th.partner is irq):
+            deliver_irq(self, irq, th)
+            if th.timer is not None:
+                self.cancel_timer(th)
+            th.partner = None
+            self.set_state(th, READY)
+            self.make_ready(th)
+            return
+        irq.pending = True
+        irq.queued = True
+        q = th.sendq
+        if q is None:
+            q = th.sendq = SenderQueue()
+        q.enqueue(irq, 255)  # kernel senders queue at the top priority
+        self.record(th, "irq", f"{irq.name} queued")
+
+    def irq_unmask(self, irq: Irq) -> None:
+        """Enable the source again; a trigger held while it was masked is delivered now."""
+        if not irq.masked:
+            return
+        irq.masked = False
+        if irq.pending and not irq.queued:
+            irq.pending = False
+            self.irq_trigger(irq)
+
+    def irq_bind(self, irq: Irq, th: Thread, label: int) -> None:
+        """Attach `th` to the IRQ with `label`; a pending trigger is delivered now."""
+        if irq.thread is not None:
+            self.irq_detach(irq)
+        irq.thread = th
+        irq.label = label
+        th.irqs.append(irq)
+        if irq.pending and not irq.masked:
+            irq.pending = False
+            self.irq_trigger(irq)
+
+    def irq_detach(self, irq: Irq) -> None:
+        """Detach the IRQ from its thread; a queued delivery goes back to pending."""
+        th = irq.thread
+        if th is None:
+            return
+        if irq.queued:
+            assert th.sendq is not None
+            th.sendq.remove(irq)
+            irq.queued = False
+        th.irqs.remove(irq)
+        irq.thread = None
 
     # --- deletion and the end of threads --------------------------------------------------
 
@@ -588,10 +653,13 @@ class Kernel:
             self.cancel_timer(th)
         if th.rq_prio >= 0:
             th.cpu.dequeue(th)
+        for irq in list(th.irqs):  # its interrupts stay pending until bound again
+            self.irq_detach(irq)
         q = th.sendq
         if q:
             for s in list(q):  # senders queued at a dying receiver end SECANCELED
-                end_wait(self, s, SECANCELED, READY | CANCEL)
+                if isinstance(s, Thread):
+                    end_wait(self, s, SECANCELED, READY | CANCEL)
         waiting = dict(self.waiters.pop(th, {}))
         if th.reply_caller is not None:
             waiting[th.reply_caller] = None
@@ -637,13 +705,20 @@ class Kernel:
             if coro is not None and obj.cpu.current is not obj:
                 with contextlib.suppress(Exception):  # user code misbehaving while unwinding
                     coro.close()
+        elif isinstance(obj, Irq):
+            if obj.thread is not None:
+                self.irq_detach(obj)
+            obj.pending = False
+            for th in list(self.threads.values()):
+                if th.state == RECEIVE_WAIT and th.partner is obj:  # a closed receive on it
+                    end_wait(self, th, ENOT_EXISTENT, READY | CANCEL)
         elif isinstance(obj, IpcGate):
             bound = obj.thread
             if bound is not None:
                 if bound.sendq:
-                    for th in list(bound.sendq):
-                        if th.snd_gate is obj:
-                            end_wait(self, th, ENOT_EXISTENT, READY | CANCEL)
+                    for sender in list(bound.sendq):
+                        if isinstance(sender, Thread) and sender.snd_gate is obj:
+                            end_wait(self, sender, ENOT_EXISTENT, READY | CANCEL)
                 bound.gates.remove(obj)
             obj.thread = None
             self.gates.remove(obj)

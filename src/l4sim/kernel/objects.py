@@ -142,6 +142,38 @@ class IpcGate(KernelObject):
         return f"<IpcGate {self.name} label={self.label:#x}>"
 
 
+class Irq(KernelObject):
+    """An interrupt source (S12), a sender like a thread (Fiasco's role split): when it
+    triggers, the bound thread receives tag label -1 with the bound label; if that thread
+    is not waiting for it, the IRQ queues in its sender queue at priority 255, once.
+
+    `pending`: a trigger not yet delivered (queued, masked or unbound); further triggers
+    coalesce into it. `masked`: after a delivery until the receiver unmasks it."""
+
+    __slots__ = ("thread", "label", "masked", "pending", "queued", "queued_prio", "name")
+
+    kind = "irq"
+
+    def __init__(self, kernel: Kernel, name: str) -> None:
+        super().__init__(kernel)
+        self.thread: Thread | None = None
+        self.label = 0
+        self.masked = False
+        self.pending = False
+        self.queued = False
+        self.queued_prio = -1
+        self.name = name
+
+    def trigger(self) -> None:
+        """Raise the interrupt from host code (a device, a test)."""
+        if not self.alive:
+            raise ValueError(f"{self!r} has been deleted")
+        self.kernel.irq_trigger(self)
+
+    def __repr__(self) -> str:
+        return f"<Irq {self.name}>"
+
+
 class Thread(KernelObject):
     """A thread control block. Its kernel stack is the coroutine chain `coro` (S1)."""
 
@@ -162,7 +194,7 @@ class Thread(KernelObject):
         "slice_left", "rq_prio",
         # the end
         "result", "exit_reason", "returned",
-        "pager", "exc_handler", "self_sel", "pager_sel", "gates",
+        "pager", "exc_handler", "self_sel", "pager_sel", "gates", "irqs",
     )
 
     kind = "thread"
@@ -185,8 +217,8 @@ class Thread(KernelObject):
         self.utcb = Utcb()
         self.mr = self.utcb.mr
         self.user: Any = None
-        self.partner: Thread | None = None
-        self.sendq: SenderQueue[Thread] | None = None
+        self.partner: Thread | Irq | None = None
+        self.sendq: SenderQueue[Thread | Irq] | None = None
         self.queued_prio = -1
         self.snd_label = 0
         self.snd_tag = 0
@@ -209,6 +241,7 @@ class Thread(KernelObject):
         self.self_sel = 0
         self.pager_sel = 0
         self.gates: list[IpcGate] = []  # gates bound to this thread
+        self.irqs: list[Irq] = []       # interrupts bound to this thread
 
     @property
     def state_name(self) -> str:

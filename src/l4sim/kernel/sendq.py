@@ -60,6 +60,14 @@ class SenderQueue(Generic[S]):
         """The highest queued priority, -1 when empty."""
         return self._prios[-1] if self._prios else -1
 
+    def top_thread_prio(self) -> int:
+        """The highest priority of a queued thread (interrupts lend no priority); -1."""
+        for prio in reversed(self._prios):
+            for s in self._by_prio[prio]:
+                if getattr(s, "kind", None) == "thread":
+                    return prio
+        return -1
+
     def __contains__(self, sender: object) -> bool:
         prio = getattr(sender, "queued_prio", None)
         level = self._by_prio.get(prio) if prio is not None else None

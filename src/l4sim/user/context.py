@@ -16,7 +16,7 @@ from ..kernel import fastpath
 from ..kernel import ipc as _ipc
 from ..kernel.abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, MapItem, MsgTag, StringItem, Timeout
 from ..kernel.kernel import ThreadDeleted
-from ..kernel.objects import Thread, Utcb
+from ..kernel.objects import Irq, Thread, Utcb
 from ..kernel.result import IpcResult
 from ..kernel.states import DEAD
 
@@ -241,6 +241,70 @@ class UserContext:
             raise ThreadDeleted  # we deleted ourselves (or our task)
         await k.leave(th, _ipc.EMPTY_OK)
         return IpcError.OK
+
+    # --- interrupts (S12) -----------------------------------------------------------------
+
+    async def _irq_op(self, irq_sel: int, right: int) -> tuple[Irq | None, Kernel]:
+        _check_sel(irq_sel)
+        k, th = self._k, self._th
+        await k.enter(th, k.costs.kernel_op)
+        return _ipc.resolve_irq(th, irq_sel, right), k
+
+    async def irq_bind(self, irq_sel: int, label: int = 0) -> IpcError:
+        """Attach this thread to the IRQ (needs the S right); its messages carry `label`."""
+        if type(label) is not int:
+            raise TypeError(f"a label is an int, got {type(label).__name__}")
+        if not _LABEL_MIN <= label < _LABEL_MAX:
+            raise OverflowError(f"label {label} does not fit 48 signed bits")
+        irq, k = await self._irq_op(irq_sel, 2)
+        if irq is not None:
+            k.irq_bind(irq, self._th, label)
+        await k.leave(self._th, _ipc.EMPTY_OK)
+        return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
+
+    async def irq_detach(self, irq_sel: int) -> IpcError:
+        """Detach the IRQ from its thread (needs the S right); it stays pending if it was."""
+        irq, k = await self._irq_op(irq_sel, 2)
+        if irq is not None:
+            k.irq_detach(irq)
+        await k.leave(self._th, _ipc.EMPTY_OK)
+        return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
+
+    async def irq_trigger(self, irq_sel: int) -> IpcError:
+        """Trigger the IRQ (a software interrupt)."""
+        irq, k = await self._irq_op(irq_sel, 4)
+        if irq is not None:
+            k.irq_trigger(irq)
+        await k.leave(self._th, _ipc.EMPTY_OK)
+        return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
+
+    async def irq_unmask(self, irq_sel: int) -> IpcError:
+        """Enable the IRQ again after a delivery; a held trigger is delivered now."""
+        irq, k = await self._irq_op(irq_sel, 4)
+        if irq is not None:
+            k.irq_unmask(irq)
+        await k.leave(self._th, _ipc.EMPTY_OK)
+        return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
+
+    async def irq_receive(self, irq_sel: int, receive_timeout: Timeout = NEVER) -> IpcResult:
+        """Unmask the IRQ and wait for it only (closed wait), in one kernel entry."""
+        _check_sel(irq_sel)
+        _check_timeout("receive_timeout", receive_timeout)
+        irq = _ipc.resolve_irq(self._th, irq_sel)
+        if irq is None:  # a receive from selector 0 (always empty) enters and fails alike
+            return await _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, 0, 0, NEVER, ZERO)
+        return await _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, irq_sel, 0, NEVER,
+                              receive_timeout, unmask=irq)
+
+    async def irq_wait(self, irq_sel: int, receive_timeout: Timeout = NEVER) -> IpcResult:
+        """Unmask the IRQ and wait for anyone (open wait), in one kernel entry."""
+        _check_sel(irq_sel)
+        _check_timeout("receive_timeout", receive_timeout)
+        irq = _ipc.resolve_irq(self._th, irq_sel)
+        if irq is None:  # a receive from selector 0 (always empty) enters and fails alike
+            return await _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, 0, 0, NEVER, ZERO)
+        return await _ipc.ipc(self._k, self._th, IpcOp.WAIT, 0, 0, NEVER, receive_timeout,
+                              unmask=irq)
 
     def __repr__(self) -> str:
         return f"<t of {self._th.name}>"
