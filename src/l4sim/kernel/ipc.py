@@ -170,11 +170,12 @@ def _wake_receiver(k: Kernel, snd: Thread, rcv: Thread) -> None:
 
 async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
               snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER,
-              unmask: Irq | None = None) -> IpcResult:
+              unmask: Irq | None = None, dest: Thread | None = None) -> IpcResult:
     """The general IPC operation: the send phase (if op has SEND), then, if it succeeded,
     the receive phase (if op has RECEIVE; open if OPEN_WAIT, else closed on `sel`).
     With `unmask`, that IRQ is unmasked first, in the same kernel entry (Fiasco's
-    irq receive / irq wait)."""
+    irq receive / irq wait). With `dest`, the kernel sends to that thread on the
+    caller's behalf, without a capability (exception IPC to the handler)."""
     op = int(op)
     await k.enter(th)
     if unmask is not None:
@@ -195,7 +196,8 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
                 return await k.leave(th, IpcResult(ENOT_EXISTENT))
             label, gate, call = th.tid, None, False
         else:
-            target = resolve_send(th, sel)
+            target = resolve_send(th, sel) if dest is None else (
+                (dest, th.tid, None) if not dest.state & 0x200 else None)
             if target is None:
                 return await k.leave(th, IpcResult(ENOT_EXISTENT))
             dst, label, gate = target

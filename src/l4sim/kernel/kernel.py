@@ -17,6 +17,7 @@ from . import states
 from .abi import NEVER, Timeout
 from .costs import CostProfile
 from .costs import profile as get_profile
+from .exceptions import ThreadKilled, body_with_handler, report_preemption
 from .ipc import ENOT_EXISTENT, SECANCELED, deliver_irq, end_wait, leave_queues
 from .objects import Body, IpcGate, Irq, KernelObject, Task, Thread
 from .result import IpcResult
@@ -42,6 +43,7 @@ class KernelInvariantError(RuntimeError):
 
 class ThreadDeleted(BaseException):
     """Raised inside the chain of a thread that deleted itself, to unwind it."""
+
 
 
 class Event(NamedTuple):
@@ -119,6 +121,8 @@ class Kernel:
         # reply_caller (which finds the rest): told ENOT_EXISTENT when it ends.
         self.waiters: dict[Thread, dict[Thread, None]] = {}
         self._irq_count = 0
+        self._code_files: list[str] = []       # code locations: file index << 32 | line
+        self._code_index: dict[str, int] = {}
         self.events: list[Event] = []
         self.died: list[tuple[Thread, str]] = []
         self.entry_limit = INFINITY
@@ -150,7 +154,7 @@ class Kernel:
 
     def new_thread(self, task: Task, body: Body, args: tuple[Any, ...], *, name: str | None,
                    priority: int, cpu: int, pager: Thread | None,
-                   exc_handler: Thread | None) -> Thread:
+                   exc_handler: Thread | None, preempter: Thread | None = None) -> Thread:
         from ..user.context import UserContext
 
         if not task.alive:
@@ -161,7 +165,8 @@ class Kernel:
             raise ValueError(f"priority must be an int in 0..255, got {priority!r}")
         if not isinstance(cpu, int) or not 0 <= cpu < len(self.cpus):
             raise ValueError(f"cpu must be in 0..{len(self.cpus) - 1}, got {cpu!r}")
-        for role, other in (("pager", pager), ("exc_handler", exc_handler)):
+        for role, other in (("pager", pager), ("exc_handler", exc_handler),
+                            ("preempter", preempter)):
             if other is not None and not isinstance(other, Thread):
                 raise TypeError(f"{role} must be a Thread or None, got {type(other).__name__}")
         tid = self._next_tid
@@ -174,8 +179,10 @@ class Kernel:
         th.self_sel = task.add_cap(th)
         if pager is not None:
             th.pager_sel = task.add_cap(pager)
+        th.preempter = preempter
         th.user = UserContext(self, th)
-        th.coro = body(th.user, *args)
+        th.coro = (body(th.user, *args) if exc_handler is None
+                   else body_with_handler(self, th, body, args))
         th.resume = th.coro.send
         self.set_state(th, READY)
         th.cpu.enqueue_back(th)
@@ -194,6 +201,22 @@ class Kernel:
         self.gates.append(gate)
         thread.gates.append(gate)
         return gate
+
+    def code_ip(self, filename: str, line: int) -> int:
+        """Encode a Python code location as an instruction pointer (S10), deterministically:
+        the file's index in this kernel's registry << 32 | the line number."""
+        index = self._code_index.get(filename)
+        if index is None:
+            index = self._code_index[filename] = len(self._code_files)
+            self._code_files.append(filename)
+        return index << 32 | (line & 0xFFFFFFFF)
+
+    def code_location(self, ip: int) -> str:
+        """Decode an instruction pointer made by `code_ip` as "file:line"."""
+        index, line = ip >> 32, ip & 0xFFFFFFFF
+        if not 0 <= index < len(self._code_files):
+            raise ValueError(f"{ip:#x} is not a code location of this kernel")
+        return f"{self._code_files[index]}:{line}"
 
     def new_irq(self, name: str | None = None) -> Irq:
         """A software-triggerable interrupt source (host-level setup)."""
@@ -304,6 +327,9 @@ class Kernel:
                 self._thread_ended(th, stop.value, None)
                 nxt = None
             except ThreadDeleted:
+                nxt = None
+            except ThreadKilled as killed:
+                self._end_thread(th, killed.reason)
                 nxt = None
             except KernelInvariantError:
                 raise
@@ -419,6 +445,8 @@ class Kernel:
             if th.state & DEAD:
                 raise ThreadDeleted
             if self._stop is not None or cpu.bitmap >> (th.prio + 1):
+                if self._stop is None and th.preempter is not None:
+                    report_preemption(self, th)
                 cpu.enqueue_front(th)
                 await switch(None)
                 continue
@@ -426,6 +454,8 @@ class Kernel:
                 cpu.slice_end = cpu.now + self.timeslice
                 if cpu.bitmap >> th.prio:
                     self.record(th, "timeslice", "expired")
+                    if th.preempter is not None:
+                        report_preemption(self, th)
                     cpu.enqueue_back(th)
                     await switch(None)
                     continue

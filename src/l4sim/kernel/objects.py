@@ -116,10 +116,12 @@ class Task(KernelObject):
 
     def new_thread(self, body: Body, *args: Any, name: str | None = None, priority: int = 100,
                    cpu: int = 0, pager: Thread | None = None,
-                   exc_handler: Thread | None = None) -> Thread:
+                   exc_handler: Thread | None = None,
+                   preempter: Thread | None = None) -> Thread:
         """Create a thread running `body(t, *args)` in this task (host-level setup)."""
         return self.kernel.new_thread(self, body, args, name=name, priority=priority, cpu=cpu,
-                                      pager=pager, exc_handler=exc_handler)
+                                      pager=pager, exc_handler=exc_handler,
+                                      preempter=preempter)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -194,7 +196,7 @@ class Thread(KernelObject):
         "slice_left", "rq_prio",
         # the end
         "result", "exit_reason", "returned",
-        "pager", "exc_handler", "self_sel", "pager_sel", "gates", "irqs",
+        "pager", "exc_handler", "preempter", "self_sel", "pager_sel", "gates", "irqs",
     )
 
     kind = "thread"
@@ -238,6 +240,7 @@ class Thread(KernelObject):
         self.returned = False
         self.pager: Thread | None = None
         self.exc_handler: Thread | None = None
+        self.preempter: Thread | None = None
         self.self_sel = 0
         self.pager_sel = 0
         self.gates: list[IpcGate] = []  # gates bound to this thread

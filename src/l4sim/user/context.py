@@ -12,6 +12,7 @@ from array import array
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ..kernel import exceptions as _exc
 from ..kernel import fastpath
 from ..kernel import ipc as _ipc
 from ..kernel.abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, MapItem, MsgTag, StringItem, Timeout
@@ -241,6 +242,18 @@ class UserContext:
             raise ThreadDeleted  # we deleted ourselves (or our task)
         await k.leave(th, _ipc.EMPTY_OK)
         return IpcError.OK
+
+    async def raise_exception(self, trap: int, code: int = 0) -> IpcResult:
+        """A CPU exception here: exception IPC to this thread's handler (label -5, MR0 trap,
+        MR1 error code, MR2 code location). Returns the handler's reply: its words are the
+        result of the "faulting instruction". No handler: the thread is killed."""
+        for name, value in (("trap", trap), ("code", code)):
+            if type(value) is not int:
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if not 0 <= value < 1 << 64:
+                raise OverflowError(f"{name} {value} is not a 64-bit word")
+        k = self._k
+        return await _exc.exception_ipc(k, self._th, trap, code, _exc.code_ip_of_frame(k, 1))
 
     # --- interrupts (S12) -----------------------------------------------------------------
 
