@@ -7,7 +7,7 @@ reply capability is ENOT_EXISTENT).
 from __future__ import annotations
 
 from helpers import caps_naming, make_kernel, states, timeouts
-from l4sim import CapRights, IpcError, Timeout
+from l4sim import CapRights, IpcError, Kernel, Timeout
 
 OK = IpcError.OK
 ENOT_EXISTENT = IpcError.ENOT_EXISTENT
@@ -772,3 +772,21 @@ def test_delete_gate_thread_with_senders_queued_through_the_gate():
     assert log == [SECANCELED, ENOT_EXISTENT]
     assert res.died == [(srv, "deleted")]
     assert gate.alive and caps_naming(k, srv) == []
+
+
+def test_host_cancel_due_inside_the_blocking_entry_is_not_lost() -> None:
+    """An event that falls due during the very kernel entry in which a thread blocks
+    (here a host cancel at 100, the sleep's entry ending later) must still wake it."""
+    k = Kernel(check=True)
+    task = k.new_task("t")
+    log: list = []
+
+    async def sleeper(t):  # type: ignore[no-untyped-def]
+        r = await t.sleep(Timeout.never())
+        log.append((t.now, r.error))
+
+    th = task.new_thread(sleeper, name="s")
+    k.at(100, lambda: k.cancel(th))
+    assert k.run().reason == "done"
+    assert len(log) == 1 and log[0][1] == IpcError.RECANCELED
+    assert th.state_name == "dead"

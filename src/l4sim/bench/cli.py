@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .irq_cli import irq
 from .pingpong import Progress, run_pingpong
 from .scale import KINDS, run_scale
 
@@ -101,3 +102,6 @@ def scale(threads: int, as_json: bool, n: int, repeats: int, kind: str) -> None:
     for name, value in rows:
         table.add_row(name, value)
     Console(width=max(Console().width, 120)).print(table)
+
+
+bench.add_command(irq)

@@ -343,13 +343,13 @@ class Kernel:
                 cpu.now = now + (same_space if nxt.task is th.task else other_space)
                 th = nxt
                 continue
+            cpu.current = None  # it switched away: an event may wake it again now
             if now >= cpu.next_event:
                 self._process_events(cpu)
                 if nxt is not None and (self._stop is not None or cpu.bitmap >> (nxt.prio + 1)):
                     self.make_ready(nxt)
                     nxt = None
             if nxt is None:
-                cpu.current = None
                 nxt = self._pick(cpu)
                 if nxt is None:
                     cpu.last = th
