@@ -6,6 +6,10 @@ operation). Times are simulated cycles only, never wall-clock.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from l4sim import Kernel, Thread
@@ -90,3 +94,21 @@ def caps_naming(k: Kernel, obj: object) -> list[tuple[str, int]]:
     """Every (task, selector) whose capability names `obj`."""
     return [(task.name, sel) for task in k.tasks for sel, cap in enumerate(task.caps)
             if cap is not None and cap.obj is obj]
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import examples/NAME.py as a module (its `__main__` block does not run)."""
+    path = EXAMPLES / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"l4sim_example_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def thread_named(k: Kernel, name: str) -> Thread:
+    return next(th for th in k.threads.values() if th.name == name)

@@ -7,34 +7,19 @@ except where a test compares a checked run with an unchecked one (the fast path)
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from l4sim import Kernel, Thread
+from helpers import EXAMPLES, load_example, thread_named
+from l4sim import Kernel
 from l4sim.cli import main
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load(name: str) -> ModuleType:
-    path = EXAMPLES / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"l4sim_example_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def thread(k: Kernel, name: str) -> Thread:
-    return next(th for th in k.threads.values() if th.name == name)
+load = load_example
+thread = thread_named
 
 
 def checked(module: ModuleType, **build_kw: Any) -> tuple[Kernel, Any]:

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from helpers import load_example
 from l4sim import IpcError, Kernel, Label, Timeout
 
 OK = IpcError.OK
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _handler_log(k: Kernel, log: list[Any], reply: Any) -> Any:
@@ -222,14 +212,14 @@ def test_preemption_by_a_higher_priority_thread_is_reported() -> None:
 
 
 def test_exception_handler_example() -> None:
-    ex = _load("exception_handler")
+    ex = load_example("exception_handler")
     k = Kernel(check=True)
     ex.build(k)
     ex.report(k, k.run())
 
 
 def test_watchdog_example() -> None:
-    ex = _load("watchdog")
+    ex = load_example("watchdog")
     k = Kernel(check=True)
     ex.build(k)
     ex.report(k, k.run())

@@ -7,18 +7,16 @@ All times are simulated cycles: the assertions are exact, nothing depends on the
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
-import sys
 import zlib
-from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
 
+from helpers import EXAMPLES, load_example, thread_named
 from l4sim import IpcError, Irq, Kernel, Thread, Timeout
 from l4sim.bench.irq import CASES, LINE, SCENARIO, Scenario, run_case, run_irq
 from l4sim.bench.irq_cli import irq as irq_command
@@ -35,23 +33,12 @@ from l4sim.platform import (
     Timer,
 )
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 OK = IpcError.OK
 B = BlockDevice
 
 
-def load(name: str) -> ModuleType:
-    path = EXAMPLES / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"l4sim_example_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def thread(k: Kernel, name: str) -> Thread:
-    return next(th for th in k.threads.values() if th.name == name)
+load = load_example
+thread = thread_named
 
 
 def with_driver(k: Kernel, line_irq: Irq, body: Any, *args: Any,
