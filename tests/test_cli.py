@@ -25,7 +25,7 @@ def invoke(*args: str) -> tuple[int, str]:
 def test_demo_exits_zero_and_narrates() -> None:
     code, out = invoke("demo")
     assert code == 0, out
-    for scene in range(1, 7):
+    for scene in range(1, 9):
         assert f"Scene {scene}" in out
     for word in ("RETIMEOUT", "SETIMEOUT", "RECANCELED", "SECANCELED", "ENOT_EXISTENT",
                  "reply_and_wait", "receive(cli)", "ex_regs", "delete(mbox)", "0x51"):

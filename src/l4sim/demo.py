@@ -1,6 +1,6 @@
 """`l4sim demo`: a small built-in system that shows every IPC primitive, narrated.
 
-One kernel, two tasks, five threads. The threads act in scenes separated by absolute
+One kernel, two tasks, eight threads. The threads act in scenes separated by absolute
 sleeps (so the story is easy to follow in simulated time), and each one narrates what it
 does and what the kernel answered. Every answer is also checked against what the SPEC
 says it must be; `run_demo` returns 0 when all were as expected, 1 otherwise.
@@ -14,8 +14,10 @@ says it must be; `run_demo` returns 0 when all were as expected, 1 otherwise.
 Scenes: an open wait with a finite timeout; sleep; call through a gate (the server sees
 the gate's label) and reply_and_wait; a direct send (the server sees the sender's tid);
 a closed receive that leaves another sender queued, then an open wait that takes it; a
-reply that does not wait; send timeouts zero and finite; a cancel by ex_regs; and the
-deletion of a thread with senders queued at it.
+reply that does not wait; send timeouts zero and finite; a cancel by ex_regs; the
+deletion of a thread with senders queued at it; an interrupt delivered to a driver
+(masked after delivery, raises coalescing while masked); and an exception IPC whose
+handler emulates an instruction.
 
 Everything is deterministic: the log is the same on every run.
 """
@@ -190,6 +192,37 @@ def build(k: Kernel, n: Narrator) -> dict[str, Any]:
         r = await t.send(mbox_sel, words=[2])
         n.expect(t, "mbox was deleted while we were queued", r.error, IpcError.SECANCELED)
 
+    async def drv(t: UserContext) -> None:
+        irq = sel["irq"]
+        await t.sleep(at(80))
+        n.scene(t, "Scene 7 — interrupt IPC: a driver thread bound to an IRQ")
+        n.say(t, "irq_bind(irq, label=0x1E); irq_receive(irq): unmask, then wait for it only")
+        await t.irq_bind(irq, 0x1E)
+        r = await t.irq_receive(irq)
+        n.expect(t, "the device raised the line: (error, tag label, label)",
+                 (r.error, r.tag.label, hex(r.label)), (IpcError.OK, -1, hex(0x1E)))
+        n.say(t, "the IRQ is masked now; the device raises it twice more; we compute 20 µs")
+        await t.compute(20 * k.mhz)
+        r = await t.irq_receive(irq, receive_timeout=Timeout.zero())
+        n.expect(t, "unmask: the two raises coalesced into one pending delivery",
+                 (r.error, r.tag.label), (IpcError.OK, -1))
+        r = await t.irq_receive(irq, receive_timeout=Timeout.zero())
+        n.expect(t, "nothing more pending", r.error, IpcError.RETIMEOUT)
+
+    async def emu(t: UserContext) -> None:
+        await t.sleep(at(110))
+        n.scene(t, "Scene 8 — exception IPC: a handler emulates an instruction")
+        n.say(t, "raise_exception(trap 6, operand 0xF0F0): an opcode this CPU lacks")
+        r = await t.raise_exception(6, 0xF0F0)
+        n.expect(t, "the handler's reply is the result (popcount)", r.words, (8,))
+
+    async def handler(t: UserContext) -> None:
+        r = await t.wait()
+        n.expect(t, "exception IPC: (tag label, trap, error code)",
+                 (r.tag.label, r.words[0], hex(r.words[1])), (-5, 6, hex(0xF0F0)))
+        n.say(t, "emulate popcount and reply: the faulting thread resumes")
+        await t.reply(words=[bin(r.words[1]).count("1")])
+
     async def ctl(t: UserContext) -> None:
         cli_sel, mbox_sel = sel["cli"], sel["mbox"]
         await t.sleep(at(65))
@@ -208,13 +241,21 @@ def build(k: Kernel, n: Narrator) -> dict[str, Any]:
     th_cli = ctask.new_thread(cli, name="cli")
     th_other = ctask.new_thread(other, name="other")
     th_ctl = ctask.new_thread(ctl, name="ctl", priority=120)
+    th_drv = stask.new_thread(drv, name="drv", priority=150)
+    th_handler = ctask.new_thread(handler, name="handler", priority=140)
+    th_emu = ctask.new_thread(emu, name="emu", exc_handler=th_handler)
+    irq = k.new_irq("dev")
+    sel["irq"] = stask.add_cap(irq)        # the driver's interrupt line
+    for us in (85, 92, 95):                  # a device raising the line (host events)
+        k.at(us * k.mhz, irq.trigger)
     gate = k.new_gate(th_srv, label=GATE_LABEL, name="hello")
     sel["gate"] = ctask.add_cap(gate)       # the client task: a gate to srv,
     sel["srv"] = ctask.add_cap(th_srv)      # a thread capability to srv (direct IPC),
     sel["mbox"] = ctask.add_cap(th_mbox)    # one to mbox (with the delete right),
     sel["cli"] = th_cli.self_sel            # and cli's own, which ctl uses for ex_regs
     sel["srv:cli"] = stask.add_cap(th_cli)  # the server task: cli, for the closed receive
-    threads = {"srv": th_srv, "mbox": th_mbox, "cli": th_cli, "other": th_other, "ctl": th_ctl}
+    threads = {"srv": th_srv, "mbox": th_mbox, "cli": th_cli, "other": th_other, "ctl": th_ctl,
+               "drv": th_drv, "handler": th_handler, "emu": th_emu}
     ids.update({name: th.tid for name, th in threads.items()})
     return threads
 
@@ -252,8 +293,9 @@ def run_demo(console: Console | None = None, *, check: bool = True) -> int:
         ("the run ends 'done' (only idle threads left)", lambda: result.reason == "done"),
         ("only mbox died, deleted", lambda: [(th.name, why) for th, why in result.died]
          == [("mbox", "deleted")]),
-        ("cli, other and ctl returned",
-         lambda: all(threads[x].returned for x in ("cli", "other", "ctl"))),
+        ("cli, other, ctl, drv, handler and emu returned",
+         lambda: all(threads[x].returned
+                     for x in ("cli", "other", "ctl", "drv", "handler", "emu"))),
     ]
     for what, ok in want_end:
         n.checks += 1
