@@ -36,19 +36,40 @@ def pingpong() -> Any:
     return bench_json("pingpong", "--n", "300", "--repeats", "2")
 
 
+def speed_rows(pingpong: Any) -> list[Any]:
+    return [r for r in pingpong["rows"] if r["section"] == "emulator"]
+
+
 def test_pingpong_json_has_every_case(pingpong: Any) -> None:
-    assert [r["case"] for r in pingpong["rows"]] == [
+    assert [r["case"] for r in speed_rows(pingpong)] == [
         "register-same-space", "register-cross-space", "utcb-8-same-space", "utcb-63-cross-space"]
-    assert [c.name for c in CASES] == [r["case"] for r in pingpong["rows"]]
+    assert [c.name for c in CASES] == [r["case"] for r in speed_rows(pingpong)]
+    assert speed_rows(pingpong) == pingpong["speed_rows"]
     assert pingpong["n"] == 300
-    for r in pingpong["rows"]:
+    for r in speed_rows(pingpong):
         assert set(r) >= ROW_KEYS
+
+
+def test_pingpong_json_has_the_model_rows_first(pingpong: Any) -> None:
+    """`rows` holds the lecture's six configurations, then the predictions, then the speed
+    rows; every row has a case and simulated cycles, the lecture rows the lecture's figure."""
+    model = pingpong["model_rows"]
+    assert pingpong["rows"] == model + pingpong["speed_rows"]
+    sections = [r["section"] for r in model]
+    assert sections == ["lecture"] * 6 + ["prediction"] * (len(model) - 6)
+    for r in pingpong["rows"]:
+        assert {"case", "section", "sim_cycles_per_rt"} <= set(r)
+        assert ("lecture_cycles_per_rt" in r) == (r["section"] == "lecture")
+    for r in model[:6]:
+        assert abs(r["sim_cycles_per_rt"] - r["lecture_cycles_per_rt"]) \
+            <= 0.05 * r["lecture_cycles_per_rt"]
+    assert len({r["case"] for r in pingpong["rows"]}) == len(pingpong["rows"])
 
 
 def test_pingpong_figures_are_positive_and_consistent(pingpong: Any) -> None:
     floor = pingpong["floor_ns_per_rt"]
     assert floor > 0
-    for r in pingpong["rows"]:
+    for r in speed_rows(pingpong):
         ns = r["ns_per_rt"]
         assert ns > 0
         assert math.isclose(r["rt_per_s"], 1e9 / ns, rel_tol=1e-9)
@@ -59,7 +80,7 @@ def test_pingpong_figures_are_positive_and_consistent(pingpong: Any) -> None:
 def test_pingpong_simulated_cycles(pingpong: Any) -> None:
     """Simulated time is deterministic: a round trip costs a whole number of cycles, a
     second address space and UTCB words cost more than registers in one space."""
-    sim = {r["case"]: r["sim_cycles_per_rt"] for r in pingpong["rows"]}
+    sim = {r["case"]: r["sim_cycles_per_rt"] for r in speed_rows(pingpong)}
     for cycles in sim.values():
         assert cycles > 0 and cycles == int(cycles)
     assert sim["register-cross-space"] > sim["register-same-space"]
@@ -72,6 +93,8 @@ def test_pingpong_table_and_progress() -> None:
     for case in CASES:
         assert case.name in result.stdout
     assert "floor" in result.stdout
+    assert "Cost model vs the lecture" in result.stdout and "1,962" in result.stdout
+    assert "utcb-63-cross-space-sysenter" in result.stdout  # a prediction
     assert "register-same-space" in result.stderr  # progress goes to stderr
 
 
@@ -106,6 +129,22 @@ def test_scale_table() -> None:
     result = invoke("scale", "--threads", "50", "--n", "50", "--repeats", "1")
     assert "bytes per blocked thread" in result.stdout
     assert "blocked" in result.stderr
+
+
+def test_pingpong_plot_without_matplotlib(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """--plot needs the optional extra; without it the command says so, before measuring."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    out = tmp_path / "rt.png"
+    result = CliRunner().invoke(bench, ["pingpong", "--n", "10", "--repeats", "1",
+                                        "--plot", str(out)])
+    assert result.exit_code == 1
+    assert "--plot needs matplotlib" in result.output
+    assert "pip install 'l4sim[plot]'" in result.output
+    assert not out.exists()
 
 
 def test_bad_options_are_refused() -> None:

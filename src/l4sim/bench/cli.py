@@ -1,8 +1,9 @@
-"""`l4sim bench …`: the emulator's own speed (S17, S21). Results print as a table, or
-as JSON with --json; progress goes to stderr."""
+"""`l4sim bench …`: the cost model against the lecture and the emulator's own speed
+(S17, S21). Results print as tables, or as JSON with --json; progress goes to stderr."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .irq_cli import irq
+from .model import LECTURE_MHZ, MATPLOTLIB_MISSING, plot
 from .pingpong import Progress, run_pingpong
 from .scale import KINDS, run_scale
 
@@ -40,18 +42,60 @@ def bench() -> None:
 @click.option("--quick", is_flag=True, help="10x fewer round trips.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed runs per case; the median is reported.")
-def pingpong(as_json: bool, n: int | None, quick: bool, repeats: int) -> None:
-    """Wall-clock ns per call/reply round trip on l4sim, beside the coroutine floor.
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None,
+              help="Draw simulated cycles per round trip against message size to this PNG "
+                   "(needs matplotlib: pip install 'l4sim[plot]').")
+def pingpong(as_json: bool, n: int | None, quick: bool, repeats: int,
+             plot_file: str | None) -> None:
+    """The cost model beside the lecture's pingpong figures, its predictions, and the
+    emulator's own wall-clock ns per call/reply round trip beside the coroutine floor.
 
-    Cases: register words (2) in one and in two address spaces, UTCB words (8) in one
-    space, UTCB words (63) in two spaces. Timing covers Kernel.run() only; one warm-up
-    run, then the median of the timed runs, all in this process."""
+    Model: each of the lecture's six configurations (register-only IPC in one and in two
+    address spaces by int30 and sysenter, UTCB IPC of 4 and 8 words in one space) runs as
+    a ping-pong kernel with the core2-int30 or core2-sysenter profile; the simulated
+    round trip is shown beside the lecture's figure. Then the predictions: UTCB IPC of
+    4-63 words in one and two spaces with both entry methods.
+
+    Speed cases: register words (2) in one and in two address spaces, UTCB words (8) in
+    one space, UTCB words (63) in two spaces. Timing covers Kernel.run() only; one
+    warm-up run, then the median of the timed runs, all in this process."""
+    if plot_file is not None and importlib.util.find_spec("matplotlib") is None:
+        raise click.ClickException(MATPLOTLIB_MISSING)  # before the long measurement
     if n is None:
         n = FULL_N // 10 if quick else FULL_N
     result = run_pingpong(n, repeats, progress=_progress())
+    if plot_file is not None:
+        try:
+            plot(result["model_rows"], plot_file)
+        except RuntimeError as e:
+            raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
+    console = Console(width=max(Console().width, 120))
+    rows = result["model_rows"]
+    lecture = Table(title=f"Cost model vs the lecture (Core 2, {LECTURE_MHZ} MHz): "
+                          "simulated pingpong round trip, call + reply_and_wait",
+                    caption="UTCB rows use int30, as the lecture's figures imply")
+    for header in ("case", "profile", "cycles/rt", "ns/rt", "lecture cycles", "lecture ns",
+                   "diff"):
+        lecture.add_column(header, justify="left" if header in ("case", "profile") else "right",
+                           no_wrap=True)
+    for r in rows:
+        if r["section"] == "lecture":
+            lecture.add_row(r["case"], r["profile"], f"{r['sim_cycles_per_rt']:,.0f}",
+                            f"{r['sim_ns_per_rt']:,.0f}", f"{r['lecture_cycles_per_rt']:,}",
+                            f"{r['lecture_ns_per_rt']:,}", f"{r['rel_diff']:+.1%}")
+    console.print(lecture)
+    pred = Table(title="Model predictions the lecture does not list")
+    for header in ("case", "profile", "words", "cycles/rt", "ns/rt"):
+        pred.add_column(header, justify="left" if header in ("case", "profile") else "right",
+                        no_wrap=True)
+    for r in rows:
+        if r["section"] == "prediction":
+            pred.add_row(r["case"], r["profile"], str(r["words"]),
+                         f"{r['sim_cycles_per_rt']:,.0f}", f"{r['sim_ns_per_rt']:,.0f}")
+    console.print(pred)
     table = Table(title=f"l4sim ping-pong: n={n:,}, median of {repeats}, Python {result['python']}",
                   caption=f"floor (coroutine trampoline, trivial rendezvous): "
                           f"{result['floor_ns_per_rt']:,.0f} ns per round trip as "
@@ -60,11 +104,13 @@ def pingpong(as_json: bool, n: int | None, quick: bool, repeats: int) -> None:
     table.add_column("case", no_wrap=True)
     for header in ("ns/rt", "min..max", "rt/s", "x floor", "x warm", "cycles/rt"):
         table.add_column(header, justify="right", no_wrap=True)
-    for r in result["rows"]:
+    for r in result["speed_rows"]:
         table.add_row(r["case"], f"{r['ns_per_rt']:,.0f}", f"{r['ns_min']:,.0f}..{r['ns_max']:,.0f}",
                       f"{r['rt_per_s']:,.0f}", f"{r['ratio_to_floor']:.2f}",
                       f"{r['ratio_to_warm_floor']:.2f}", f"{r['sim_cycles_per_rt']:,.0f}")
-    Console(width=max(Console().width, 120)).print(table)
+    console.print(table)
+    if plot_file is not None:
+        console.print(f"plot written to {plot_file}")
 
 
 @bench.command()

@@ -6,6 +6,9 @@ Each case runs a client that calls a server `n` times and an echo server in
 peers benchmark: one warm-up run at n/10, then the median of `repeats` runs, garbage
 collected before each. The floor (`floor.py`) is measured in the same process run, and
 each case is reported as a multiple of it.
+
+Before the speed rows come the cost model's rows (`model.py`): the lecture's six
+configurations simulated beside the lecture's figures, then the model's predictions.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 import statistics
 import sys
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
 from ..kernel import IpcError, Kernel, MsgTag, Thread
+from ..kernel.costs import CostProfile
 from ..user import UserContext
 from .floor import floor_ns_per_rt, measure, run_floor, warm_up
 
@@ -123,17 +127,28 @@ def row(case: str, ns: float, floor_ns: float, sim_cycles: float,
         "sim_cycles_per_rt": sim_cycles,
         "ns_min": min(samples),
         "ns_max": max(samples),
+        "section": "emulator",
     }
 
 
-def run_pingpong(n: int, repeats: int = 5, progress: Progress | None = None) -> dict[str, Any]:
-    """Measure the floor and every case with `n` round trips per timed run.
+def run_pingpong(n: int, repeats: int = 5, progress: Progress | None = None,
+                 profiles: Mapping[str, CostProfile] | None = None) -> dict[str, Any]:
+    """Simulate the cost model's configurations, then measure the floor and every speed
+    case with `n` round trips per timed run.
 
-    Returns {"rows": [{case, ns_per_rt, rt_per_s, ratio_to_floor, sim_cycles_per_rt,
-    ns_min, ns_max}, ...], "floor_ns_per_rt", "n", "repeats", "python"}."""
+    Returns {"rows", "model_rows", "speed_rows", "floor_ns_per_rt", "floor_warm_ns_per_rt",
+    "n", "repeats", "python"}. `model_rows` are `model.run_model(profiles)` (section
+    "lecture" with lecture_cycles_per_rt, lecture_ns_per_rt, rel_diff; then section
+    "prediction"); `speed_rows` (section "emulator") are {case, ns_per_rt, rt_per_s,
+    ratio_to_floor, ratio_to_warm_floor, sim_cycles_per_rt, ns_min, ns_max}; `rows` is
+    both lists in that order. Every row has `case`, `section` and `sim_cycles_per_rt`."""
+    from .model import run_model  # model.py builds on this module's ping-pong pair
+
     if n < 1 or repeats < 1:
         raise ValueError("n and repeats must be positive")
     say = progress or (lambda _msg: None)
+    say("cost model: the lecture's configurations and the predictions")
+    model_rows = run_model(profiles)
     say(f"floor (n={n})")
     # As pingpong_peers.py measures it (the issue's definition): in a fresh process its
     # loop has been entered fewer than 8 times, so CPython has not specialized it yet.
@@ -158,7 +173,9 @@ def run_pingpong(n: int, repeats: int = 5, progress: Progress | None = None) -> 
         rows.append(row(case.name, statistics.median(samples), floor_ns, sim[0] / n, samples))
         rows[-1]["ratio_to_warm_floor"] = rows[-1]["ns_per_rt"] / floor_warm_ns
     return {
-        "rows": rows,
+        "rows": model_rows + rows,
+        "model_rows": model_rows,
+        "speed_rows": rows,
         "floor_ns_per_rt": floor_ns,
         "floor_warm_ns_per_rt": floor_warm_ns,
         "n": n,
