@@ -1,8 +1,9 @@
 """The `l4sim` command line (SPEC S21).
 
     l4sim demo                         a built-in system showing every IPC type, narrated
-    l4sim run FILE.py [--seed S] [--trace-log]
+    l4sim run FILE.py [--seed S] [--trace-log] [--trace out.json] [--mermaid out.md]
                                        build the system FILE.py defines, run it, report
+                                       (and write its trace: Chrome JSON, Mermaid)
     l4sim states [--dot FILE]          the declared IPC state machine (and its DOT drawing)
     l4sim bench ...                    benchmarks (from l4sim.bench.cli)
 
@@ -27,6 +28,8 @@ from rich.table import Table
 
 from .kernel import Kernel, RunResult
 from .kernel import states as _states
+from .trace import write_chrome, write_mermaid
+from .trace.text import format_event
 
 
 def _console() -> Console:
@@ -87,27 +90,40 @@ def result_table(result: RunResult) -> Table:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run.")
 @click.option("--cpus", type=int, default=1, show_default=True, help="Emulated CPUs.")
 @click.option("--trace-log", is_flag=True, help="Record every kernel event and print the log.")
+@click.option("--trace", "trace_json", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE.json",
+              help="Record every kernel event; write a Chrome trace (open in ui.perfetto.dev).")
+@click.option("--mermaid", "mermaid_md", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE.md",
+              help="Record every kernel event; write a Mermaid sequence diagram.")
 @click.option("--check/--no-check", default=False, show_default=True,
               help="Verify the kernel invariants after every kernel operation.")
 @click.option("--max-steps", type=int, default=None, help="Bound the number of kernel entries.")
-def run(file: Path, seed: int, cpus: int, trace_log: bool, check: bool,
-        max_steps: int | None) -> None:
+def run(file: Path, seed: int, cpus: int, trace_log: bool, trace_json: Path | None,
+        mermaid_md: Path | None, check: bool, max_steps: int | None) -> None:
     """Build the system FILE.py defines, run it, and report.
 
     FILE.py defines build(k) and optionally report(k, result)."""
     console = _console()
     module = load_system(file)
     try:
-        k = Kernel(cpus=cpus, seed=seed, trace=trace_log, check=check)
+        k = Kernel(cpus=cpus, seed=seed, check=check,
+                   trace=trace_log or trace_json is not None or mermaid_md is not None)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     module.build(k)
     result = k.run(max_steps=max_steps)
     if trace_log:
         for ev in k.events:
-            console.print(f"{ev.time:>12}  cpu{ev.cpu}  {ev.thread:<12} {ev.event:<10} {ev.detail}",
-                          markup=False)
+            console.print(format_event(ev), markup=False)
     console.print(result_table(result))
+    if trace_json is not None:
+        write_chrome(k, trace_json)
+        console.print(f"wrote {trace_json} ({len(k.events)} events): open it in "
+                      "https://ui.perfetto.dev", markup=False)
+    if mermaid_md is not None:
+        write_mermaid(k, mermaid_md)
+        console.print(f"wrote {mermaid_md} (Mermaid sequence diagram)", markup=False)
     report = getattr(module, "report", None)
     if report is None:
         return
