@@ -217,3 +217,17 @@ def test_help_lists_commands() -> None:
     assert code == 0
     for cmd in ("demo", "run", "states"):
         assert cmd in out
+
+
+def test_demo_writes_its_trace_and_sequence_diagram(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    out_json, out_md = tmp_path / "demo.json", tmp_path / "demo.md"
+    result = CliRunner().invoke(main, ["demo", "--trace", str(out_json), "--mermaid", str(out_md)])
+    assert result.exit_code == 0, result.output
+    events = json.loads(out_json.read_text())["traceEvents"]
+    assert {e["ph"] for e in events} >= {"B", "E", "s", "f", "M"}
+    thread_names = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert {"srv", "cli", "drv", "handler", "emu"} <= thread_names
+    diagram = out_md.read_text()
+    assert "sequenceDiagram" in diagram and "drv" in diagram

@@ -25,6 +25,7 @@ Everything is deterministic: the log is the same on every run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -32,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .kernel import IpcError, Kernel, RunResult, Timeout
+from .trace import write_chrome, write_mermaid
 from .user import UserContext
 
 GATE_LABEL = 0x51
@@ -276,14 +278,20 @@ def _table(n: Narrator) -> Table:
     return table
 
 
-def run_demo(console: Console | None = None, *, check: bool = True) -> int:
-    """Run the demo and print its narrated log; 0 if every outcome was as expected."""
+def run_demo(console: Console | None = None, *, check: bool = True,
+             trace_path: Path | None = None, mermaid_path: Path | None = None) -> int:
+    """Run the demo and print its narrated log; 0 if every outcome was as expected.
+    With `trace_path` / `mermaid_path`, also write its trace and sequence diagram."""
     console = console or Console()
-    k = Kernel(check=check)
+    k = Kernel(check=check, trace=trace_path is not None or mermaid_path is not None)
     n = Narrator(k.mhz)
     threads = build(k, n)
     result: RunResult = k.run()
     console.print(_table(n))
+    if trace_path is not None:
+        console.print(f"trace: {write_chrome(k, trace_path)} (open it in https://ui.perfetto.dev)")
+    if mermaid_path is not None:
+        console.print(f"sequence diagram: {write_mermaid(k, mermaid_path)}")
     died = ", ".join(f"{th.name} ({why})" for th, why in result.died) or "none"
     blocked = ", ".join(f"{th.name} ({th.state_name})" for th in result.blocked) or "none"
     console.print(f"run ended: [bold]{result.reason}[/] at {result.now} cycles "
