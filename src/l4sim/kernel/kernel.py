@@ -47,13 +47,15 @@ class ThreadDeleted(BaseException):
 
 
 class Event(NamedTuple):
-    """One entry of the event record: simulated time, CPU, thread name, event, detail."""
+    """One entry of the event record: simulated time, CPU, thread name, event, detail,
+    and the thread's tid (names need not be unique)."""
 
     time: int
     cpu: int
     thread: str
     event: str
     detail: str
+    tid: int = 0
 
 
 class RunResult:
@@ -515,11 +517,12 @@ class Kernel:
                 cov.add((old, new))
         th.state = new
         if self.trace:
-            self.events.append(Event(th.cpu.now, th.cpu.index, th.name, "state", state_name(new)))
+            self.events.append(Event(th.cpu.now, th.cpu.index, th.name, "state", state_name(new),
+                                     th.tid))
 
     def record(self, th: Thread, event: str, detail: str = "") -> None:
         if self.trace:
-            self.events.append(Event(th.cpu.now, th.cpu.index, th.name, event, detail))
+            self.events.append(Event(th.cpu.now, th.cpu.index, th.name, event, detail, th.tid))
 
     def deadline_of(self, timeout: Timeout, th: Thread) -> int | None:
         if timeout is NEVER:
