@@ -22,9 +22,9 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .abi import NEVER, IpcError, IpcOp, Label
-from .ipc import ipc
+from .ipc import ipc, wake_waiter
 from .result import IpcResult
-from .states import DEAD, READY, RECEIVE_WAIT
+from .states import DEAD, RECEIVE_WAIT
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -113,9 +113,5 @@ def report_preemption(k: Kernel, th: Thread) -> None:
     p.in_tag = PREEMPTION_TAG
     p.in_label = th.tid
     p.wake_error = IpcError.OK
-    if p.timer is not None:
-        k.cancel_timer(p)
-    p.partner = None
-    k.set_state(p, READY)
-    k.make_ready(p)
+    wake_waiter(k, p)
     k.record(th, "preemption", f"reported to {p.name}")

@@ -66,13 +66,15 @@ def resolve_send(th: Thread, sel: int) -> tuple[Thread, int, IpcGate | None] | N
     return None
 
 
-def resolve_object(th: Thread, sel: int) -> object | None:
-    """The live object selector `sel` names in `th`'s task, if `th` may invoke it (R)."""
+def resolve_object(th: Thread, sel: int, rights: int = _R) -> object | None:
+    """The live object selector `sel` names in `th`'s task, if its capability has all of
+    `rights` (R at least: needed to invoke anything)."""
     caps = th.task.caps
     if not 0 < sel < len(caps):
         return None
     cap = caps[sel]
-    if cap is None or not cap.rights & _R or not cap.obj.alive:
+    rights |= _R
+    if cap is None or cap.rights & rights != rights or not cap.obj.alive:
         return None
     return cap.obj
 
@@ -96,13 +98,8 @@ def resolve_source(th: Thread, sel: int) -> Thread | Irq | None:
 
 def resolve_irq(th: Thread, sel: int, right: int = _R) -> Irq | None:
     """The IRQ selector `sel` names, if the capability has `right` (and R)."""
-    caps = th.task.caps
-    if not 0 < sel < len(caps):
-        return None
-    cap = caps[sel]
-    if cap is None or not cap.rights & _R or not cap.rights & right or not cap.obj.alive:
-        return None
-    return cap.obj if type(cap.obj) is Irq else None
+    obj = resolve_object(th, sel, right)
+    return obj if type(obj) is Irq else None
 
 
 def tag_fits(tag: int) -> bool:
@@ -392,6 +389,16 @@ def leave_queues(k: Kernel, victim: Thread) -> Thread | None:
         k.cancel_timer(victim)
     victim.partner = None
     return partner if isinstance(partner, Thread) else None
+
+
+def wake_waiter(k: Kernel, th: Thread, new_state: int = READY) -> None:
+    """A receive-wait ends with what the waker left in `th`'s TCB (a message, or
+    `wake_error`): disarm the timer, forget the partner, make it ready."""
+    if th.timer is not None:
+        k.cancel_timer(th)
+    th.partner = None
+    k.set_state(th, new_state)
+    k.make_ready(th)
 
 
 def end_wait(k: Kernel, victim: Thread, err: IpcError, new_state: int) -> None:

@@ -18,7 +18,7 @@ from .abi import NEVER, Timeout
 from .costs import CostProfile
 from .costs import profile as get_profile
 from .exceptions import ThreadKilled, body_with_handler, report_preemption
-from .ipc import ENOT_EXISTENT, SECANCELED, deliver_irq, end_wait, leave_queues
+from .ipc import ENOT_EXISTENT, SECANCELED, deliver_irq, end_wait, leave_queues, wake_waiter
 from .objects import Body, IpcGate, Irq, KernelObject, Task, Thread
 from .result import IpcResult
 from .sched import INFINITY, Cpu
@@ -591,11 +591,7 @@ class Kernel:
         th = irq.thread
         if th.state == RECEIVE_WAIT and (th.partner is None or th.partner is irq):
             deliver_irq(self, irq, th)
-            if th.timer is not None:
-                self.cancel_timer(th)
-            th.partner = None
-            self.set_state(th, READY)
-            self.make_ready(th)
+            wake_waiter(self, th)
             return
         irq.pending = True
         irq.queued = True
@@ -698,12 +694,8 @@ class Kernel:
             waiting[th.reply_caller] = None
         for other in sorted(waiting, key=lambda w: w.tid):
             if other.state == RECEIVE_WAIT and other.partner is th:
-                other.partner = None  # its reply (or closed) partner is gone
-                other.wake_error = ENOT_EXISTENT
-                if other.timer is not None:
-                    self.cancel_timer(other)
-                self.set_state(other, READY)
-                self.make_ready(other)
+                other.wake_error = ENOT_EXISTENT  # its reply (or closed) partner is gone
+                wake_waiter(self, other)
         th.reply_caller = None
         th.partner = None
         th.prio = th.priority  # nobody lends priority to a dead thread

@@ -9,13 +9,24 @@ coroutine chain as the user code (S1), one frame below it.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..kernel import exceptions as _exc
 from ..kernel import fastpath
 from ..kernel import ipc as _ipc
-from ..kernel.abi import MR_COUNT, NEVER, ZERO, IpcError, IpcOp, MapItem, MsgTag, StringItem, Timeout
+from ..kernel.abi import (
+    MR_COUNT,
+    NEVER,
+    ZERO,
+    CapRights,
+    IpcError,
+    IpcOp,
+    MapItem,
+    MsgTag,
+    StringItem,
+    Timeout,
+)
 from ..kernel.kernel import ThreadDeleted
 from ..kernel.objects import Irq, Thread, Utcb
 from ..kernel.result import IpcResult
@@ -28,6 +39,7 @@ Item = MapItem | StringItem
 Op = Awaitable[IpcResult]
 
 _LABEL_MIN, _LABEL_MAX = -(1 << 47), 1 << 47
+_R, _S = int(CapRights.R), int(CapRights.S)
 
 
 def _check_timeout(name: str, value: object) -> Timeout:
@@ -257,11 +269,17 @@ class UserContext:
 
     # --- interrupts (S12) -----------------------------------------------------------------
 
-    async def _irq_op(self, irq_sel: int, right: int) -> tuple[Irq | None, Kernel]:
+    async def _irq_op(self, irq_sel: int, right: int, action: Callable[[Irq], object]) -> IpcError:
+        """One kernel entry that applies `action` to the IRQ `irq_sel` names (its
+        capability needs `right`): OK, or ENOT_EXISTENT for a bad selector."""
         _check_sel(irq_sel)
         k, th = self._k, self._th
         await k.enter(th, k.costs.kernel_op)
-        return _ipc.resolve_irq(th, irq_sel, right), k
+        irq = _ipc.resolve_irq(th, irq_sel, right)
+        if irq is not None:
+            action(irq)
+        await k.leave(th, _ipc.EMPTY_OK)
+        return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
 
     async def irq_bind(self, irq_sel: int, label: int = 0) -> IpcError:
         """Attach this thread to the IRQ (needs the S right); its messages carry `label`."""
@@ -269,35 +287,19 @@ class UserContext:
             raise TypeError(f"a label is an int, got {type(label).__name__}")
         if not _LABEL_MIN <= label < _LABEL_MAX:
             raise OverflowError(f"label {label} does not fit 48 signed bits")
-        irq, k = await self._irq_op(irq_sel, 2)
-        if irq is not None:
-            k.irq_bind(irq, self._th, label)
-        await k.leave(self._th, _ipc.EMPTY_OK)
-        return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
+        return await self._irq_op(irq_sel, _S, lambda irq: self._k.irq_bind(irq, self._th, label))
 
     async def irq_detach(self, irq_sel: int) -> IpcError:
         """Detach the IRQ from its thread (needs the S right); it stays pending if it was."""
-        irq, k = await self._irq_op(irq_sel, 2)
-        if irq is not None:
-            k.irq_detach(irq)
-        await k.leave(self._th, _ipc.EMPTY_OK)
-        return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
+        return await self._irq_op(irq_sel, _S, self._k.irq_detach)
 
     async def irq_trigger(self, irq_sel: int) -> IpcError:
         """Trigger the IRQ (a software interrupt)."""
-        irq, k = await self._irq_op(irq_sel, 4)
-        if irq is not None:
-            k.irq_trigger(irq)
-        await k.leave(self._th, _ipc.EMPTY_OK)
-        return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
+        return await self._irq_op(irq_sel, _R, self._k.irq_trigger)
 
     async def irq_unmask(self, irq_sel: int) -> IpcError:
         """Enable the IRQ again after a delivery; a held trigger is delivered now."""
-        irq, k = await self._irq_op(irq_sel, 4)
-        if irq is not None:
-            k.irq_unmask(irq)
-        await k.leave(self._th, _ipc.EMPTY_OK)
-        return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
+        return await self._irq_op(irq_sel, _R, self._k.irq_unmask)
 
     async def irq_receive(self, irq_sel: int, receive_timeout: Timeout = NEVER) -> IpcResult:
         """Unmask the IRQ and wait for it only (closed wait), in one kernel entry."""
