@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
+from .flexpage import transfer_items
 from .objects import IpcGate, Irq, Thread
 from .result import IpcResult
 from .sendq import SenderQueue
@@ -32,6 +33,7 @@ SECANCELED = IpcError.SECANCELED
 RECANCELED = IpcError.RECANCELED
 SEMSGCUT = IpcError.SEMSGCUT
 REMSGCUT = IpcError.REMSGCUT
+REMAPFAILED = IpcError.REMAPFAILED
 
 _R = 4  # CapRights.R: needed to invoke an object
 
@@ -115,18 +117,17 @@ def _result_of_wait(k: Kernel, th: Thread) -> IpcResult:
     err = th.wake_error
     if err:
         th.wake_error = OK
-        if err == REMSGCUT:
+        if err in (REMSGCUT, REMAPFAILED):
             return IpcResult(err, th.in_label, th.in_tag, th.in_words)
         return IpcResult(err)
     return IpcResult(OK, th.in_label, th.in_tag, th.in_words)
 
 
 def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bool) -> IpcError:
-    """Transfer: copy the untyped words into the receiver's MRs; set its reply capability.
-
-    Typed items need a receive window, which the receiver cannot offer before the memory
-    part (S9) exists: a message with items is cut on both sides, its words delivered.
-    """
+    """Transfer: copy the untyped words into the receiver's MRs, apply the typed items
+    (flexpage.py); set its reply capability. A failed item ends the transfer with a
+    send-side error for the sender and its receive-side twin for the receiver, the words
+    (and the items before it) delivered."""
     n = tag & 0x3F
     if n:
         w = snd.mr[:n]
@@ -137,14 +138,17 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
     rcv.in_tag = tag
     rcv.in_label = label
     k.costs_transfer(snd.cpu, n)
-    if (tag >> 6) & 0x3F:
-        rcv.wake_error = REMSGCUT
-        k.record(snd, "transfer", f"to {rcv.name}: {n} words, items cut")
-        return SEMSGCUT
+    nitems = (tag >> 6) & 0x3F
+    if nitems:
+        err = transfer_items(k, snd, rcv, n, nitems)
+        if err:
+            rcv.wake_error = IpcError(err | 1)
+            k.record(snd, "transfer", f"to {rcv.name}: {n} words, items failed: {err.name}")
+            return err
     rcv.wake_error = OK
     if call:
         k.set_reply_cap(rcv, snd)
-    k.record(snd, "transfer", f"to {rcv.name}: {n} words")
+    k.record(snd, "transfer", f"to {rcv.name}: {n} words" + (f", {nitems} items" if nitems else ""))
     return OK
 
 
@@ -326,7 +330,7 @@ def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
     result = IpcResult(OK, th.in_label, th.in_tag, th.in_words)
     if err:
         th.wake_error = OK
-        result = IpcResult(REMSGCUT, th.in_label, th.in_tag, th.in_words)
+        result = IpcResult(IpcError(err | 1), th.in_label, th.in_tag, th.in_words)
         snd.wake_error = err
         call = False
     snd.snd_label = snd.snd_tag = 0

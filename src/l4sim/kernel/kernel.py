@@ -18,8 +18,10 @@ from .abi import NEVER, Timeout
 from .costs import CostProfile
 from .costs import profile as get_profile
 from .exceptions import ThreadKilled, body_with_handler, report_preemption
+from .flexpage import release_task, sigma0_roots
 from .ipc import ENOT_EXISTENT, SECANCELED, deliver_irq, end_wait, leave_queues, wake_waiter
-from .objects import Body, IpcGate, Irq, KernelObject, Task, Thread
+from .memory import DEFAULT_PT_QUOTA, PhysicalMemory
+from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObject, Task, Thread
 from .result import IpcResult
 from .sched import INFINITY, Cpu
 from .sendq import SenderQueue
@@ -123,6 +125,9 @@ class Kernel:
         # reply_caller (which finds the rest): told ENOT_EXISTENT when it ends.
         self.waiters: dict[Thread, dict[Thread, None]] = {}
         self._irq_count = 0
+        self.phys = PhysicalMemory(memory)
+        self._sigma0: Thread | None = None
+        self._anon_pager: Thread | None = None
         self._code_files: list[str] = []       # code locations: file index << 32 | line
         self._code_index: dict[str, int] = {}
         self.events: list[Event] = []
@@ -147,15 +152,19 @@ class Kernel:
         """Simulated time in cycles."""
         return self.cpus[0].now
 
-    def new_task(self, name: str | None = None) -> Task:
-        task = Task(self, name or f"task{self._next_task}", self._next_task)
+    def new_task(self, name: str | None = None, pt_quota: int = DEFAULT_PT_QUOTA) -> Task:
+        """A new task: an empty address space and object space. `pt_quota` bounds the
+        bytes of page tables its mappings may use (S9: a map beyond it fails)."""
+        if not isinstance(pt_quota, int) or pt_quota < 4096:
+            raise ValueError(f"pt_quota is a number of bytes >= 4096, got {pt_quota!r}")
+        task = Task(self, name or f"task{self._next_task}", self._next_task, pt_quota)
         self._next_task += 1
         self.tasks.append(task)
         self.after_host_op()
         return task
 
     def new_thread(self, task: Task, body: Body, args: tuple[Any, ...], *, name: str | None,
-                   priority: int, cpu: int, pager: Thread | None,
+                   priority: int, cpu: int, pager: Thread | DefaultPager | None,
                    exc_handler: Thread | None, preempter: Thread | None = None) -> Thread:
         from ..user.context import UserContext
 
@@ -167,6 +176,9 @@ class Kernel:
             raise ValueError(f"priority must be an int in 0..255, got {priority!r}")
         if not isinstance(cpu, int) or not 0 <= cpu < len(self.cpus):
             raise ValueError(f"cpu must be in 0..{len(self.cpus) - 1}, got {cpu!r}")
+        default_pager = pager is DEFAULT_PAGER
+        if isinstance(pager, DefaultPager):
+            pager = None
         for role, other in (("pager", pager), ("exc_handler", exc_handler),
                             ("preempter", preempter)):
             if other is not None and not isinstance(other, Thread):
@@ -175,6 +187,7 @@ class Kernel:
         self._next_tid += 1
         th = Thread(self, task, tid, name or f"thread{tid}", body, args, priority, self.cpus[cpu])
         th.pager = pager
+        th.pager_default = default_pager
         th.exc_handler = exc_handler
         task.threads.append(th)
         self.threads[tid] = th
@@ -203,6 +216,34 @@ class Kernel:
         self.gates.append(gate)
         thread.gates.append(gate)
         return gate
+
+    # --- boot servers (S2): made on first use, so that programs without memory pay nothing
+
+    @property
+    def sigma0(self) -> Thread:
+        """The root pager: owns all physical memory and I/O ports, maps them 1:1 on request."""
+        if self._sigma0 is None:
+            from ..lib.sigma0 import sigma0_body
+
+            task = self.new_task("sigma0")
+            sigma0_roots(self, task)
+            self._sigma0 = task.new_thread(sigma0_body, self.memory, name="sigma0",
+                                           priority=254, pager=None)
+        return self._sigma0
+
+    @property
+    def anon_pager(self) -> Thread:
+        """The anonymous-memory pager: zero-filled pages from sigma0, for every thread
+        created without an explicit pager."""
+        if self._anon_pager is None:
+            from ..lib.anon_pager import anon_pager_body
+
+            sigma0 = self.sigma0
+            task = self.new_task("anon-pager")
+            sel = task.add_cap(sigma0)
+            self._anon_pager = task.new_thread(anon_pager_body, sel, name="anon-pager",
+                                               priority=250, pager=sigma0)
+        return self._anon_pager
 
     def code_ip(self, filename: str, line: int) -> int:
         """Encode a Python code location as an instruction pointer (S10), deterministically:
@@ -711,6 +752,7 @@ class Kernel:
     def delete_object(self, obj: KernelObject) -> None:
         """Delete a thread, task or gate: no reference to it is left anywhere (S19)."""
         if isinstance(obj, Task):
+            release_task(obj)
             # The calling thread (if it is in this task) goes last: it unwinds after.
             for th in sorted(obj.threads, key=lambda t: t.cpu.current is t):
                 if th.alive:

@@ -1,4 +1,5 @@
-"""Kernel objects: tasks, threads (TCBs with UTCBs), IPC gates, and capabilities.
+"""Kernel objects: tasks (address and object spaces), threads (TCBs with UTCBs), IPC
+gates, and capabilities.
 
 Invariants of a thread (checked by `invariants.check` with check=True):
 - state SEND_WAIT  <=> it is in exactly one sender queue, that of `partner`;
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .abi import BR_COUNT, MR_COUNT, CapRights, IpcError
+from .memory import DEFAULT_PT_QUOTA, IO_SPACE_BITS, PAGE_SHIFT, USER_SPACE_BITS, AddressSpace
 from .sendq import SenderQueue
 from .states import INACTIVE, state_name
 
@@ -26,6 +28,16 @@ Body = Callable[..., Coroutine[Any, Any, Any]]
 
 _ZERO_MRS = array("Q", bytes(8 * MR_COUNT))
 _ZERO_BRS = array("Q", bytes(8 * BR_COUNT))
+
+
+class DefaultPager:
+    """The value of a left-out `pager=`: the anonymous-memory pager (S2), made on first use."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_PAGER"
+
+
+DEFAULT_PAGER: Final = DefaultPager()
 
 
 def _not_started(_: None) -> Any:
@@ -48,13 +60,22 @@ class KernelObject:
 
 
 class Capability:
-    """One slot of an object space: the object and the rights this holder has to it."""
+    """One slot of an object space: the object and the rights this holder has to it.
 
-    __slots__ = ("obj", "rights")
+    Capabilities form a mapping database like memory (S9): `parent` is the capability
+    this one was mapped from (None: given by host-level setup), `children` those mapped
+    from it; revoking a capability revokes everything derived from it."""
 
-    def __init__(self, obj: KernelObject, rights: int) -> None:
+    __slots__ = ("obj", "rights", "task", "sel", "parent", "children")
+
+    def __init__(self, obj: KernelObject, rights: int, task: Task, sel: int,
+                 parent: Capability | None = None) -> None:
         self.obj = obj
         self.rights = rights
+        self.task = task
+        self.sel = sel
+        self.parent = parent
+        self.children: dict[Capability, None] = {}
 
     def __repr__(self) -> str:
         return f"Capability({self.obj!r}, {CapRights(self.rights)!r})"
@@ -89,16 +110,19 @@ class Utcb:
 class Task(KernelObject):
     """An address space and an object space (capability table, selector 0 is invalid)."""
 
-    __slots__ = ("name", "caps", "threads", "id")
+    __slots__ = ("name", "caps", "threads", "id", "space", "io")
 
     kind = "task"
 
-    def __init__(self, kernel: Kernel, name: str, task_id: int) -> None:
+    def __init__(self, kernel: Kernel, name: str, task_id: int,
+                 pt_quota: int = DEFAULT_PT_QUOTA) -> None:
         super().__init__(kernel)
         self.name = name
         self.id = task_id
         self.caps: list[Capability | None] = [None]
         self.threads: list[Thread] = []
+        self.space = AddressSpace(self, name, 1, USER_SPACE_BITS, PAGE_SHIFT, pt_quota)
+        self.io = AddressSpace(self, name, 2, IO_SPACE_BITS, 0, None)
 
     def add_cap(self, obj: KernelObject, rights: int = CapRights.ALL) -> int:
         """Give this task a capability to `obj`; returns its selector (host-level setup)."""
@@ -108,14 +132,14 @@ class Task(KernelObject):
             raise ValueError(f"{obj!r} has been deleted")
         if not 0 <= int(rights) <= 0xF:
             raise ValueError(f"capability rights are 4 bits, got {rights!r}")
-        self.caps.append(Capability(obj, int(rights)))
-        sel = len(self.caps) - 1
+        sel = len(self.caps)
+        self.caps.append(Capability(obj, int(rights), self, sel))
         obj.cap_refs.append((self, sel))
         self.kernel.after_host_op()
         return sel
 
     def new_thread(self, body: Body, *args: Any, name: str | None = None, priority: int = 100,
-                   cpu: int = 0, pager: Thread | None = None,
+                   cpu: int = 0, pager: Thread | DefaultPager | None = DEFAULT_PAGER,
                    exc_handler: Thread | None = None,
                    preempter: Thread | None = None) -> Thread:
         """Create a thread running `body(t, *args)` in this task (host-level setup)."""
@@ -196,7 +220,7 @@ class Thread(KernelObject):
         "slice_left", "rq_prio",
         # the end
         "result", "exit_reason", "returned",
-        "pager", "exc_handler", "preempter", "self_sel", "pager_sel", "gates", "irqs",
+        "pager", "pager_default", "exc_handler", "preempter", "self_sel", "pager_sel", "gates", "irqs",
     )
 
     kind = "thread"
@@ -239,6 +263,7 @@ class Thread(KernelObject):
         self.exit_reason: str | None = None
         self.returned = False
         self.pager: Thread | None = None
+        self.pager_default = False  # True: the anonymous-memory pager, made on first fault
         self.exc_handler: Thread | None = None
         self.preempter: Thread | None = None
         self.self_sel = 0

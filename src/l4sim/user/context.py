@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING
 
 from ..kernel import exceptions as _exc
 from ..kernel import fastpath
+from ..kernel import flexpage as _flexpage
 from ..kernel import ipc as _ipc
+from ..kernel import pagefault as _pf
 from ..kernel.abi import (
     MR_COUNT,
     NEVER,
     ZERO,
     CapRights,
+    Fpage,
     IpcError,
     IpcOp,
     MapItem,
@@ -27,6 +30,7 @@ from ..kernel.abi import (
     StringItem,
     Timeout,
 )
+from ..kernel.fastpath import Windows
 from ..kernel.kernel import ThreadDeleted
 from ..kernel.objects import Irq, Thread, Utcb
 from ..kernel.result import IpcResult
@@ -47,6 +51,18 @@ def _check_timeout(name: str, value: object) -> Timeout:
         raise TypeError(f"{name} must be a Timeout (Timeout.never(), .zero(), .us(n), "
                         f".cycles(n), .at(t)), got {type(value).__name__}")
     return value
+
+
+_BDR_SHIFT = {Fpage.MEMORY: 0, Fpage.IO: 5, Fpage.OBJECT: 10}
+
+
+def _check_access(addr: object, n: object) -> None:
+    for name, value in (("addr", addr), ("n", n)):
+        if type(value) is not int:
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    assert isinstance(addr, int) and isinstance(n, int)
+    if addr < 0 or n < 0:
+        raise ValueError(f"addr and n must not be negative, got {addr:#x}, {n}")
 
 
 def _check_sel(sel: object) -> int:
@@ -130,6 +146,94 @@ class UserContext:
             return label << 16 | nitems << 6 | n
         return nitems << 6 | n
 
+    def _set_windows(self, window: Fpage | Sequence[Fpage]) -> None:
+        """Receive windows into the BRs and the BDR, one per kind, as Fiasco lays them out:
+        BR[2i] = 8 (a map buffer), BR[2i+1] = the fpage; the BDR's fields point at them.
+        The BRs are registers: the windows stay until the next `window=` (`()` clears)."""
+        fps = [window] if isinstance(window, Fpage) else list(window)
+        if len(fps) > 3:
+            raise ValueError("at most one receive window per kind (memory, I/O, objects)")
+        utcb = self._th.utcb
+        br = utcb.br
+        bdr = 0
+        taken: set[int] = set()
+        for fp in fps:
+            if not isinstance(fp, Fpage):
+                raise TypeError(f"a receive window is an Fpage, got {type(fp).__name__}")
+            if fp.type == Fpage.SPECIAL and fp.order != 63:
+                raise ValueError(f"{fp!r} is not a receive window")
+        order = sorted(range(len(fps)), key=lambda i: fps[i].type == Fpage.SPECIAL)
+        for i in order:
+            fp = fps[i]
+            kinds = ((fp.type,) if fp.type != Fpage.SPECIAL
+                     else tuple(k for k in (Fpage.MEMORY, Fpage.IO, Fpage.OBJECT) if k not in taken))
+            for kind in kinds:
+                if kind in taken:
+                    raise ValueError("at most one receive window per kind (memory, I/O, objects)")
+                taken.add(kind)
+                bdr |= 2 * i << _BDR_SHIFT[kind]
+            br[2 * i] = 8
+            br[2 * i + 1] = fp.raw
+        if not fps:
+            br[0] = br[1] = 0
+        utcb.bdr = bdr
+
+    # --- memory (S9, S10) -------------------------------------------------------------------
+
+    async def load(self, addr: int, n: int) -> bytes:
+        """Read `n` bytes at `addr` of this task's address space; a page fault (IPC to
+        the pager) for each page not mapped readable, then the read."""
+        _check_access(addr, n)
+        th = self._th
+        pieces, missing, _ = _pf.translate(th, addr, n, 4)
+        if missing >= 0:
+            pieces = await _pf.access(self._k, th, addr, n, False)
+        view = self._k.phys.view
+        if len(pieces) == 1:
+            p, ln = pieces[0]
+            return bytes(view[p:p + ln])
+        return b"".join(view[p:p + ln] for p, ln in pieces)
+
+    async def store(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Write `data` at `addr`; page faults (write) for what is not mapped writable."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, got {type(data).__name__}")
+        n = len(data)
+        _check_access(addr, n)
+        th = self._th
+        pieces, missing, _ = _pf.translate(th, addr, n, 2)
+        if missing >= 0:
+            pieces = await _pf.access(self._k, th, addr, n, True)
+        view = self._k.phys.view
+        src = memoryview(data).cast("B")
+        at = 0
+        for p, ln in pieces:
+            view[p:p + ln] = src[at:at + ln]
+            at += ln
+
+    async def load_word(self, addr: int) -> int:
+        """One 64-bit little-endian word."""
+        return int.from_bytes(await self.load(addr, 8), "little")
+
+    async def store_word(self, addr: int, value: int) -> None:
+        """Store one 64-bit little-endian word."""
+        if type(value) is not int:
+            raise TypeError(f"a word is an int, got {type(value).__name__}")
+        await self.store(addr, value.to_bytes(8, "little"))
+
+    async def unmap(self, fpage: Fpage, self_too: bool = False) -> int:
+        """Revoke the fpage's rights from every mapping (capability) derived from this
+        task's in that region, in every task, recursively; from this task's own too with
+        `self_too` (Fiasco's "all spaces"). Returns how many mappings were removed."""
+        if not isinstance(fpage, Fpage):
+            raise TypeError(f"unmap needs an Fpage, got {type(fpage).__name__}")
+        k, th = self._k, self._th
+        await k.enter(th, k.costs.kernel_op)
+        n = _flexpage.unmap(k, th, fpage.raw, bool(self_too))
+        k.record(th, "unmap", f"{fpage!r}{' self too' if self_too else ''}: {n} removed")
+        await k.leave(th, _ipc.EMPTY_OK)
+        return n
+
     # --- the IPC primitives -------------------------------------------------------------
 
     call = fastpath.call  # the system-call entry with the kernel's fast path
@@ -137,12 +241,14 @@ class UserContext:
     async def _general_call(self, dest: int, words: Sequence[int], label: int,
                             items: Iterable[Item], send_timeout: Timeout,
                             receive_timeout: Timeout, pagefault_timeout: Timeout,
-                            tag: MsgTag | None) -> IpcResult:
+                            tag: MsgTag | None, window: Windows = None) -> IpcResult:
         _check_sel(dest)
         _check_timeout("send_timeout", send_timeout)
         _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
+        if window is not None:
+            self._set_windows(window)
         return await _ipc.ipc(self._k, self._th, IpcOp.CALL, dest, tagraw, send_timeout,
                               receive_timeout)
 
@@ -157,27 +263,35 @@ class UserContext:
         return _ipc.ipc(self._k, self._th, IpcOp.SEND, dest, tagraw, send_timeout, NEVER)
 
     def receive(self, source: int, receive_timeout: Timeout = NEVER,
-                pagefault_timeout: Timeout = NEVER) -> Op:
+                pagefault_timeout: Timeout = NEVER, window: Windows = None) -> Op:
         """Closed receive: from the thread `source` only."""
         _check_sel(source)
         _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
+        if window is not None:
+            self._set_windows(window)
         return _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, source, 0, NEVER, receive_timeout)
 
-    def wait(self, receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER) -> Op:
+    def wait(self, receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
+             window: Windows = None) -> Op:
         """Open receive: from anyone."""
         _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
+        if window is not None:
+            self._set_windows(window)
         return _ipc.ipc(self._k, self._th, IpcOp.WAIT, 0, 0, NEVER, receive_timeout)
 
     reply_and_wait = fastpath.reply_and_wait  # the system-call entry with the fast path
 
     async def _general_reply_and_wait(self, words: Sequence[int], label: int,
                                       items: Iterable[Item], receive_timeout: Timeout,
-                                      pagefault_timeout: Timeout, tag: MsgTag | None) -> IpcResult:
+                                      pagefault_timeout: Timeout, tag: MsgTag | None,
+                                      window: Windows = None) -> IpcResult:
         _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
+        if window is not None:
+            self._set_windows(window)
         return await _ipc.ipc(self._k, self._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO,
                               receive_timeout)
 

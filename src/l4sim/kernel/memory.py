@@ -1,0 +1,331 @@
+"""Memory (S9): physical frames, address spaces with their page tables, and the mapping
+database.
+
+A mapping is one node: (space, base, order, physical base, rights), a parent (the
+mapping it was derived from) and children. A node covers a naturally aligned region of
+2^order bytes (ports, for I/O), so a 1 GiB flexpage is one node, not 262,144 entries:
+this is l4sim's "superpage entry", and it keeps map and unmap of any size per node,
+not per page. sigma0's mappings of physical memory (1:1) are the roots. Fiasco keeps
+one tree per physical frame; here a frame's tree is the set of nodes that cover it
+(a node of a superpage belongs to the trees of all the frames it covers), and `dump()`
+prints it that way, per root region.
+
+Page tables are counted, not built: a node needs the x86-64 tables above its entry size
+(a 4 KiB entry lives in a page table covering 2 MiB, under a directory covering 1 GiB,
+under a pointer table covering 512 GiB); each table costs 4 KiB of the task's quota.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .objects import Task
+
+PAGE_SHIFT: Final = 12
+PAGE_SIZE: Final = 1 << PAGE_SHIFT
+USER_SPACE_BITS: Final = 47     # x86-64 user half
+IO_SPACE_BITS: Final = 16       # 65,536 I/O ports
+OBJ_SPACE_BITS: Final = 16      # capability selectors
+MAX_DEPTH: Final = 255          # mapping depth limit (FIASCO_FACTS)
+TABLE_SIZE: Final = 4096
+DEFAULT_PT_QUOTA: Final = 64 << 20
+_MEM_TABLES: Final = ((12, (21, 30, 39)), (21, (30, 39)), (30, (39,)))
+
+# Memory rights (flexpage bits).
+R: Final = 4
+W: Final = 2
+X: Final = 1
+
+
+class PhysicalMemory:
+    """Physical memory: frames of 4 KiB in one anonymous mmap, made on first access, so
+    that the host pays only for the frames touched (the OS backs an mmap lazily)."""
+
+    __slots__ = ("size", "_map", "_view")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._map: mmap.mmap | None = None
+        self._view: memoryview | None = None
+
+    @property
+    def view(self) -> memoryview:
+        """All physical memory as one writable memoryview (slices copy no bytes)."""
+        v = self._view
+        if v is None:
+            flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0x20) | getattr(
+                mmap, "MAP_NORESERVE", 0)
+            self._map = mmap.mmap(-1, self.size, flags=flags)
+            v = self._view = memoryview(self._map)
+        return v
+
+    def read(self, paddr: int, n: int) -> bytes:
+        return bytes(self.view[paddr:paddr + n])
+
+    def write(self, paddr: int, data: bytes | bytearray | memoryview) -> None:
+        self.view[paddr:paddr + len(data)] = data
+
+
+class Mapping:
+    """One node of the mapping database: `space` maps [base, base + 2^order) to
+    [phys, phys + 2^order) with `rights`, derived from `parent`."""
+
+    __slots__ = ("space", "base", "order", "phys", "rights", "parent", "children", "depth")
+
+    def __init__(self, space: AddressSpace, base: int, order: int, phys: int, rights: int,
+                 parent: Mapping | None) -> None:
+        self.space = space
+        self.base = base
+        self.order = order
+        self.phys = phys
+        self.rights = rights
+        self.parent = parent
+        self.children: dict[Mapping, None] = {}
+        self.depth: int = 0 if parent is None else parent.depth + 1
+
+    def ancestors(self) -> Iterator[Mapping]:
+        m = self.parent
+        while m is not None:
+            yield m
+            m = m.parent
+
+    def __repr__(self) -> str:
+        return (f"<Mapping {self.space.name} {self.base:#x}/{self.order} -> {self.phys:#x} "
+                f"{rights_text(self.rights)}>")
+
+
+def rights_text(rights: int) -> str:
+    return "".join(c if rights & b else "-" for c, b in (("r", R), ("w", W), ("x", X)))
+
+
+class AddressSpace:
+    """A task's memory (or I/O port) space: its mappings by order, for lookup in a few
+    dict probes, and the page tables they need, counted against a quota."""
+
+    __slots__ = ("task", "name", "kind", "bits", "min_order", "by_order", "orders",
+                 "tables", "pt_quota", "count")
+
+    def __init__(self, task: Task | None, name: str, kind: int, bits: int, min_order: int,
+                 pt_quota: int | None) -> None:
+        self.task = task
+        self.name = name
+        self.kind = kind          # Fpage type: 1 memory, 2 I/O
+        self.bits = bits
+        self.min_order = min_order
+        self.by_order: dict[int, dict[int, Mapping]] = {}
+        self.orders: list[int] = []   # orders in use, largest first
+        self.tables: dict[tuple[int, int], int] = {}  # (level shift, region) -> entries
+        self.pt_quota = pt_quota      # bytes of page tables, None: no page tables (I/O)
+        self.count = 0
+
+    # --- lookup -------------------------------------------------------------------------
+
+    def lookup(self, addr: int) -> Mapping | None:
+        """The mapping that covers `addr`, or None."""
+        by_order = self.by_order
+        for o in self.orders:
+            m = by_order[o].get(addr >> o)
+            if m is not None:
+                return m
+        return None
+
+    def overlapping(self, base: int, order: int) -> list[Mapping]:
+        """The mappings that overlap [base, base + 2^order), by address."""
+        found: list[Mapping] = []
+        end = base + (1 << order)
+        for o, table in self.by_order.items():
+            if o >= order:
+                m = table.get(base >> o)
+                if m is not None:
+                    found.append(m)
+            elif 1 << (order - o) <= len(table):
+                get = table.get
+                first = base >> o
+                for key in range(first, first + (1 << (order - o))):
+                    m = get(key)
+                    if m is not None:
+                        found.append(m)
+            else:
+                found.extend(m for m in table.values() if base <= m.base < end)
+        if len(found) > 1:
+            found.sort(key=_base)
+        return found
+
+    def mappings(self) -> list[Mapping]:
+        """Every mapping of this space, by address."""
+        out = [m for table in self.by_order.values() for m in table.values()]
+        out.sort(key=_base)
+        return out
+
+    # --- page tables ----------------------------------------------------------------------
+
+    @property
+    def pt_bytes(self) -> int:
+        """Page-table memory in use: the top-level table and every table below it."""
+        return 0 if self.pt_quota is None else TABLE_SIZE * (1 + len(self.tables))
+
+    def _tables_of(self, base: int, order: int) -> Iterator[tuple[int, int]]:
+        if self.pt_quota is None:
+            return
+        for entry, levels in _MEM_TABLES:
+            if order < entry:
+                break
+            last = levels
+        for shift in last:
+            if order < shift:
+                yield shift, base >> shift
+            else:
+                first = base >> shift
+                yield from ((shift, r) for r in range(first, first + (1 << (order - shift))))
+
+    def new_tables(self, regions: list[tuple[int, int]]) -> int:
+        """How many page tables mapping these (base, order) regions would add."""
+        if self.pt_quota is None:
+            return 0
+        tables = self.tables
+        new: set[tuple[int, int]] = set()
+        for base, order in regions:
+            new.update(t for t in self._tables_of(base, order) if t not in tables)
+        return len(new)
+
+    def fits(self, regions: list[tuple[int, int]]) -> bool:
+        """Whether mapping these regions stays within the page-table quota."""
+        quota = self.pt_quota
+        return quota is None or self.pt_bytes + TABLE_SIZE * self.new_tables(regions) <= quota
+
+    # --- change ---------------------------------------------------------------------------
+
+    def insert(self, m: Mapping) -> None:
+        o = m.order
+        table = self.by_order.get(o)
+        if table is None:
+            table = self.by_order[o] = {}
+            self.orders.append(o)
+            self.orders.sort(reverse=True)
+        table[m.base >> o] = m
+        self.count += 1
+        if self.pt_quota is not None:
+            tables = self.tables
+            for t in self._tables_of(m.base, o):
+                tables[t] = tables.get(t, 0) + 1
+
+    def remove(self, m: Mapping) -> None:
+        o = m.order
+        table = self.by_order[o]
+        del table[m.base >> o]
+        if not table:
+            del self.by_order[o]
+            self.orders.remove(o)
+        self.count -= 1
+        if self.pt_quota is not None:
+            tables = self.tables
+            for t in self._tables_of(m.base, o):
+                n = tables[t] - 1
+                if n:
+                    tables[t] = n
+                else:
+                    del tables[t]
+
+    def __repr__(self) -> str:
+        return f"<AddressSpace {self.name}: {self.count} mappings>"
+
+
+def _base(m: Mapping) -> int:
+    return m.base
+
+
+# --- the mapping database -----------------------------------------------------------------
+
+def add_child(parent: Mapping, space: AddressSpace, base: int, order: int, phys: int,
+              rights: int) -> Mapping:
+    child = Mapping(space, base, order, phys, rights, parent)
+    parent.children[child] = None
+    space.insert(child)
+    return child
+
+
+def remove_subtree(m: Mapping) -> int:
+    """Remove `m` and everything derived from it; returns how many nodes went."""
+    parent = m.parent
+    if parent is not None:
+        del parent.children[m]
+        m.parent = None
+    stack = [m]
+    n = 0
+    while stack:
+        node = stack.pop()
+        node.space.remove(node)
+        n += 1
+        kids = node.children
+        if kids:
+            stack.extend(kids)
+            for kid in kids:
+                kid.parent = None
+            node.children = {}
+    return n
+
+
+def downgrade_subtree(m: Mapping, revoke: int) -> None:
+    """Take the rights `revoke` from `m` and everything derived from it."""
+    keep = ~revoke
+    stack = [m]
+    while stack:
+        node = stack.pop()
+        node.rights &= keep
+        if node.children:
+            stack.extend(node.children)
+
+
+def revoke(m: Mapping, base: int, order: int, rights: int, self_too: bool) -> int:
+    """Unmap the part of `m` inside [base, base + 2^order) (addresses of `m`'s space)
+    with `rights`: every mapping derived from that part loses them. Revoking R removes
+    a derived mapping, revoking only W/X downgrades it and its descendants; a mapping
+    larger than the region goes whole, as x86 flushes a superpage. With `self_too`, `m`
+    itself too. Returns the number of mappings removed."""
+    size = 1 << m.order
+    lo = max(base, m.base) - m.base
+    hi = min(base + (1 << order), m.base + size) - m.base
+    if lo >= hi or not rights:
+        return 0
+    if self_too:
+        if rights & R:
+            return remove_subtree(m)
+        downgrade_subtree(m, rights)
+        return 0
+    pstart, pend = m.phys + lo, m.phys + hi
+    removed = 0
+    for c in [c for c in m.children if c.phys < pend and pstart < c.phys + (1 << c.order)]:
+        if rights & R:
+            removed += remove_subtree(c)
+        else:
+            downgrade_subtree(c, rights)
+    return removed
+
+
+def dump_tree(roots: list[Mapping]) -> str:
+    """The mapping trees under `roots` as indented text, children by space and address."""
+    lines: list[str] = []
+
+    def walk(m: Mapping, indent: int) -> None:
+        size = _size_text(m.order, m.space.kind)
+        lines.append(f"{'  ' * indent}{m.space.name} {m.base:#x} {size} "
+                     f"{rights_text(m.rights)} (phys {m.phys:#x})")
+        for c in sorted(m.children, key=lambda c: (c.space.name, c.base)):
+            walk(c, indent + 1)
+
+    for r in roots:
+        walk(r, 0)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _size_text(order: int, kind: int) -> str:
+    if kind != 1:
+        return f"{1 << order} ports"
+    size = 1 << order
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift:
+            return f"{size >> shift} {unit}"
+    return f"{size} B"

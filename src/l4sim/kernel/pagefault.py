@@ -1,0 +1,103 @@
+"""User memory access and page faults (S10).
+
+`t.load` / `t.store` translate through the task's address space; when every page is
+mapped with the needed rights they complete without a kernel entry. Otherwise the
+access is a page fault: the kernel calls the thread's pager on its behalf (tag label
+-2, MR0 = fault address | write bit 1 | present bit 0, MR1 = the code location of the
+access, a receive window of the whole space, never/never timeouts), saving and
+restoring the thread's MR0/MR1/BDR/BR0/BR1 around it, and retries the access after
+the reply. No pager, a failed fault IPC or a refusing reply (negative label) kills the
+thread with the reason in the run result.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from .abi import NEVER, IpcOp, Label
+from .exceptions import ThreadKilled
+from .ipc import ipc
+from .memory import USER_SPACE_BITS, W
+from .states import DEAD
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .objects import Thread
+
+R = 4
+PF_TAG = Label.PAGE_FAULT << 16 | 2
+PF_WRITE = 2
+PF_PRESENT = 1  # a protection fault: the page is mapped without the needed right
+_ALL = 63 << 6  # Fpage.all() without rights
+_SPACE_END = 1 << USER_SPACE_BITS
+_KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
+_OWN_DIRS = (_KERNEL_DIR + os.sep, os.path.join(os.path.dirname(_KERNEL_DIR), "user") + os.sep)
+
+
+def translate(th: Thread, addr: int, n: int, need: int) -> tuple[list[tuple[int, int]], int, bool]:
+    """The physical pieces of [addr, addr + n) and, if a page is missing or lacks
+    `need`, the address of the first such page and whether it was present."""
+    space = th.task.space
+    pieces: list[tuple[int, int]] = []
+    end = addr + n
+    a = addr
+    while a < end:
+        m = space.lookup(a)
+        if m is None or not m.rights & need:
+            return pieces, a, m is not None
+        stop = min(end, m.base + (1 << m.order))
+        pieces.append((m.phys + a - m.base, stop - a))
+        a = stop
+    return pieces, -1, False
+
+
+async def access(k: Kernel, th: Thread, addr: int, n: int, write: bool) -> list[tuple[int, int]]:
+    """Translate an access, faulting in what is missing; the physical pieces."""
+    if addr < 0 or n < 0 or addr + n > _SPACE_END:
+        raise ThreadKilled(f"access to {addr:#x}+{n} outside the address space at "
+                           f"{k.code_location(_caller_ip(k))}")
+    need = W if write else R
+    while True:
+        pieces, missing, present = translate(th, addr, n, need)
+        if missing < 0:
+            return pieces
+        await page_fault(k, th, missing, write, present, _caller_ip(k))
+
+
+def _caller_ip(k: Kernel) -> int:
+    """The code location of the user code that made the access: the first frame outside
+    l4sim's own files."""
+    f = sys._getframe(1)
+    while f.f_back is not None and f.f_code.co_filename.startswith(_OWN_DIRS):
+        f = f.f_back
+    return k.code_ip(f.f_code.co_filename, f.f_lineno)
+
+
+async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: bool,
+                     ip: int) -> None:
+    """The page-fault IPC to `th`'s pager; returns when the pager has replied."""
+    pager = k.anon_pager if th.pager_default else th.pager
+    kind = "write" if write else "read"
+    what = f"{kind} page fault at {addr:#x} ({k.code_location(ip)})"
+    if pager is None or pager.state & DEAD or not pager.alive:
+        raise ThreadKilled(f"{what}, and no pager")
+    utcb = th.utcb
+    mr = th.mr
+    br = utcb.br
+    saved = mr[0], mr[1], utcb.bdr, br[0], br[1]
+    mr[0] = (addr & ~7) | (PF_WRITE if write else 0) | (PF_PRESENT if present else 0)
+    mr[1] = ip
+    br[0] = 8        # a map buffer ...
+    br[1] = _ALL     # ... for the whole address space
+    utcb.bdr = 0
+    k.record(th, "page fault", f"{kind} at {addr:#x} -> {pager.name}")
+    th.cpu.now += k.costs.page_fault
+    r = await ipc(k, th, IpcOp.CALL, 0, PF_TAG, NEVER, NEVER, dest=pager)
+    mr[0], mr[1], utcb.bdr, br[0], br[1] = saved
+    if r.error:
+        raise ThreadKilled(f"{what}: the page-fault IPC to {pager.name} failed with "
+                           f"{r.error.name}")
+    if r.tag.label < 0:
+        raise ThreadKilled(f"{what}: refused by {pager.name}")

@@ -1,0 +1,44 @@
+"""The anonymous-memory pager (S2, S10, S20): every thread created without an explicit
+pager has it. A fault on an unmapped page is served with a zero-filled page that the
+pager obtained from sigma0 (into a pool in its own address space) and maps on, read and
+write; the same page again for a later fault there. A protection fault (a write to a
+page someone else mapped read-only: MR0 bit 0 set) is refused, so the thread is killed.
+"""
+
+from __future__ import annotations
+
+from ..kernel.abi import Fpage, Label, MapItem, Rights
+from ..user.context import UserContext
+from .sigma0 import SIGMA0_ANY
+
+POOL_BASE = 1 << 46  # where the pager keeps its pages, in its own space
+PAGE = 4096
+ZERO_PAGE = bytes(PAGE)
+REFUSED = -12
+
+
+async def anon_pager_body(t: UserContext, sigma0: int) -> None:
+    served: dict[tuple[int, int], int] = {}  # (client, page) -> pool address
+    next_pool = POOL_BASE
+    r = await t.wait()
+    while True:
+        if r.error:
+            r = await t.wait()
+            continue
+        reply_label, items = REFUSED, []
+        if r.tag.label == Label.PAGE_FAULT and len(r.words) == 2 and not r.words[0] & 1:
+            page = r.words[0] & ~(PAGE - 1)
+            key = (r.label, page)
+            pool = served.get(key)
+            if pool is None:
+                got = await t.call(sigma0, words=[SIGMA0_ANY, 12], label=Label.SIGMA0,
+                                   window=Fpage.mem(next_pool, 12))
+                if got.ok and got.tag.label >= 0:
+                    pool = next_pool
+                    next_pool += PAGE
+                    await t.store(pool, ZERO_PAGE)
+                    served[key] = pool
+            if pool is not None:
+                reply_label = 0
+                items = [MapItem(Fpage.mem(pool, 12, Rights.RWX), send_base=page)]
+        r = await t.reply_and_wait(label=reply_label, items=items)

@@ -1,0 +1,110 @@
+"""sigma0, the root pager, as a user-level server (S2, S10, S20).
+
+At boot the kernel gives sigma0's task all physical memory 1:1 (the roots of the mapping
+database). sigma0 hands each region out once, to the first client that asks, and maps
+it 1:1 (the send base is the physical address):
+
+- a page fault (label -2) maps the faulting page;
+- the sigma0 protocol (label -6, l4sim's own words): MR0 = SIGMA0_FPAGE, MR1 = a
+  memory fpage: map exactly that region; MR0 = SIGMA0_ANY, MR1 = an order: map any free
+  naturally aligned region of that size; the reply's MR0 is its physical address.
+
+A request for memory that does not exist or that another client owns is refused:
+the reply has label -12 (ENOMEM) and maps nothing. Clients are told apart by the label
+they arrive with (their thread id).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from ..kernel.abi import Fpage, Label, MapItem, Rights
+from ..user.context import UserContext
+
+SIGMA0_FPAGE = 1
+SIGMA0_ANY = 2
+REFUSED = -12
+PAGE = 4096
+
+
+class Ownership:
+    """Which client owns which physical region: disjoint intervals, sorted."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.starts: list[int] = []
+        self.regions: list[tuple[int, int, int]] = []  # (start, end, owner)
+
+    def owner_of(self, start: int, end: int) -> list[int]:
+        i = bisect.bisect_right(self.starts, start) - 1
+        owners = []
+        for s, e, who in self.regions[max(i, 0):]:
+            if s >= end:
+                break
+            if e > start:
+                owners.append(who)
+        return owners
+
+    def may_take(self, start: int, end: int, client: int) -> bool:
+        """True if [start, end) exists and no other client owns any of it."""
+        if start < 0 or end > self.size:
+            return False
+        return all(who == client for who in self.owner_of(start, end))
+
+    def take(self, start: int, end: int, client: int) -> None:
+        if self.owner_of(start, end):
+            return  # already this client's (may_take checked it)
+        i = bisect.bisect_left(self.starts, start)
+        self.starts.insert(i, start)
+        self.regions.insert(i, (start, end, client))
+
+    def find_free(self, order: int) -> int | None:
+        """The highest free naturally aligned region of 2^order bytes."""
+        size = 1 << order
+        cand = (self.size - size) & ~(size - 1)
+        while cand >= 0:
+            i = bisect.bisect_right(self.starts, cand + size - 1) - 1
+            if i >= 0 and self.regions[i][1] > cand:
+                cand = (self.regions[i][0] - size) & ~(size - 1) if self.regions[i][0] >= size else -1
+                continue
+            return cand
+        return None
+
+
+def handle(own: Ownership, label: int, tag_label: int,
+           words: tuple[int, ...]) -> tuple[int, list[int], list[MapItem]]:
+    """One request: (reply label, reply words, reply items)."""
+    if tag_label == Label.PAGE_FAULT and len(words) == 2:
+        page = words[0] & ~(PAGE - 1)
+        if own.may_take(page, page + PAGE, label):
+            own.take(page, page + PAGE, label)
+            return 0, [], [MapItem(Fpage.mem(page, 12, Rights.RWX), send_base=page)]
+        return REFUSED, [], []
+    if tag_label == Label.SIGMA0 and len(words) == 2:
+        op, arg = words
+        if op == SIGMA0_FPAGE:
+            fp = Fpage(arg)
+            if fp.type == Fpage.MEMORY and 12 <= fp.order < 48:
+                start = fp.address
+                end = start + (1 << fp.order)
+                if own.may_take(start, end, label):
+                    own.take(start, end, label)
+                    return 0, [start], [MapItem(Fpage.mem(start, fp.order, Rights.RWX),
+                                                send_base=start)]
+        elif op == SIGMA0_ANY and 12 <= arg < 48:
+            free = own.find_free(arg)
+            if free is not None:
+                own.take(free, free + (1 << arg), label)
+                return 0, [free], [MapItem(Fpage.mem(free, arg, Rights.RWX), send_base=free)]
+    return REFUSED, [], []
+
+
+async def sigma0_body(t: UserContext, memory: int) -> None:
+    own = Ownership(memory)
+    r = await t.wait()
+    while True:
+        if r.error:  # a failed reply (the caller went away) or a failed receive
+            r = await t.wait()
+            continue
+        label, words, items = handle(own, r.label, r.tag.label, r.words)
+        r = await t.reply_and_wait(words=words, label=label, items=items)
