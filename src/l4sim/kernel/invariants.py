@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .memory import AddressSpace
 from .objects import IpcGate, Irq, Thread
 from .states import DEAD, READY, RECEIVE_WAIT, SEND_WAIT, STATE_NAMES, state_name
 
@@ -123,3 +124,59 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
                 raise Bad("no capability names a deleted object", f"{task.name}[{sel}]")
             if isinstance(obj, IpcGate) and obj.thread is not None and not obj.thread.alive:
                 raise Bad("a gate is bound to a live thread", repr(obj))
+            if cap.task is not task or cap.sel != sel:
+                raise Bad("a capability knows its slot", f"{task.name}[{sel}]")
+            pcap = cap.parent
+            if pcap is not None:
+                if (not 0 < pcap.sel < len(pcap.task.caps) or pcap.task.caps[pcap.sel] is not pcap
+                        or pcap.task not in k.tasks):
+                    raise Bad("no capability without a derivation: its parent is in its slot",
+                              f"{task.name}[{sel}] from {pcap.task.name}[{pcap.sel}]")
+                if cap not in pcap.children or pcap.obj is not obj:
+                    raise Bad("a mapped capability is its parent's child, to the same object",
+                              f"{task.name}[{sel}]")
+                if cap.rights & ~pcap.rights:
+                    raise Bad("a mapped capability has rights within its parent's",
+                              f"{task.name}[{sel}]")
+            for kid in cap.children:
+                if kid.parent is not cap:
+                    raise Bad("a capability's children point back at it", f"{task.name}[{sel}]")
+        _check_memory(k, task.space)
+        _check_memory(k, task.io)
+
+
+def _check_memory(k: Kernel, space: AddressSpace) -> None:
+    """Every page-table entry is a node of the mapping database, linked both ways, with
+    rights within its parent's and inside its parent's physical range."""
+    from .kernel import KernelInvariantError as Bad
+
+    n = 0
+    for order, table in space.by_order.items():
+        for key, m in table.items():
+            n += 1
+            where = f"{space.name} {m.base:#x}/{m.order}"
+            if m.space is not space or m.order != order or m.base >> order != key:
+                raise Bad("a page-table entry is the node it names", where)
+            if m.base & ((1 << order) - 1) or m.base + (1 << order) > 1 << space.bits:
+                raise Bad("a mapping is aligned and inside its space", where)
+            p = m.parent
+            if p is None:
+                if m.space.task is not k._sigma0_task():
+                    raise Bad("only sigma0 holds root mappings", where)
+            else:
+                if m not in p.children or p.space.by_order.get(p.order, {}).get(
+                        p.base >> p.order) is not p:
+                    raise Bad("a mapping's parent is in the mapping database", where)
+                if m.rights & ~p.rights:
+                    raise Bad("a mapping has rights within its parent's", where)
+                if not (p.phys <= m.phys and m.phys + (1 << m.order) <= p.phys + (1 << p.order)):
+                    raise Bad("a mapping lies inside its parent's frames", where)
+                if m.depth != p.depth + 1:
+                    raise Bad("a mapping's depth is its parent's plus one", where)
+            for c in m.children:
+                if c.parent is not m:
+                    raise Bad("a mapping's children point back at it", where)
+    if n != space.count:
+        raise Bad("a space counts its mappings", f"{space.name}: {n} != {space.count}")
+    if space.pt_quota is not None and space.pt_bytes > space.pt_quota:
+        raise Bad("page tables stay within the quota", space.name)

@@ -20,7 +20,7 @@ from .costs import profile as get_profile
 from .exceptions import ThreadKilled, body_with_handler, report_preemption
 from .flexpage import release_task, sigma0_roots
 from .ipc import ENOT_EXISTENT, SECANCELED, deliver_irq, end_wait, leave_queues, wake_waiter
-from .memory import DEFAULT_PT_QUOTA, PhysicalMemory
+from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
 from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObject, Task, Thread
 from .result import IpcResult
 from .sched import INFINITY, Cpu
@@ -216,6 +216,14 @@ class Kernel:
         self.gates.append(gate)
         thread.gates.append(gate)
         return gate
+
+    def _sigma0_task(self) -> Task | None:
+        return None if self._sigma0 is None else self._sigma0.task
+
+    @property
+    def mapdb(self) -> MappingDatabase:
+        """The mapping database (S9), for reading: `k.mapdb.dump()`."""
+        return MappingDatabase(self)
 
     # --- boot servers (S2): made on first use, so that programs without memory pay nothing
 

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .objects import Task
+    from .kernel import Kernel
+    from .objects import Capability, Task
 
 PAGE_SHIFT: Final = 12
 PAGE_SIZE: Final = 1 << PAGE_SHIFT
@@ -305,20 +306,64 @@ def revoke(m: Mapping, base: int, order: int, rights: int, self_too: bool) -> in
     return removed
 
 
-def dump_tree(roots: list[Mapping]) -> str:
-    """The mapping trees under `roots` as indented text, children by space and address."""
-    lines: list[str] = []
+class MappingDatabase:
+    """A read-only view of a kernel's mapping database: `k.mapdb`."""
 
-    def walk(m: Mapping, indent: int) -> None:
-        size = _size_text(m.order, m.space.kind)
-        lines.append(f"{'  ' * indent}{m.space.name} {m.base:#x} {size} "
-                     f"{rights_text(m.rights)} (phys {m.phys:#x})")
-        for c in sorted(m.children, key=lambda c: (c.space.name, c.base)):
-            walk(c, indent + 1)
+    __slots__ = ("kernel",)
 
-    for r in roots:
-        walk(r, 0)
-    return "\n".join(lines) + ("\n" if lines else "")
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def roots(self, kind: str = "memory") -> list[Mapping]:
+        """The root mappings (sigma0's) of memory or I/O ports, by physical address."""
+        attr = _KINDS[kind]
+        out = [m for task in self.kernel.tasks for m in getattr(task, attr).mappings()
+               if m.parent is None]
+        out.sort(key=lambda m: m.phys)
+        return out
+
+    def dump(self, kind: str = "memory", frame: int | None = None) -> str:
+        """The trees as indented text, children by task name and address. `kind` is
+        "memory", "io" or "caps"; `frame` (a physical address) shows only the tree of
+        that frame: the mappings that cover it."""
+        if kind == "caps":
+            return self._dump_caps()
+        lines: list[str] = []
+
+        def walk(m: Mapping, indent: int) -> None:
+            if frame is not None and not m.phys <= frame < m.phys + (1 << m.order):
+                return
+            lines.append(f"{'  ' * indent}{m.space.name} {m.base:#x} "
+                         f"{_size_text(m.order, m.space.kind)} {rights_text(m.rights)} "
+                         f"(phys {m.phys:#x})")
+            for c in sorted(m.children, key=lambda c: (c.space.name, c.base)):
+                walk(c, indent + 1)
+
+        for r in self.roots(kind):
+            walk(r, 0)
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def _dump_caps(self) -> str:
+        lines: list[str] = []
+
+        def walk(c: Capability, indent: int) -> None:
+            lines.append(f"{'  ' * indent}{c.task.name}[{c.sel}] {c.obj!r} "
+                         f"{_cap_rights_text(c.rights)}")
+            for d in sorted(c.children, key=lambda d: (d.task.name, d.sel)):
+                walk(d, indent + 1)
+
+        for task in self.kernel.tasks:
+            for c in task.caps:
+                if c is not None and c.parent is None and c.children:
+                    walk(c, 0)
+        return "\n".join(lines) + ("\n" if lines else "")
+
+
+_KINDS: Final = {"memory": "space", "io": "io"}
+
+
+def _cap_rights_text(rights: int) -> str:
+    return "".join(c if rights & b else "-" for c, b in (("r", 4), ("w", 1), ("s", 2), ("d", 8)))
 
 
 def _size_text(order: int, kind: int) -> str:
