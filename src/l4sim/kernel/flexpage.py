@@ -45,6 +45,7 @@ MAP_ITEM = 8
 GRANT = 2
 _BDR_SHIFT = {MEMORY: 0, IO: 5, OBJECT: 10}
 _CAP_R = 4
+_PAGE_ORDERS = (30, 21, 12)  # x86-64 page sizes, largest first
 
 
 def fpage_parts(raw: int) -> tuple[int, int, int, int]:
@@ -145,8 +146,8 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
     """Map (or grant) a memory or I/O fpage from `src` into `dst` through the window.
     Returns the fpage that landed (0: nothing was mapped), or None if the map failed."""
     _, base, order, frights = fpage_parts(fpage)
-    shift = 0 if src.kind == 1 else 12
     kind = src.kind
+    shift = 0 if kind == 1 else 12
     if kind == 1 and order < 12:
         return 0  # memory orders < 12 map nothing
     sreg = _region(base, order, src.bits, src.min_order, shift)
@@ -164,7 +165,15 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
         rights = m.rights & frights
         if not rights:
             continue
-        plan.append((m, t + (start - s), mo, m.phys + (start - m.base), rights))
+        tv, phys = t + (start - s), m.phys + (start - m.base)
+        if kind == 1 and mo not in _PAGE_ORDERS:
+            # Entries of the sizes x86-64 has (4 KiB, 2 MiB, 1 GiB): a 16 KiB fpage is
+            # four 4 KiB mappings, each revocable alone, as in Fiasco's page tables.
+            h = next(o for o in _PAGE_ORDERS if o <= mo)
+            step = 1 << h
+            plan.extend((m, tv + i, h, phys + i, rights) for i in range(0, 1 << mo, step))
+        else:
+            plan.append((m, tv, mo, phys, rights))
     if not plan:
         return 0
     if not grant and any(m.depth >= MAX_DEPTH for m, *_ in plan):
@@ -175,8 +184,8 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
         existing = dst.overlapping(tv, mo)
         if existing:
             e = existing[0]
-            if (len(existing) == 1 and e.parent is m and e.base == tv and e.order == mo
-                    and not grant):
+            if (len(existing) == 1 and e.parent is m and e.phys == phys and e.base == tv
+                    and e.order == mo and not grant):
                 e.rights |= rights  # upgrade a mapping derived from the same source
                 continue
             mine = {m, *m.ancestors()}

@@ -127,6 +127,7 @@ class Kernel:
         self._irq_count = 0
         self.phys = PhysicalMemory(memory)
         self._sigma0: Thread | None = None
+        self._root_task: Task | None = None  # sigma0's: it holds the roots of the mapping database
         self._anon_pager: Thread | None = None
         self._code_files: list[str] = []       # code locations: file index << 32 | line
         self._code_index: dict[str, int] = {}
@@ -218,7 +219,7 @@ class Kernel:
         return gate
 
     def _sigma0_task(self) -> Task | None:
-        return None if self._sigma0 is None else self._sigma0.task
+        return self._root_task
 
     @property
     def mapdb(self) -> MappingDatabase:
@@ -233,7 +234,7 @@ class Kernel:
         if self._sigma0 is None:
             from ..lib.sigma0 import sigma0_body
 
-            task = self.new_task("sigma0")
+            task = self._root_task = self.new_task("sigma0")
             sigma0_roots(self, task)
             self._sigma0 = task.new_thread(sigma0_body, self.memory, name="sigma0",
                                            priority=254, pager=None)

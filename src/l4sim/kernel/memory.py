@@ -2,13 +2,13 @@
 database.
 
 A mapping is one node: (space, base, order, physical base, rights), a parent (the
-mapping it was derived from) and children. A node covers a naturally aligned region of
-2^order bytes (ports, for I/O), so a 1 GiB flexpage is one node, not 262,144 entries:
-this is l4sim's "superpage entry", and it keeps map and unmap of any size per node,
-not per page. sigma0's mappings of physical memory (1:1) are the roots. Fiasco keeps
-one tree per physical frame; here a frame's tree is the set of nodes that cover it
-(a node of a superpage belongs to the trees of all the frames it covers), and `dump()`
-prints it that way, per root region.
+mapping it was derived from) and children. A node is one page-table entry of an x86-64
+page size (4 KiB, 2 MiB, 1 GiB: superpage entries), so a 1 GiB flexpage is one node,
+not 262,144, and map and unmap cost per entry, not per 4 KiB page; a flexpage of
+another size becomes the entries that make it up. sigma0's mappings of physical memory
+(1:1, in the largest aligned blocks) are the roots. Fiasco keeps one tree per physical
+frame; here a frame's tree is the set of nodes that cover it (a superpage node belongs
+to the trees of all the frames it covers), and `dump(frame=...)` prints it that way.
 
 Page tables are counted, not built: a node needs the x86-64 tables above its entry size
 (a 4 KiB entry lives in a page table covering 2 MiB, under a directory covering 1 GiB,
