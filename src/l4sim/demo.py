@@ -10,6 +10,8 @@ says it must be; `run_demo` returns 0 when all were as expected, 1 otherwise.
     client task:  cli   the main client
                   other a second client
                   ctl   a controller that cancels and deletes
+                  app   a thread whose pager is pgr
+    server task:  pgr   a user-level pager, itself paged by sigma0
 
 Scenes: an open wait with a finite timeout; sleep; call through a gate (the server sees
 the gate's label) and reply_and_wait; a direct send (the server sees the sender's tid);
@@ -17,7 +19,8 @@ a closed receive that leaves another sender queued, then an open wait that takes
 reply that does not wait; send timeouts zero and finite; a cancel by ex_regs; the
 deletion of a thread with senders queued at it; an interrupt delivered to a driver
 (masked after delivery, raises coalescing while masked); and an exception IPC whose
-handler emulates an instruction.
+handler emulates an instruction; a page fault resolved by a user-level pager that
+got its memory from sigma0.
 
 Everything is deterministic: the log is the same on every run.
 """
@@ -32,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .kernel import IpcError, Kernel, RunResult, Timeout
+from .kernel import Fpage, IpcError, Kernel, MapItem, Rights, RunResult, Timeout
 from .trace import write_chrome, write_mermaid
 from .user import UserContext
 
@@ -225,6 +228,27 @@ def build(k: Kernel, n: Narrator) -> dict[str, Any]:
         n.say(t, "emulate popcount and reply: the faulting thread resumes")
         await t.reply(words=[bin(r.words[1]).count("1")])
 
+    async def pgr(t: UserContext) -> None:
+        await t.sleep(at(120))
+        n.scene(t, "Scene 9 — a page fault resolved by a user-level pager")
+        n.say(t, "store(0x200000): pgr's own pager is sigma0, which maps the page 1:1")
+        await t.store(0x200000, b"\0")
+        n.say(t, "wait() — pgr is app's pager")
+        r = await t.wait()
+        n.expect(t, "page-fault IPC: (tag label, MR0 = address | write bit)",
+                 (r.tag.label, hex(r.words[0])), (-2, hex(0x10000 | 2)))
+        n.say(t, "reply with a MapItem: our page 0x200000 lands at the faulting page")
+        await t.reply(items=[MapItem(Fpage.mem(0x200000, 12, Rights.RW),
+                                     send_base=r.words[0] & ~0xFFF)])
+        await t.wait()
+
+    async def app(t: UserContext) -> None:
+        await t.sleep(at(125))
+        n.say(t, "store(0x10000, b'hi'): not mapped — a page fault, IPC to pgr")
+        await t.store(0x10000, b"hi")
+        n.expect(t, "the store completed after the pager's reply; load(0x10000, 2)",
+                 await t.load(0x10000, 2), b"hi")
+
     async def ctl(t: UserContext) -> None:
         cli_sel, mbox_sel = sel["cli"], sel["mbox"]
         await t.sleep(at(65))
@@ -246,6 +270,8 @@ def build(k: Kernel, n: Narrator) -> dict[str, Any]:
     th_drv = stask.new_thread(drv, name="drv", priority=150)
     th_handler = ctask.new_thread(handler, name="handler", priority=140)
     th_emu = ctask.new_thread(emu, name="emu", exc_handler=th_handler)
+    th_pgr = stask.new_thread(pgr, name="pgr", priority=130, pager=k.sigma0)
+    th_app = ctask.new_thread(app, name="app", pager=th_pgr)
     irq = k.new_irq("dev")
     sel["irq"] = stask.add_cap(irq)        # the driver's interrupt line
     for us in (85, 92, 95):                  # a device raising the line (host events)
@@ -257,7 +283,7 @@ def build(k: Kernel, n: Narrator) -> dict[str, Any]:
     sel["cli"] = th_cli.self_sel            # and cli's own, which ctl uses for ex_regs
     sel["srv:cli"] = stask.add_cap(th_cli)  # the server task: cli, for the closed receive
     threads = {"srv": th_srv, "mbox": th_mbox, "cli": th_cli, "other": th_other, "ctl": th_ctl,
-               "drv": th_drv, "handler": th_handler, "emu": th_emu}
+               "drv": th_drv, "handler": th_handler, "emu": th_emu, "pgr": th_pgr, "app": th_app}
     ids.update({name: th.tid for name, th in threads.items()})
     return threads
 
