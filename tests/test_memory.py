@@ -470,9 +470,8 @@ def test_page_table_quota_exhaustion_fails_the_map_and_changes_nothing() -> None
 
 
 @pytest.mark.parametrize("fpage_raw", [
-    Fpage.mem(0x501000, 16, Rights.RW).raw,   # unaligned base
     Fpage.mem(0, 48, Rights.RW).raw,          # larger than the address space
-    Fpage.mem((1 << 47) - 0x1000, 13).raw,    # beyond the end of the address space
+    Fpage.mem(1 << 47, 12).raw,               # beyond the end of the address space
     (0x500000 | 12 << 6 | 0 << 4 | 6),        # special type, not "all"
 ])
 def test_a_bad_fpage_is_an_error_result_and_changes_nothing(fpage_raw: int) -> None:
@@ -493,6 +492,24 @@ def test_a_bad_fpage_is_an_error_result_and_changes_nothing(fpage_raw: int) -> N
     k.run()
     assert out == [IpcError.REMAPFAILED, IpcError.SEMAPFAILED]
     assert b.task.space.count == 0 and k.mapdb.dump() == before
+
+
+def test_address_bits_below_the_order_are_ignored() -> None:
+    """SPEC S14 (Fiasco): an fpage 0x501000/16 is the region 0x500000/16."""
+    k = kernel()
+    out: list[Any] = []
+
+    async def recv(t: Any) -> None:
+        out.append((await t.wait(window=Fpage.mem(0x1000000, 16))).error)
+
+    async def send(t: Any, b: int) -> None:
+        out.append((await t.send(b, items=[MapItem(Fpage.mem(0x501000, 16, Rights.RW))])).error)
+
+    _, b = pair(k, send, recv)
+    k.run()
+    assert out == [IpcError.OK, IpcError.OK]
+    pages = b.task.space.mappings()
+    assert len(pages) == 16 and pages[0].phys == 0x500000 and pages[0].base == 0x1000000
 
 
 def test_fpage_layout_is_fiascos() -> None:

@@ -70,9 +70,10 @@ def receive_window(th: Thread, kind: int) -> int | None:
 
 def _region(base: int, order: int, bits: int, min_order: int, shift: int = 0) -> tuple[int, int] | None:
     """A valid (base, order) within a space of 2^bits, in the space's units, or None.
-    `shift` converts fpage bases (ports and selectors sit at bit 12)."""
-    base >>= shift
-    if order > bits or order < min_order or base & ((1 << order) - 1) or base + (1 << order) > 1 << bits:
+    `shift` converts fpage bases (ports and selectors sit at bit 12). As in Fiasco, the
+    address bits below the order are ignored."""
+    base = (base >> shift) & ~((1 << order) - 1)
+    if order > bits or order < min_order or base + (1 << order) > 1 << bits:
         return None
     return base, order
 
@@ -94,10 +95,12 @@ def landing(snd: tuple[int, int], rcv: tuple[int, int], hot: int) -> tuple[int, 
 
 
 def transfer_items(k: Kernel, snd: Thread, rcv: Thread, n: int, nitems: int) -> IpcError:
-    """Apply the typed items MR[n .. n + 2·nitems) of `snd` to `rcv`: OK, SEMSGCUT (no
-    window for an item, or a string item) or SEMAPFAILED; the items before a failed one
-    stay applied, the failed one changed nothing."""
+    """Apply the map items among MR[n .. n + 2·nitems) of `snd` to `rcv` (to the thread
+    a nested page fault is for, `rcv.pf_target`, if set): OK, SEMSGCUT (no window for an
+    item) or SEMAPFAILED; the items before a failed one stay applied, the failed one
+    changed nothing."""
     smr, rmr = snd.mr, rcv.mr
+    target = rcv.pf_target or rcv
     for i in range(n, n + 2 * nitems, 2):
         w0, w1 = smr[i], smr[i + 1]
         rmr[i] = w0
@@ -105,8 +108,7 @@ def transfer_items(k: Kernel, snd: Thread, rcv: Thread, n: int, nitems: int) -> 
         if w0 == 0:
             continue  # void item
         if not w0 & MAP_ITEM:
-            k.record(snd, "map", f"to {rcv.name}: string items need the long-IPC path")
-            return SEMSGCUT
+            continue  # a string item: copied by longipc.py, which writes its return item
         kind = (w1 >> 4) & 3
         if kind == SPECIAL:
             return SEMAPFAILED
@@ -117,10 +119,10 @@ def transfer_items(k: Kernel, snd: Thread, rcv: Thread, n: int, nitems: int) -> 
         grant = bool(w0 & GRANT)
         hot = w0 >> 12 << 12
         if kind == OBJECT:
-            landed = map_caps(k, snd.task, rcv.task, w1, hot >> 12, window, grant)
+            landed = map_caps(k, snd.task, target.task, w1, hot >> 12, window, grant)
         else:
             src_space = snd.task.space if kind == MEMORY else snd.task.io
-            dst_space = rcv.task.space if kind == MEMORY else rcv.task.io
+            dst_space = target.task.space if kind == MEMORY else target.task.io
             landed = map_mem(k, src_space, dst_space, w1, hot if kind == MEMORY else hot >> 12,
                              window, grant)
         if landed is None:
@@ -181,6 +183,8 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
     if not dst.fits([(tv, mo) for _, tv, mo, _, _ in plan]):
         return None
     for m, tv, mo, phys, rights in plan:
+        if not src.holds(m):
+            continue  # an earlier page of this item replaced it: skipped, as unmapped
         existing = dst.overlapping(tv, mo)
         if existing:
             e = existing[0]
@@ -335,7 +339,7 @@ def unmap(k: Kernel, th: Thread, fpage: int, self_too: bool) -> int:
 def _unmap_space(space: AddressSpace, base: int, order: int, rights: int, self_too: bool) -> int:
     n = 0
     for m in space.overlapping(base, order):
-        if m.space is space:  # not removed by an earlier one in this loop
+        if space.holds(m):  # not removed by an earlier one in this loop
             n += revoke(m, base, order, rights, self_too)
     return n
 
@@ -355,7 +359,7 @@ def release_task(task: Task) -> None:
     mappings and capabilities leave the database."""
     for space in (task.space, task.io):
         for m in space.mappings():
-            if m.space is space:
+            if space.holds(m):
                 remove_subtree(m)
     for cap in task.caps:
         if cap is not None:

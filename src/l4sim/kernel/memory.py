@@ -133,6 +133,11 @@ class AddressSpace:
                 return m
         return None
 
+    def holds(self, m: Mapping) -> bool:
+        """Whether `m` is (still) an entry of this space."""
+        table = self.by_order.get(m.order)
+        return table is not None and table.get(m.base >> m.order) is m
+
     def overlapping(self, base: int, order: int) -> list[Mapping]:
         """The mappings that overlap [base, base + 2^order), by address."""
         found: list[Mapping] = []
