@@ -47,14 +47,14 @@ E = IpcError
 SEND_ERRORS = {E.OK, E.SETIMEOUT, E.ENOT_EXISTENT, E.SECANCELED}
 ALLOWED: dict[str, set[IpcError]] = {
     "send": SEND_ERRORS,
-    "call": SEND_ERRORS | {E.RETIMEOUT, E.RECANCELED, E.REMSGCUT},
-    "receive": {E.OK, E.RETIMEOUT, E.RECANCELED, E.ENOT_EXISTENT, E.REMSGCUT},
-    "wait": {E.OK, E.RETIMEOUT, E.RECANCELED, E.REMSGCUT},
+    "call": SEND_ERRORS | {E.RETIMEOUT, E.RECANCELED, E.REMSGCUT, E.REMAPFAILED},
+    "receive": {E.OK, E.RETIMEOUT, E.RECANCELED, E.ENOT_EXISTENT, E.REMSGCUT, E.REMAPFAILED},
+    "wait": {E.OK, E.RETIMEOUT, E.RECANCELED, E.REMSGCUT, E.REMAPFAILED},
     "reply": {E.OK, E.ENOT_EXISTENT},
-    "reply_and_wait": {E.OK, E.ENOT_EXISTENT, E.RETIMEOUT, E.RECANCELED, E.REMSGCUT},
+    "reply_and_wait": {E.OK, E.ENOT_EXISTENT, E.RETIMEOUT, E.RECANCELED, E.REMSGCUT, E.REMAPFAILED},
     "sleep": {E.RETIMEOUT, E.RECANCELED},
     "idle": {E.RECANCELED},
-    "idle_wait": {E.OK, E.RECANCELED, E.REMSGCUT},
+    "idle_wait": {E.OK, E.RECANCELED, E.REMSGCUT, E.REMAPFAILED},
     "raw": set(IpcError),
     "ex_regs": {E.OK, E.ENOT_EXISTENT},
     "delete": {E.OK, E.ENOT_EXISTENT},
@@ -503,7 +503,7 @@ async def _interpreter(t: Any, m: KernelMachine, info: Interp) -> str:
                 r = await t.wait()
                 info.idle = False
                 m.note(info, "idle_wait", r.error)
-                if r.error in (E.OK, E.REMSGCUT):
+                if r.error in (E.OK, E.REMSGCUT, E.REMAPFAILED):
                     m.receive(info, "idle_wait", r)
             continue
         cmd = info.cmds.pop(0)
@@ -525,7 +525,7 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
                          receive_timeout=_timeout(t, rto))
         m.note(info, "call", r.error)
         err = r.error
-        if err in (E.OK, E.REMSGCUT):  # the reply (or what came instead) may be cut
+        if err in (E.OK, E.REMSGCUT, E.REMAPFAILED):  # the reply (or what came instead) may be cut
             m.settle(info, msg, "delivered")
             m.receive(info, "call", r, call_msg=msg)
         elif err in (E.RETIMEOUT, E.RECANCELED):
@@ -551,7 +551,7 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
         else:
             r = await t.wait(receive_timeout=_timeout(t, cmd[1]))
         m.note(info, kind, r.error)
-        if r.error in (E.OK, E.REMSGCUT):
+        if r.error in (E.OK, E.REMSGCUT, E.REMAPFAILED):
             m.receive(info, kind, r)
         elif r.words:
             m.fail(info, f"{kind} failed with {r.error.name} but returned words")
@@ -573,7 +573,7 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
             m.settle(info, msg, "delivered")
             if dest is None:
                 m.fail(info, f"{kind} {msg_id} succeeded without a reply capability")
-            if kind == "reply_and_wait" and err in (E.OK, E.REMSGCUT):
+            if kind == "reply_and_wait" and err in (E.OK, E.REMSGCUT, E.REMAPFAILED):
                 m.receive(info, kind, r)
         else:
             m.settle(info, msg, "not_delivered")
@@ -581,7 +581,7 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
         # A server loop: wait, then reply_and_wait for each further request, then reply.
         r = await t.wait(receive_timeout=_timeout(t, cmd[2]))
         m.note(info, "wait", r.error)
-        if r.error in (E.OK, E.REMSGCUT):
+        if r.error in (E.OK, E.REMSGCUT, E.REMAPFAILED):
             m.receive(info, "wait", r)
         for _ in range(cmd[1]):
             if not r.ok:

@@ -18,9 +18,12 @@ from l4sim.kernel import states
 from l4sim.kernel.states import (
     CANCEL,
     DEAD,
+    DYING,
     INACTIVE,
+    IPC_TRANSFER,
     READY,
     RECEIVE_WAIT,
+    RECV_IN_PROGRESS,
     SEND_WAIT,
     STATES,
     TIMEOUT,
@@ -567,7 +570,44 @@ def w_receiver_deleted_cancels_senders() -> Kernel:
     return k
 
 
+def _long(transfer: str = "symmetric", **kw: object) -> Callable[[], Kernel]:
+    """A long-IPC scenario of tests/longipc_scenarios.py as a witness."""
+    def run() -> Kernel:
+        from longipc_scenarios import run_case
+
+        o = run_case("window", transfer, trace=True, **kw)  # type: ignore[arg-type]
+        assert o.reason == "done", o
+        return o.kernel  # type: ignore[no-any-return]
+    return run
+
+
+w_long_receiver_first = _long(sender_first=False)
+w_long_symmetric_pull = _long(sender_first=True)
+w_long_sender_driven = _long("sender-driven", sender_first=True)
+w_long_call_pulled = _long(sender_first=True, call=True)
+w_long_cancel_passive = _long(sender_first=False, size=16 * 4096, action="cancel_rcv",
+                              act_at=500_000 + 3 * 4096, even_costs=True)
+w_long_locked_delete = _long(sender_first=False, size=16 * 4096, action="delete_rcv",
+                             act_at=500_000 + 3 * 4096, even_costs=True)
+w_long_delete_in_fault = _long(sender_first=False, rcv_unmapped=True, pager="slow",
+                               action="delete_rcv", act_at=520_000)
+w_long_delete_puller = _long(sender_first=True, size=16 * 4096, action="delete_rcv",
+                             act_at=500_000 + 3 * 4096, even_costs=True)
+
+
 WITNESSES: dict[tuple[int, int], Callable[[], Kernel]] = {
+    (RECEIVE_WAIT, IPC_TRANSFER): w_long_receiver_first,
+    (SEND_WAIT, IPC_TRANSFER): w_long_symmetric_pull,
+    (READY, IPC_TRANSFER): w_long_sender_driven,
+    (READY, READY | RECV_IN_PROGRESS): w_long_symmetric_pull,
+    (READY | RECV_IN_PROGRESS, READY): w_long_symmetric_pull,
+    (IPC_TRANSFER, READY): w_long_receiver_first,
+    (IPC_TRANSFER, RECEIVE_WAIT): w_long_call_pulled,
+    (IPC_TRANSFER, READY | CANCEL): w_long_cancel_passive,
+    (IPC_TRANSFER, IPC_TRANSFER | DYING): w_long_locked_delete,
+    (IPC_TRANSFER | DYING, DEAD): w_long_locked_delete,
+    (IPC_TRANSFER, DEAD): w_long_delete_in_fault,
+    (READY | RECV_IN_PROGRESS, DEAD): w_long_delete_puller,
     (INACTIVE, READY): w_inactive_ready,
     (READY, SEND_WAIT): w_send_queued_then_taken,
     (READY, RECEIVE_WAIT): w_receive_first,

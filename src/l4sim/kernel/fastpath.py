@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 OK = IpcError.OK
 Trap = Generator[Thread | None, None, IpcResult]
 Windows = Fpage | Sequence[Fpage] | None  # receive windows (S22 `window=`)
+Buffers = Sequence[tuple[int, int]] | None  # string receive buffers (S22 `buffers=`)
 
 
 def _load_words(mr: array[int], words: Sequence[int]) -> int:
@@ -72,14 +73,15 @@ def _with_label(label: int, n: int) -> int:
 def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
          items: Iterable[MapItem | StringItem] = (), send_timeout: Timeout = NEVER,
          receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
-         tag: MsgTag | None = None, window: Windows = None) -> Trap:
+         tag: MsgTag | None = None, window: Windows = None, buffers: Buffers = None) -> Trap:
     """Send to `dest` and wait for the reply from it (its gate's thread) only."""
     if tag is None:
         if not (not items and send_timeout is NEVER and receive_timeout is NEVER and t.fast
-                and type(dest) is int and window is None):
+                and type(dest) is int and window is None and buffers is None
+                and pagefault_timeout is NEVER):
             return cast(IpcResult, (yield from t._general_call(
                 dest, words, label, items, send_timeout, receive_timeout, pagefault_timeout,
-                tag, window)))
+                tag, window, buffers)))
         th = t._th
         if words:
             n = len(words)
@@ -97,10 +99,11 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
         # UTCB IPC: the message is already in the MRs; the tag says how much.
         if not (type(tag) is MsgTag and not words and not items and not label
                 and send_timeout is NEVER and receive_timeout is NEVER and t.fast
-                and type(dest) is int and window is None):
+                and type(dest) is int and window is None and buffers is None
+                and pagefault_timeout is NEVER):
             return cast(IpcResult, (yield from t._general_call(
                 dest, words, label, items, send_timeout, receive_timeout, pagefault_timeout,
-                tag, window)))
+                tag, window, buffers)))
         th = t._th
         msgtag = tag.raw
         n = msgtag & 0x3F
@@ -170,16 +173,17 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
 def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                    items: Iterable[MapItem | StringItem] = (), receive_timeout: Timeout = NEVER,
                    pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None,
-                   window: Windows = None) -> Trap:
+                   window: Windows = None, buffers: Buffers = None) -> Trap:
     """Reply to the last caller (zero send timeout), then wait openly. If the reply
     fails, its error is returned and no receive happens (check `r.ok`).
 
     Loading the message and the transfer are the same steps as in `call`, written out
     again on purpose: a shared helper would cost a Python call, 6 % of a round trip."""
     if tag is None:
-        if not (not items and receive_timeout is NEVER and t.fast and window is None):
+        if not (not items and receive_timeout is NEVER and t.fast and window is None
+                and buffers is None and pagefault_timeout is NEVER):
             return cast(IpcResult, (yield from t._general_reply_and_wait(
-                words, label, items, receive_timeout, pagefault_timeout, tag, window)))
+                words, label, items, receive_timeout, pagefault_timeout, tag, window, buffers)))
         th = t._th
         if words:
             n = len(words)
@@ -195,9 +199,10 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
         msgtag = _with_label(label, n) if label else n
     else:
         if not (type(tag) is MsgTag and not words and not items and not label
-                and receive_timeout is NEVER and t.fast and window is None):
+                and receive_timeout is NEVER and t.fast and window is None
+                and buffers is None and pagefault_timeout is NEVER):
             return cast(IpcResult, (yield from t._general_reply_and_wait(
-                words, label, items, receive_timeout, pagefault_timeout, tag, window)))
+                words, label, items, receive_timeout, pagefault_timeout, tag, window, buffers)))
         th = t._th
         msgtag = tag.raw
         n = msgtag & 0x3F

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 
 from .memory import AddressSpace
 from .objects import IpcGate, Irq, Thread
-from .states import DEAD, READY, RECEIVE_WAIT, SEND_WAIT, STATE_NAMES, state_name
+from .states import (
+    DEAD,
+    IPC_TRANSFER,
+    READY,
+    RECEIVE_WAIT,
+    RECV_IN_PROGRESS,
+    SEND_WAIT,
+    STATE_NAMES,
+    state_name,
+)
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -80,6 +89,12 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
                     and th not in k.waiters.get(p, ())):
                 raise Bad("a closed receiver is found by its partner (reply capability or "
                           "waiter index)", f"{th.name} waits for {p.name}")
+        elif st & IPC_TRANSFER:
+            x = th.xfer
+            if x is None or th not in (x.snd, x.rcv) or x.copier is th:
+                raise Bad("a thread in a transfer knows it and is its passive side", th.name)
+            if x.copier.xfer is not x and not x.abort:
+                raise Bad("both sides of a transfer point at it", f"{th.name}, {x.copier.name}")
         elif st != SEND_WAIT and th.partner is not None:
             raise Bad("partners point at each other consistently",
                       f"{th.name} ({state_name(st)}) still has a partner")
@@ -87,7 +102,8 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
         if c is not None and (c.state != RECEIVE_WAIT or c.partner is not th):
             raise Bad("a reply capability names a caller waiting for this thread",
                       f"{th.name} holds the reply of {c.name} ({state_name(c.state)})")
-        if th.timer is not None and (not st & (SEND_WAIT | RECEIVE_WAIT) or th.timer[2] is not th):
+        if th.timer is not None and (not st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER)
+                                     or th.timer[2] is not th):
             raise Bad("a timer is armed only for a waiting thread", th.name)
         if st & DEAD and (th in in_ready or th.sendq or th.reply_caller is not None):
             raise Bad("no queue holds a dead thread", th.name)
@@ -96,7 +112,9 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
             if (th in in_ready) == expected:
                 raise Bad("a ready thread is running or in the ready queue (exactly one)",
                           f"{th.name} ({state_name(st)})")
-        if st & (SEND_WAIT | RECEIVE_WAIT) and th in in_ready:
+        if st & RECV_IN_PROGRESS and (th.xfer is None or th.xfer.copier is not th):
+            raise Bad("a thread pulling a message is the copier of its transfer", th.name)
+        if st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER) and th in in_ready:
             raise Bad("a blocked thread is not in the ready queue", th.name)
         if k.priority_inheritance:
             want = max([th.priority]

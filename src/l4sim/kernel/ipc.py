@@ -13,14 +13,16 @@ and compare.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
+from . import longipc
 from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
 from .flexpage import transfer_items
 from .objects import IpcGate, Irq, Thread
-from .result import IpcResult
+from .result import IpcResult, result_with
 from .sendq import SenderQueue
-from .states import CANCEL, READY, RECEIVE_WAIT, SEND_WAIT, TIMEOUT
+from .states import CANCEL, IPC_TRANSFER, READY, RECEIVE_WAIT, RECV_IN_PROGRESS, SEND_WAIT, TIMEOUT
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -34,6 +36,7 @@ RECANCELED = IpcError.RECANCELED
 SEMSGCUT = IpcError.SEMSGCUT
 REMSGCUT = IpcError.REMSGCUT
 REMAPFAILED = IpcError.REMAPFAILED
+SEMAPFAILED = IpcError.SEMAPFAILED
 
 _R = 4  # CapRights.R: needed to invoke an object
 
@@ -115,12 +118,15 @@ def _result_of_wait(k: Kernel, th: Thread) -> IpcResult:
     if st != READY:  # cancel or timeout bit set by whoever woke us
         k.set_state(th, READY)
     err = th.wake_error
+    strings = th.in_strings
+    if strings is not None:
+        th.in_strings = None
     if err:
         th.wake_error = OK
         if err in (REMSGCUT, REMAPFAILED):
-            return IpcResult(err, th.in_label, th.in_tag, th.in_words)
-        return IpcResult(err)
-    return IpcResult(OK, th.in_label, th.in_tag, th.in_words)
+            return result_with(err, th.in_label, th.in_tag, th.in_words, strings)
+        return result_with(err, 0, 0, None, strings)
+    return result_with(OK, th.in_label, th.in_tag, th.in_words, strings)
 
 
 def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bool) -> IpcError:
@@ -169,14 +175,34 @@ def _wake_receiver(k: Kernel, snd: Thread, rcv: Thread) -> None:
     k.set_state(rcv, READY)
 
 
-async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
-              snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER,
-              unmask: Irq | None = None, dest: Thread | None = None) -> IpcResult:
+def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
+        snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER,
+        unmask: Irq | None = None, dest: Thread | None = None,
+        dest_label: int | None = None, pf_to: Timeout = NEVER) -> Coroutine[Any, Any, IpcResult]:
     """The general IPC operation: the send phase (if op has SEND), then, if it succeeded,
     the receive phase (if op has RECEIVE; open if OPEN_WAIT, else closed on `sel`).
     With `unmask`, that IRQ is unmasked first, in the same kernel entry (Fiasco's
     irq receive / irq wait). With `dest`, the kernel sends to that thread on the
-    caller's behalf, without a capability (exception IPC to the handler)."""
+    caller's behalf, without a capability (exception and page-fault IPC), seen with
+    `dest_label` (default: the caller's tid). `pf_to` is how long a long IPC may wait
+    for page faults in the partner's space (S11)."""
+    if pf_to is NEVER:
+        return _ipc(k, th, op, sel, tag, snd_to, rcv_to, unmask, dest, dest_label)
+    return _ipc_with_pf_timeout(k, th, op, sel, tag, snd_to, rcv_to, pf_to)
+
+
+async def _ipc_with_pf_timeout(k: Kernel, th: Thread, op: int, sel: int, tag: int,
+                               snd_to: Timeout, rcv_to: Timeout, pf_to: Timeout) -> IpcResult:
+    th.pf_timeout = pf_to
+    try:
+        return await _ipc(k, th, op, sel, tag, snd_to, rcv_to, None, None, None)
+    finally:
+        th.pf_timeout = NEVER
+
+
+async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeout,
+               rcv_to: Timeout, unmask: Irq | None, dest: Thread | None,
+               dest_label: int | None) -> IpcResult:
     op = int(op)
     await k.enter(th)
     if unmask is not None:
@@ -198,20 +224,33 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             label, gate, call = th.tid, None, False
         else:
             target = resolve_send(th, sel) if dest is None else (
-                (dest, th.tid, None) if not dest.state & 0x200 else None)
+                (dest, th.tid if dest_label is None else dest_label, None)
+                if not dest.state & 0x200 else None)
             if target is None:
                 return await k.leave(th, IpcResult(ENOT_EXISTENT))
             dst, label, gate = target
         if call:
             src = dst
         # Handshake: a receiver in exactly receive-wait that accepts us.
+        strings = longipc.string_items(th.mr, tag) if tag & 0xFC0 else None
+        if strings is not None and not longipc.strings_fit(strings):
+            return await k.leave(th, result_with(SEMSGCUT, 0, 0, None, (0,) * len(strings)))
         if dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
-            err = _deliver(k, th, dst, label, tag, call)
-            _wake_receiver(k, th, dst)
-            woken = dst
-            if err:
-                k.make_ready(dst)
-                return await k.leave(th, IpcResult(err))
+            if strings is not None:
+                # Long IPC, the receiver arrived first: we copy, it sleeps (both algorithms).
+                x = longipc.Transfer(th, dst, th, label, tag, call, strings)
+                k.set_state(dst, IPC_TRANSFER)
+                longipc.begin(k, x)
+                err = longipc.end(k, x, await longipc.copy_strings(k, x))
+                if err or not op & _RECEIVE:
+                    return await k.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
+            else:
+                err = _deliver(k, th, dst, label, tag, call)
+                _wake_receiver(k, th, dst)
+                woken = dst
+                if err:
+                    k.make_ready(dst)
+                    return await k.leave(th, IpcResult(err))
         else:
             # The receiver is not ready: enqueue and block, unless we may not wait.
             deadline = k.deadline_of(snd_to, th)
@@ -234,12 +273,31 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
                 k.update_prio(dst)
             await k.block(th, None)
             th.snd_call = False
-            if call or th.wake_error or th.state != READY:
+            x = th.xfer
+            if x is not None and x.copier is th:
+                # Sender-driven: the receiver took us and woke us to copy.
+                err = longipc.end(k, x, await longipc.copy_strings(k, x))
+                if err or not op & _RECEIVE:
+                    return await k.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
+                woken = None
+            elif th.in_strings is not None and not call:
+                # Our long message was taken (and copied by the receiver): its byte counts.
+                done = th.in_strings
+                th.in_strings = None
+                if th.state != READY:
+                    k.set_state(th, READY)
+                err = th.wake_error
+                th.wake_error = OK
+                if err or not op & _RECEIVE:
+                    return await k.leave(th, result_with(err, 0, 0, None, done))
+                woken = None
+            elif call or th.wake_error or th.state != READY:
                 return await k.leave(th, _result_of_wait(k, th))
-            if not op & _RECEIVE:
+            elif not op & _RECEIVE:
                 return await k.leave(th, EMPTY_OK)
-            # A send-and-open-wait whose send was taken: go on to the receive phase.
-            woken = None
+            else:
+                # A send-and-open-wait whose send was taken: go on to the receive phase.
+                woken = None
 
     if not op & _RECEIVE:
         if woken is not None:
@@ -275,6 +333,10 @@ async def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
                 q.remove(snd)
                 snd.queued = False
                 return await k.leave(th, deliver_irq(k, snd, th))
+            stag = snd.snd_tag
+            strings = longipc.string_items(snd.mr, stag) if stag & 0xFC0 else None
+            if strings is not None:
+                return await k.leave(th, await take_long_sender(k, th, snd, strings))
             return await k.leave(th, take_queued_sender(k, th, snd))
     # Receiver arrives first (or a call's send is done): prepare to receive and block.
     deadline = k.deadline_of(rcv_to, th)
@@ -353,6 +415,44 @@ def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
     return result
 
 
+async def take_long_sender(k: Kernel, th: Thread, snd: Thread,
+                           strings: list[tuple[int, int]]) -> IpcResult:
+    """The receiver takes a queued sender whose message has strings. Symmetric: it pulls
+    the message itself (receive-in-progress), the sender sleeps. Sender-driven: it wakes
+    the sender to copy and blocks until the sender is done."""
+    q = th.sendq
+    assert q is not None
+    q.remove(snd)
+    if snd.timer is not None:
+        k.cancel_timer(snd)
+    x = longipc.Transfer(snd, th, snd, snd.snd_label, snd.snd_tag, snd.snd_call, strings)
+    snd.snd_label = snd.snd_tag = 0
+    snd.snd_gate = None
+    if snd.prio > th.prio or th.prio != th.priority:
+        k.update_prio(th)
+    if k.transfer == "sender-driven":
+        snd.partner = None
+        snd.rcv_timeout = None if not x.call else snd.rcv_timeout
+        k.set_state(snd, READY)
+        k.set_state(th, IPC_TRANSFER)
+        th.partner = None
+        longipc.begin(k, x)
+        await k.block(th, snd)  # wake up the sender and block
+        return _result_of_wait(k, th)
+    x.copier = th
+    k.set_state(snd, IPC_TRANSFER)
+    k.set_state(th, READY | RECV_IN_PROGRESS)
+    longipc.begin(k, x)
+    err = longipc.end(k, x, await longipc.copy_strings(k, x))
+    strings_done = tuple(x.done)
+    th.in_strings = None  # we pulled it: the result is ours now, not a later wait's
+    if err and err not in (SEMSGCUT, SEMAPFAILED):
+        return result_with(IpcError(err | 1), 0, 0, None, strings_done)
+    th.wake_error = OK
+    return result_with(IpcError(err | 1) if err else OK, th.in_label, th.in_tag, th.in_words,
+                       strings_done)
+
+
 def cancel_ipc(k: Kernel, victim: Thread) -> bool:
     """ex_regs(cancel): end `victim`'s wait before rendezvous. False if it was not waiting."""
     st = victim.state
@@ -361,15 +461,18 @@ def cancel_ipc(k: Kernel, victim: Thread) -> bool:
     elif st == RECEIVE_WAIT:
         err = RECANCELED
     else:
-        return False
+        return longipc.cancel(k, victim)  # after rendezvous: aborted
     end_wait(k, victim, err, READY | CANCEL)
     return True
 
 
 def expire(k: Kernel, victim: Thread) -> None:
     """A timeout expired: SETIMEOUT in the send phase, RETIMEOUT in the receive phase."""
-    err = SETIMEOUT if victim.state == SEND_WAIT else RETIMEOUT
     victim.timer = None
+    if longipc.expiry_ignored(victim):
+        k.record(victim, "timeout", "ignored: the long IPC's transfer has begun")
+        return
+    err = SETIMEOUT if victim.state == SEND_WAIT else RETIMEOUT
     end_wait(k, victim, err, READY | TIMEOUT)
 
 

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import states
+from . import longipc, states
 from .abi import NEVER, Timeout
 from .costs import CostProfile
 from .costs import profile as get_profile
@@ -25,7 +25,7 @@ from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObje
 from .result import IpcResult
 from .sched import INFINITY, Cpu
 from .sendq import SenderQueue
-from .states import CANCEL, DEAD, READY, RECEIVE_WAIT, SEND_WAIT, state_name
+from .states import CANCEL, DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT, SEND_WAIT, state_name
 from .trap import switch
 
 _STOP = object()  # timer-heap marker: the end of a run(until=...)
@@ -353,6 +353,8 @@ class Kernel:
                 return "deadlock"
             if t.state == RECEIVE_WAIT and type(t.partner) is Thread and t.partner is not t:
                 return "deadlock"  # a call's reply wait or a closed receive from a thread
+            if t.state & IPC_TRANSFER:
+                return "deadlock"  # in a transfer whose copier waits forever
         return "done"
 
     def _loop(self, cpu: Cpu) -> None:
@@ -724,6 +726,8 @@ class Kernel:
 
     def _end_thread(self, th: Thread, reason: str | None) -> None:
         """A thread ends (returned, died or deleted): leave every queue, tell every partner."""
+        if th.xfer is not None:
+            longipc.thread_ends(self, th)
         if th.state & (SEND_WAIT | RECEIVE_WAIT):
             partner = leave_queues(self, th)
             if partner is not None and partner.prio != partner.priority:
@@ -765,11 +769,16 @@ class Kernel:
             # The calling thread (if it is in this task) goes last: it unwinds after.
             for th in sorted(obj.threads, key=lambda t: t.cpu.current is t):
                 if th.alive:
+                    if th.xfer is not None:
+                        th.xfer.abort = longipc.SEABORTED  # a task goes at once, lock or not
+                        th.xfer.locked = False
                     self.delete_object(th)
             obj.caps.clear()
             obj.caps.append(None)
             self.tasks.remove(obj)
         elif isinstance(obj, Thread):
+            if obj.xfer is not None and longipc.defer_delete(self, obj):
+                return  # locked in a long IPC: deleted when the copier releases the lock
             if not obj.state & DEAD:
                 self._end_thread(obj, "deleted")
             elif obj.exit_reason is None and not obj.returned:

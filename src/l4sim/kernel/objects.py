@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from .abi import BR_COUNT, MR_COUNT, CapRights, IpcError
+from .abi import BR_COUNT, MR_COUNT, NEVER, CapRights, IpcError
 from .memory import DEFAULT_PT_QUOTA, IO_SPACE_BITS, PAGE_SHIFT, USER_SPACE_BITS, AddressSpace
 from .sendq import SenderQueue
 from .states import INACTIVE, state_name
@@ -220,6 +220,7 @@ class Thread(KernelObject):
         "slice_left", "rq_prio",
         # the end
         "result", "exit_reason", "returned",
+        "xfer", "pf_timeout", "pf_target", "in_strings",  # long IPC (longipc.py)
         "pager", "pager_default", "exc_handler", "preempter", "self_sel", "pager_sel", "gates", "irqs",
     )
 
@@ -262,6 +263,10 @@ class Thread(KernelObject):
         self.result: Any = None
         self.exit_reason: str | None = None
         self.returned = False
+        self.xfer: Any = None                  # the long IPC this thread is in (a Transfer)
+        self.pf_timeout: Any = NEVER           # page-fault timeout of the current IPC
+        self.pf_target: Thread | None = None   # a nested fault's mapping lands in its space
+        self.in_strings: tuple[int, ...] | None = None  # bytes per string of the last IPC
         self.pager: Thread | None = None
         self.pager_default = False  # True: the anonymous-memory pager, made on first fault
         self.exc_handler: Thread | None = None

@@ -51,7 +51,7 @@ class IpcResult:
 
     @property
     def string_bytes(self) -> tuple[int, ...]:
-        """Bytes delivered per string item (user-memory IPC arrives with S11)."""
+        """Bytes delivered per string item (S11); () for an IPC without strings."""
         return ()
 
     def __eq__(self, other: object) -> bool:
@@ -64,6 +64,33 @@ class IpcResult:
 
     def __repr__(self) -> str:
         return f"IpcResult({self.error.name}, label={self.label}, words={self.words})"
+
+
+class LongIpcResult(IpcResult):
+    """The result of an IPC with string items: also the bytes each string delivered."""
+
+    __slots__ = ("_strings",)
+
+    def __init__(self, error: IpcError, label: int = 0, tag: int = 0,
+                 words: WordsSnapshot = None, strings: tuple[int, ...] = ()) -> None:
+        super().__init__(error, label, tag, words)
+        self._strings = strings
+
+    @property
+    def string_bytes(self) -> tuple[int, ...]:
+        return self._strings
+
+    def __repr__(self) -> str:
+        return (f"IpcResult({self.error.name}, label={self.label}, words={self.words}, "
+                f"string_bytes={self._strings})")
+
+
+def result_with(err: IpcError, label: int, tag: int, words: WordsSnapshot,
+                strings: tuple[int, ...] | None) -> IpcResult:
+    """An IpcResult, or a LongIpcResult when the IPC carried strings."""
+    if strings is None:
+        return IpcResult(err, label, tag, words)
+    return LongIpcResult(err, label, tag, words, strings)
 
 
 new_result = object.__new__

@@ -41,6 +41,10 @@ STATES: Final = {
     "canceled": READY | CANCEL,
     "timed_out": READY | TIMEOUT,
     "dead": DEAD,
+    # long IPC (S11): the copier pulling a queued sender's message, the passive partner
+    "receive_in_progress": READY | RECV_IN_PROGRESS,
+    "ipc_transfer": IPC_TRANSFER,
+    "transfer_dying": IPC_TRANSFER | DYING,
 }
 STATE_NAMES: Final = {bits: name for name, bits in STATES.items()}
 
@@ -75,6 +79,26 @@ TRANSITIONS: Final = (
     Transition(RECEIVE_WAIT, DEAD, "deleted while waiting to receive"),
     Transition(READY | CANCEL, DEAD, "deleted after a cancel, before it resumed"),
     Transition(READY | TIMEOUT, DEAD, "deleted after a timeout, before it resumed"),
+    # long IPC: data transfer with page faults possible (S11)
+    Transition(RECEIVE_WAIT, IPC_TRANSFER,
+               "a sender with strings arrives: we sleep while it copies into our buffers"),
+    Transition(SEND_WAIT, IPC_TRANSFER,
+               "the receiver takes our long message and copies it (symmetric)"),
+    Transition(READY, IPC_TRANSFER,
+               "sender-driven: the receiver wakes the queued sender to copy, and blocks"),
+    Transition(READY, READY | RECV_IN_PROGRESS,
+               "symmetric: the receiver pulls the message of a queued sender (or resumes after a fault)"),
+    Transition(READY | RECV_IN_PROGRESS, READY,
+               "the pull is done, or paused for a nested page-fault IPC"),
+    Transition(IPC_TRANSFER, READY, "the copier is done: the message is here, or was taken"),
+    Transition(IPC_TRANSFER, RECEIVE_WAIT, "our long call was taken: wait for the reply"),
+    Transition(IPC_TRANSFER, READY | CANCEL,
+               "aborted after rendezvous (canceled, or the copier died)"),
+    Transition(IPC_TRANSFER, IPC_TRANSFER | DYING,
+               "deleted while locked in a transfer: the deletion waits for the lock"),
+    Transition(IPC_TRANSFER | DYING, DEAD, "the transfer lock is released: deleted now"),
+    Transition(IPC_TRANSFER, DEAD, "deleted while the lock is released for a page fault"),
+    Transition(READY | RECV_IN_PROGRESS, DEAD, "deleted at a preemption point of its pull"),
 )
 
 ALLOWED: Final = frozenset((t.old, t.new) for t in TRANSITIONS)

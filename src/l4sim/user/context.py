@@ -18,6 +18,7 @@ from ..kernel import flexpage as _flexpage
 from ..kernel import ipc as _ipc
 from ..kernel import pagefault as _pf
 from ..kernel.abi import (
+    BR_COUNT,
     MR_COUNT,
     NEVER,
     ZERO,
@@ -30,7 +31,7 @@ from ..kernel.abi import (
     StringItem,
     Timeout,
 )
-from ..kernel.fastpath import Windows
+from ..kernel.fastpath import Buffers, Windows
 from ..kernel.kernel import ThreadDeleted
 from ..kernel.objects import Irq, Thread, Utcb
 from ..kernel.result import IpcResult
@@ -54,6 +55,7 @@ def _check_timeout(name: str, value: object) -> Timeout:
 
 
 _BDR_SHIFT = {Fpage.MEMORY: 0, Fpage.IO: 5, Fpage.OBJECT: 10}
+_BUFFER_BR = 6  # string receive buffers start after the three window pairs
 
 
 def _check_access(addr: object, n: object) -> None:
@@ -146,6 +148,35 @@ class UserContext:
             return label << 16 | nitems << 6 | n
         return nitems << 6 | n
 
+    def _set_receive(self, window: Windows, buffers: Buffers) -> None:
+        if window is not None:
+            self._set_windows(window)
+        if buffers is not None:
+            self._set_buffers(buffers)
+
+    def _set_buffers(self, buffers: Sequence[tuple[int, int]]) -> None:
+        """String receive buffers into the BRs from BR6 (after the windows), BDR bits
+        15-19 pointing at them: BR[j] = size << 12 | 0x4, BR[j+1] = address (S11).
+        They stay until the next `buffers=` (`()` clears)."""
+        bufs = list(buffers)
+        if len(bufs) > (BR_COUNT - _BUFFER_BR) // 2:
+            raise ValueError(f"at most {(BR_COUNT - _BUFFER_BR) // 2} string buffers")
+        utcb = self._th.utcb
+        br = utcb.br
+        for i, buf in enumerate(bufs):
+            if (not isinstance(buf, tuple) or len(buf) != 2
+                    or not all(type(v) is int for v in buf)):
+                raise TypeError(f"a string buffer is (address, size), got {buf!r}")
+            addr, size = buf
+            if addr < 0 or size < 0 or addr + size > 1 << 47 or size >= 1 << 52:
+                raise ValueError(f"buffer ({addr:#x}, {size}) is not inside the address space")
+            br[_BUFFER_BR + 2 * i] = size << 12 | 0x4
+            br[_BUFFER_BR + 2 * i + 1] = addr
+        end = _BUFFER_BR + 2 * len(bufs)
+        if end < BR_COUNT:
+            br[end] = 0
+        utcb.bdr = (utcb.bdr & ~(0x1F << 15)) | _BUFFER_BR << 15
+
     def _set_windows(self, window: Fpage | Sequence[Fpage]) -> None:
         """Receive windows into the BRs and the BDR, one per kind, as Fiasco lays them out:
         BR[2i] = 8 (a map buffer), BR[2i+1] = the fpage; the BDR's fields point at them.
@@ -176,7 +207,7 @@ class UserContext:
             br[2 * i + 1] = fp.raw
         if not fps:
             br[0] = br[1] = 0
-        utcb.bdr = bdr
+        utcb.bdr = bdr | (utcb.bdr & (0x1F << 15))
 
     # --- memory (S9, S10) -------------------------------------------------------------------
 
@@ -241,16 +272,16 @@ class UserContext:
     async def _general_call(self, dest: int, words: Sequence[int], label: int,
                             items: Iterable[Item], send_timeout: Timeout,
                             receive_timeout: Timeout, pagefault_timeout: Timeout,
-                            tag: MsgTag | None, window: Windows = None) -> IpcResult:
+                            tag: MsgTag | None, window: Windows = None, buffers: Buffers = None) -> IpcResult:
         _check_sel(dest)
         _check_timeout("send_timeout", send_timeout)
         _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
-        if window is not None:
-            self._set_windows(window)
+        if window is not None or buffers is not None:
+            self._set_receive(window, buffers)
         return await _ipc.ipc(self._k, self._th, IpcOp.CALL, dest, tagraw, send_timeout,
-                              receive_timeout)
+                              receive_timeout, pf_to=pagefault_timeout)
 
     def send(self, dest: int, words: Sequence[int] = (), label: int = 0,
              items: Iterable[Item] = (), send_timeout: Timeout = NEVER,
@@ -260,47 +291,52 @@ class UserContext:
         _check_timeout("send_timeout", send_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
-        return _ipc.ipc(self._k, self._th, IpcOp.SEND, dest, tagraw, send_timeout, NEVER)
+        return _ipc.ipc(self._k, self._th, IpcOp.SEND, dest, tagraw, send_timeout, NEVER,
+                        pf_to=pagefault_timeout)
 
     def receive(self, source: int, receive_timeout: Timeout = NEVER,
-                pagefault_timeout: Timeout = NEVER, window: Windows = None) -> Op:
+                pagefault_timeout: Timeout = NEVER, window: Windows = None,
+                buffers: Buffers = None) -> Op:
         """Closed receive: from the thread `source` only."""
         _check_sel(source)
         _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
-        if window is not None:
-            self._set_windows(window)
-        return _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, source, 0, NEVER, receive_timeout)
+        if window is not None or buffers is not None:
+            self._set_receive(window, buffers)
+        return _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, source, 0, NEVER, receive_timeout,
+                        pf_to=pagefault_timeout)
 
     def wait(self, receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
-             window: Windows = None) -> Op:
+             window: Windows = None, buffers: Buffers = None) -> Op:
         """Open receive: from anyone."""
         _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
-        if window is not None:
-            self._set_windows(window)
-        return _ipc.ipc(self._k, self._th, IpcOp.WAIT, 0, 0, NEVER, receive_timeout)
+        if window is not None or buffers is not None:
+            self._set_receive(window, buffers)
+        return _ipc.ipc(self._k, self._th, IpcOp.WAIT, 0, 0, NEVER, receive_timeout,
+                        pf_to=pagefault_timeout)
 
     reply_and_wait = fastpath.reply_and_wait  # the system-call entry with the fast path
 
     async def _general_reply_and_wait(self, words: Sequence[int], label: int,
                                       items: Iterable[Item], receive_timeout: Timeout,
                                       pagefault_timeout: Timeout, tag: MsgTag | None,
-                                      window: Windows = None) -> IpcResult:
+                                      window: Windows = None, buffers: Buffers = None) -> IpcResult:
         _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
-        if window is not None:
-            self._set_windows(window)
+        if window is not None or buffers is not None:
+            self._set_receive(window, buffers)
         return await _ipc.ipc(self._k, self._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO,
-                              receive_timeout)
+                              receive_timeout, pf_to=pagefault_timeout)
 
     def reply(self, words: Sequence[int] = (), label: int = 0, items: Iterable[Item] = (),
               pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None) -> Op:
         """Reply to the last caller with a zero timeout, and go on."""
         _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
-        return _ipc.ipc(self._k, self._th, IpcOp.SEND | IpcOp.REPLY, 0, tagraw, ZERO, NEVER)
+        return _ipc.ipc(self._k, self._th, IpcOp.SEND | IpcOp.REPLY, 0, tagraw, ZERO, NEVER,
+                        pf_to=pagefault_timeout)
 
     def sleep(self, timeout: Timeout) -> Op:
         """A receive from nobody: returns RETIMEOUT when `timeout` expires (RECANCELED if
