@@ -344,8 +344,8 @@ def end(k: Kernel, x: Transfer, err: IpcError) -> IpcError:
             snd.wake_error = err
             k.set_state(snd, READY)
             k.make_ready(snd)
-        if rcv.prio != rcv.priority:
-            k.update_prio(rcv)
+        if rcv.prio != rcv.priority or snd.prio > rcv.prio:
+            k.update_prio(rcv)  # a caller now waits for our reply: we work for it
     return err
 
 
