@@ -798,3 +798,25 @@ def test_windows_are_laid_out_in_the_brs_and_bdr() -> None:
     k.run()
     # the object window at BR0 (BDR bits 10-14 = 0), the memory window at BR2 (bits 0-4 = 2)
     assert seen == [(8, Fpage.obj(16, 4).raw, 8, Fpage.mem(0x100000, 20).raw, 2)]
+
+
+def test_sigma0_hands_each_region_out_once_and_stays_fast() -> None:
+    from l4sim.lib.sigma0 import Ownership
+
+    own = Ownership(1 << 20)
+    got = []
+    for client in (1, 2, 1):
+        a = own.find_free(12)
+        assert a is not None
+        own.take(a, a + PAGE, client)
+        got.append(a)
+    assert got == [0xFF000, 0xFE000, 0xFD000]           # highest free page first
+    assert not own.may_take(got[1], got[1] + PAGE, 1)   # client 2's page is not client 1's
+    assert own.may_take(got[0], got[0] + PAGE, 1)       # a client may ask again for its own
+    assert not own.may_take(0xFF000, 0x101000, 1)       # beyond physical memory
+    big = Ownership(1 << 30)
+    for _ in range(2000):                               # consecutive pages of one client
+        a = big.find_free(12)
+        assert a is not None
+        big.take(a, a + PAGE, 7)
+    assert len(big.regions) == 1                        # merged: find_free stays O(1)

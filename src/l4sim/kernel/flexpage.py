@@ -22,6 +22,7 @@ from .abi import BR_COUNT, IpcError
 from .memory import (
     MAX_DEPTH,
     OBJ_SPACE_BITS,
+    USER_SPACE_BITS,
     AddressSpace,
     Mapping,
     R,
@@ -46,6 +47,8 @@ GRANT = 2
 _BDR_SHIFT = {MEMORY: 0, IO: 5, OBJECT: 10}
 _CAP_R = 4
 _PAGE_ORDERS = (30, 21, 12)  # x86-64 page sizes, largest first
+_WORD = (1 << 64) - 1
+_USER_END = 1 << USER_SPACE_BITS
 
 
 def fpage_parts(raw: int) -> tuple[int, int, int, int]:
@@ -101,6 +104,7 @@ def transfer_items(k: Kernel, snd: Thread, rcv: Thread, n: int, nitems: int) -> 
     changed nothing."""
     smr, rmr = snd.mr, rcv.mr
     target = rcv.pf_target or rcv
+    windows: dict[int, int | None] = {}  # per kind, decoded once per message
     for i in range(n, n + 2 * nitems, 2):
         w0, w1 = smr[i], smr[i + 1]
         rmr[i] = w0
@@ -112,9 +116,11 @@ def transfer_items(k: Kernel, snd: Thread, rcv: Thread, n: int, nitems: int) -> 
         kind = (w1 >> 4) & 3
         if kind == SPECIAL:
             return SEMAPFAILED
-        window = receive_window(rcv, kind)
+        window = windows[kind] if kind in windows else windows.setdefault(
+            kind, receive_window(rcv, kind))
         if window is None:
-            k.record(snd, "map", f"to {rcv.name}: no receive window")
+            if k.trace:
+                k.record(snd, "map", f"to {rcv.name}: no receive window")
             return SEMSGCUT
         grant = bool(w0 & GRANT)
         hot = w0 >> 12 << 12
@@ -126,11 +132,13 @@ def transfer_items(k: Kernel, snd: Thread, rcv: Thread, n: int, nitems: int) -> 
             landed = map_mem(k, src_space, dst_space, w1, hot if kind == MEMORY else hot >> 12,
                              window, grant)
         if landed is None:
-            k.record(snd, "map", f"to {rcv.name}: map failed")
+            if k.trace:
+                k.record(snd, "map", f"to {rcv.name}: map failed")
             return SEMAPFAILED
         rmr[i + 1] = landed
-        k.record(snd, "map", f"to {rcv.name}: {'grant' if grant else 'map'} {_fp_text(w1)} "
-                 f"-> {_fp_text(landed)}")
+        if k.trace:
+            k.record(snd, "map", f"to {rcv.name}: {'grant' if grant else 'map'} {_fp_text(w1)} "
+                     f"-> {_fp_text(landed)}")
     return OK
 
 
@@ -147,8 +155,17 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
             window_raw: int, grant: bool) -> int | None:
     """Map (or grant) a memory or I/O fpage from `src` into `dst` through the window.
     Returns the fpage that landed (0: nothing was mapped), or None if the map failed."""
-    _, base, order, frights = fpage_parts(fpage)
     kind = src.kind
+    order = (fpage >> 6) & 0x3F
+    if kind == 1 and order == 12 and not grant and window_raw & 0x30:
+        # One 4 KiB page (a pager's reply, most maps): the rule below, unrolled.
+        base = fpage & ~0xFFF & _WORD
+        rorder = (window_raw >> 6) & 0x3F
+        rbase = (window_raw & ~0xFFF & _WORD) & ~((1 << rorder) - 1)
+        if base >= _USER_END or rorder < 12 or rbase + (1 << rorder) > _USER_END:
+            return None
+        return _map_page(src, dst, base, rbase + ((hot % (1 << rorder)) & ~0xFFF), fpage & 0xF)
+    _, base, order, frights = fpage_parts(fpage)
     shift = 0 if kind == 1 else 12
     if kind == 1 and order < 12:
         return 0  # memory orders < 12 map nothing
@@ -157,6 +174,8 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
     if sreg is None or wreg is None:
         return None
     s, t, o = landing(sreg, wreg, hot)
+    if o == 12 and kind == 1 and not grant:
+        return _map_page(src, dst, s, t, frights)
     size = 1 << o
     plan: list[tuple[Mapping, int, int, int, int]] = []
     for m in src.overlapping(s, o):
@@ -208,6 +227,34 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
             # Grant of a part of a larger mapping maps that part: the sender keeps the rest.
             add_child(m, dst, tv, mo, phys, rights)
     return (t << 12 if kind != 1 else t) | o << 6 | kind << 4 | frights
+
+
+def _map_page(src: AddressSpace, dst: AddressSpace, s: int, t: int, frights: int) -> int | None:
+    """`map_mem` for one 4 KiB page, the common case (a pager's reply), without the plan:
+    the same rules, step by step."""
+    m = src.lookup(s)
+    if m is None or not m.rights & frights:
+        return 0
+    rights = m.rights & frights
+    phys = m.phys + s - m.base
+    if m.depth >= MAX_DEPTH:
+        return None
+    landed = t | 12 << 6 | MEMORY << 4 | frights
+    e = dst.lookup(t)
+    if e is None:
+        if not dst.fits_page(t):
+            return None
+    elif e.parent is m and e.phys == phys and e.order == 12:
+        e.rights |= rights  # upgrade a mapping derived from the same source
+        return landed
+    elif e is m or e in set(m.ancestors()):
+        return landed  # would unmap its own source
+    else:
+        if not dst.fits([(t, 12)]):
+            return None
+        remove_subtree(e)
+    add_child(m, dst, t, 12, phys, rights)
+    return landed
 
 
 def map_caps(k: Kernel, src: Task, dst: Task, fpage: int, hot: int, window_raw: int,

@@ -149,12 +149,14 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
         err = transfer_items(k, snd, rcv, n, nitems)
         if err:
             rcv.wake_error = IpcError(err | 1)
-            k.record(snd, "transfer", f"to {rcv.name}: {n} words, items failed: {err.name}")
+            if k.trace:
+                k.record(snd, "transfer", f"to {rcv.name}: {n} words, items failed: {err.name}")
             return err
     rcv.wake_error = OK
     if call:
         k.set_reply_cap(rcv, snd)
-    k.record(snd, "transfer", f"to {rcv.name}: {n} words" + (f", {nitems} items" if nitems else ""))
+    if k.trace:
+        k.record(snd, "transfer", f"to {rcv.name}: {n} words" + (f", {nitems} items" if nitems else ""))
     return OK
 
 
@@ -374,7 +376,8 @@ def deliver_irq(k: Kernel, irq: Irq, th: Thread) -> IpcResult:
     th.in_label = irq.label
     th.in_words = None
     th.wake_error = OK
-    k.record(th, "irq", f"{irq.name} delivered, masked")
+    if k.trace:
+        k.record(th, "irq", f"{irq.name} delivered, masked")
     return IpcResult(OK, irq.label, IRQ_TAG, None)
 
 

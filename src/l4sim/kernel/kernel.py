@@ -573,6 +573,8 @@ class Kernel:
                                      th.tid))
 
     def record(self, th: Thread, event: str, detail: str = "") -> None:
+        """Append an event when tracing. Callers test `k.trace` first where the detail is
+        an f-string: formatting it costs more than the work it describes."""
         if self.trace:
             self.events.append(Event(th.cpu.now, th.cpu.index, th.name, event, detail, th.tid))
 

@@ -218,8 +218,9 @@ async def _fault(k: Kernel, x: Transfer, owner: Thread, addr: int, write: bool) 
     in_sender = owner is x.snd
     limit = (x.rcv if in_sender else x.snd).pf_timeout  # the partner's page-fault timeout
     pager = k.anon_pager if owner.pager_default else owner.pager
-    k.record(x.copier, "page fault", f"{'write' if write else 'read'} at {addr:#x} in "
-             f"{owner.name}'s space during long IPC -> {pager.name if pager else 'no pager'}")
+    if k.trace:
+        k.record(x.copier, "page fault", f"{'write' if write else 'read'} at {addr:#x} in "
+                 f"{owner.name}'s space during long IPC -> {pager.name if pager else 'no pager'}")
     if pager is None or pager.state & DEAD or not pager.alive:
         return SEABORTED
     copier = x.copier
@@ -273,9 +274,10 @@ def begin(k: Kernel, x: Transfer) -> None:
     """Rendezvous done: both threads point at the transfer."""
     x.snd.xfer = x
     x.rcv.xfer = x
-    k.record(x.copier, "transfer", f"long IPC {x.snd.name} -> {x.rcv.name}: "
-             f"{len(x.strings)} strings, {sum(n for _, n in x.strings)} bytes, "
-             f"{x.copier.name} copies ({k.transfer}, {k.copy})")
+    if k.trace:
+        k.record(x.copier, "transfer", f"long IPC {x.snd.name} -> {x.rcv.name}: "
+                 f"{len(x.strings)} strings, {sum(n for _, n in x.strings)} bytes, "
+                 f"{x.copier.name} copies ({k.transfer}, {k.copy})")
 
 
 def end(k: Kernel, x: Transfer, err: IpcError) -> IpcError:
@@ -308,11 +310,13 @@ def end(k: Kernel, x: Transfer, err: IpcError) -> IpcError:
         _unlock(k, x)
         if x.copier.state & RECV_IN_PROGRESS:
             k.set_state(x.copier, READY)
+        if k.trace:
+            k.record(x.copier, "transfer", f"long IPC {snd.name} -> {rcv.name} ended "
+                     f"{err.name if err else 'OK'}: {list(strings)} bytes")
+        return err
+    if k.trace:
         k.record(x.copier, "transfer", f"long IPC {snd.name} -> {rcv.name} ended "
                  f"{err.name if err else 'OK'}: {list(strings)} bytes")
-        return err
-    k.record(x.copier, "transfer", f"long IPC {snd.name} -> {rcv.name} ended "
-             f"{err.name if err else 'OK'}: {list(strings)} bytes")
     if passive.state & DEAD:
         pass
     elif passive is rcv:
@@ -377,7 +381,8 @@ def abort_passive(k: Kernel, victim: Thread, why: str) -> None:
         k.cancel_timer(victim)
     victim.partner = None
     victim.rcv_timeout = None
-    k.record(victim, "transfer", f"aborted: {why}")
+    if k.trace:
+        k.record(victim, "transfer", f"aborted: {why}")
     k.set_state(victim, READY | CANCEL)
     k.make_ready(victim)
 

@@ -173,9 +173,13 @@ class AddressSpace:
         """Page-table memory in use: the top-level table and every table below it."""
         return 0 if self.pt_quota is None else TABLE_SIZE * (1 + len(self.tables))
 
-    def _tables_of(self, base: int, order: int) -> Iterator[tuple[int, int]]:
-        if self.pt_quota is None:
-            return
+    def _tables_of(self, base: int, order: int) -> Iterator[tuple[int, int]] | tuple[tuple[int, int], ...]:
+        """The page tables (level shift, region) an entry of this order at `base` needs."""
+        if order < 21:  # a 4 KiB entry, the common case: no generator
+            return (21, base >> 21), (30, base >> 30), (39, base >> 39)
+        return self._tables_of_large(base, order)
+
+    def _tables_of_large(self, base: int, order: int) -> Iterator[tuple[int, int]]:
         for entry, levels in _MEM_TABLES:
             if order < entry:
                 break
@@ -201,6 +205,16 @@ class AddressSpace:
         """Whether mapping these regions stays within the page-table quota."""
         quota = self.pt_quota
         return quota is None or self.pt_bytes + TABLE_SIZE * self.new_tables(regions) <= quota
+
+    def fits_page(self, base: int) -> bool:
+        """`fits([(base, 12)])` without the generality."""
+        quota = self.pt_quota
+        if quota is None:
+            return True
+        tables = self.tables
+        new = ((21, base >> 21) not in tables) + ((30, base >> 30) not in tables) + (
+            (39, base >> 39) not in tables)
+        return TABLE_SIZE * (1 + len(tables) + new) <= quota
 
     # --- change ---------------------------------------------------------------------------
 

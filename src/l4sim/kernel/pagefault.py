@@ -92,7 +92,8 @@ async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: boo
     br[0] = 8        # a map buffer ...
     br[1] = _ALL     # ... for the whole address space
     utcb.bdr = 0
-    k.record(th, "page fault", f"{kind} at {addr:#x} -> {pager.name}")
+    if k.trace:
+        k.record(th, "page fault", f"{kind} at {addr:#x} -> {pager.name}")
     th.cpu.now += k.costs.page_fault
     r = await ipc(k, th, IpcOp.CALL, 0, PF_TAG, NEVER, NEVER, dest=pager)
     mr[0], mr[1], utcb.bdr, br[0], br[1] = saved

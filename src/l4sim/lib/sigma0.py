@@ -55,6 +55,15 @@ class Ownership:
         if self.owner_of(start, end):
             return  # already this client's (may_take checked it)
         i = bisect.bisect_left(self.starts, start)
+        # Merge with a neighbour of the same client, so that the list stays short when
+        # regions are handed out one after another (find_free then stays fast).
+        if i < len(self.regions) and self.regions[i][0] == end and self.regions[i][2] == client:
+            end = self.regions[i][1]
+            del self.starts[i], self.regions[i]
+        if i > 0 and self.regions[i - 1][1] == start and self.regions[i - 1][2] == client:
+            start = self.regions[i - 1][0]
+            i -= 1
+            del self.starts[i], self.regions[i]
         self.starts.insert(i, start)
         self.regions.insert(i, (start, end, client))
 

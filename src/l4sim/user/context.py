@@ -261,7 +261,8 @@ class UserContext:
         k, th = self._k, self._th
         await k.enter(th, k.costs.kernel_op)
         n = _flexpage.unmap(k, th, fpage.raw, bool(self_too))
-        k.record(th, "unmap", f"{fpage!r}{' self too' if self_too else ''}: {n} removed")
+        if k.trace:
+            k.record(th, "unmap", f"{fpage!r}{' self too' if self_too else ''}: {n} removed")
         await k.leave(th, _ipc.EMPTY_OK)
         return n
 
