@@ -42,12 +42,41 @@ def speed_rows(pingpong: Any) -> list[Any]:
 
 def test_pingpong_json_has_every_case(pingpong: Any) -> None:
     assert [r["case"] for r in speed_rows(pingpong)] == [
-        "register-same-space", "register-cross-space", "utcb-8-same-space", "utcb-63-cross-space"]
+        "register-same-space", "register-cross-space", "utcb-8-same-space", "utcb-63-cross-space",
+        "string-4k-window", "string-4k-kernel-buffer", "string-1m-window"]
     assert [c.name for c in CASES] == [r["case"] for r in speed_rows(pingpong)]
     assert speed_rows(pingpong) == pingpong["speed_rows"]
     assert pingpong["n"] == 300
     for r in speed_rows(pingpong):
         assert set(r) >= ROW_KEYS
+
+
+def test_string_rows_report_bytes_and_throughput(pingpong: Any) -> None:
+    rows = {r["case"]: r for r in speed_rows(pingpong)}
+    for case, size, copy in (("string-4k-window", 4096, "window"),
+                             ("string-4k-kernel-buffer", 4096, "kernel-buffer"),
+                             ("string-1m-window", 1 << 20, "window")):
+        r = rows[case]
+        assert r["string_bytes"] == size and r["copy"] == copy
+        assert r["gb_per_s"] == pytest.approx(size / r["ns_per_rt"])
+    # the simulated cost: two copies cost more than one, a MiB more than 4 KiB
+    sim = {case: r["sim_cycles_per_rt"] for case, r in rows.items()}
+    assert sim["string-4k-kernel-buffer"] > sim["string-4k-window"]
+    assert sim["string-1m-window"] > 100 * sim["string-4k-window"]
+
+
+def test_model_predicts_string_ipc_by_both_copy_strategies(pingpong: Any) -> None:
+    strings = [r for r in pingpong["model_rows"] if "string_bytes" in r]
+    assert [(r["copy"], r["string_bytes"]) for r in strings] == [
+        (c, n) for c in ("window", "kernel-buffer") for n in (4096, 16384, 65536, 262144, 1 << 20)]
+    by = {(r["copy"], r["string_bytes"]): r["sim_cycles_per_rt"] for r in strings}
+    for n in (4096, 16384, 65536, 262144, 1 << 20):
+        assert by["kernel-buffer", n] > by["window", n]
+    # per byte, the copy dominates at 1 MiB: the model's rates (0.5 and 1.0 cycles/byte)
+    win = by["window", 1 << 20] - by["window", 4096]
+    kb = by["kernel-buffer", 1 << 20] - by["kernel-buffer", 4096]
+    assert win / ((1 << 20) - 4096) == pytest.approx(0.5, rel=0.02)
+    assert kb / ((1 << 20) - 4096) == pytest.approx(1.0, rel=0.02)
 
 
 def test_pingpong_json_has_the_model_rows_first(pingpong: Any) -> None:

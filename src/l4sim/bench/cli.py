@@ -61,8 +61,11 @@ def pingpong(as_json: bool, n: int | None, quick: bool, repeats: int,
     4-63 words in one and two spaces with both entry methods.
 
     Speed cases: register words (2) in one and in two address spaces, UTCB words (8) in
-    one space, UTCB words (63) in two spaces. Timing covers Kernel.run() only; one
-    warm-up run, then the median of the timed runs, all in this process."""
+    one space, UTCB words (63) in two spaces, and string IPC: 4 KiB by each copy
+    strategy and 1 MiB through the window (with GB/s of wall-clock copy throughput).
+    Timing covers Kernel.run() only (for strings, the round trips: not the paging-in
+    before them); one warm-up run, then the median of the timed runs, all in this
+    process. String cases run a tenth (4 KiB) or a thousandth (1 MiB) of n round trips."""
     if plot_file is not None and importlib.util.find_spec("matplotlib") is None:
         raise click.ClickException(MATPLOTLIB_MISSING)  # before the long measurement
     if n is None:
@@ -92,12 +95,13 @@ def pingpong(as_json: bool, n: int | None, quick: bool, repeats: int,
                             f"{r['lecture_ns_per_rt']:,}", f"{r['rel_diff']:+.1%}")
     console.print(lecture)
     pred = Table(title="Model predictions the lecture does not list")
-    for header in ("case", "profile", "words", "cycles/rt", "ns/rt"):
+    for header in ("case", "profile", "words", "string bytes", "cycles/rt", "ns/rt"):
         pred.add_column(header, justify="left" if header in ("case", "profile") else "right",
                         no_wrap=True)
     for r in rows:
         if r["section"] == "prediction":
             pred.add_row(r["case"], r["profile"], str(r["words"]),
+                         f"{r['string_bytes']:,}" if "string_bytes" in r else "",
                          f"{r['sim_cycles_per_rt']:,.0f}", f"{r['sim_ns_per_rt']:,.0f}")
     console.print(pred)
     table = Table(title=f"l4sim ping-pong: n={n:,}, median of {repeats}, Python {result['python']}",
@@ -106,12 +110,13 @@ def pingpong(as_json: bool, n: int | None, quick: bool, repeats: int,
                           f"pingpong_peers.py measures it; {result['floor_warm_ns_per_rt']:,.0f} "
                           f"ns once CPython has specialized its loop (x warm)")
     table.add_column("case", no_wrap=True)
-    for header in ("ns/rt", "min..max", "rt/s", "x floor", "x warm", "cycles/rt"):
+    for header in ("ns/rt", "min..max", "rt/s", "x floor", "x warm", "cycles/rt", "GB/s"):
         table.add_column(header, justify="right", no_wrap=True)
     for r in result["speed_rows"]:
         table.add_row(r["case"], f"{r['ns_per_rt']:,.0f}", f"{r['ns_min']:,.0f}..{r['ns_max']:,.0f}",
                       f"{r['rt_per_s']:,.0f}", f"{r['ratio_to_floor']:.2f}",
-                      f"{r['ratio_to_warm_floor']:.2f}", f"{r['sim_cycles_per_rt']:,.0f}")
+                      f"{r['ratio_to_warm_floor']:.2f}", f"{r['sim_cycles_per_rt']:,.0f}",
+                      f"{r['gb_per_s']:.2f}" if "gb_per_s" in r else "")
     console.print(table)
     if plot_file is not None:
         console.print(f"plot written to {plot_file}")

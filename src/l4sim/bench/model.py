@@ -9,9 +9,11 @@ reply_and_wait: two IPCs and two thread switches.
 The lecture's six configurations (FIASCO_FACTS.md, "Lecture figures") come first, each
 beside the lecture's figure; then the model's predictions for what the lecture does not
 list: UTCB messages of 4 to 63 words in one and in two address spaces, with both entry
-methods. The lecture's UTCB rows were measured with int30 (1938 cycles for 4 words is
-more than four times the 448 of a whole sysenter round trip, and 497 above int30's
-register-only 1441), so they run with the int30 profile here.
+methods, and string IPC (a call carrying one string of 4 KiB to 1 MiB between two
+address spaces) by both copy strategies. The lecture's UTCB rows were measured with
+int30 (1938 cycles for 4 words is more than four times the 448 of a whole sysenter
+round trip, and 497 above int30's register-only 1441), so they run with the int30
+profile here.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from ..kernel import Kernel
 from ..kernel.costs import PROFILES, CostProfile
-from .pingpong import add_pair, check_pair
+from .pingpong import add_pair, add_string_pair, check_pair
 
 ENTRIES = ("int30", "sysenter")
 WORDS = (2, 4, 8, 16, 32, 63)      # 2: register-only; more than 3 travel in the UTCB
@@ -94,15 +96,43 @@ def model_row(config: Config, prof: CostProfile, n: int = 10) -> dict[str, Any]:
     return r
 
 
+# String IPC (S11): a call carrying one string of these sizes, answered with one word,
+# between two address spaces, by each copy strategy (sysenter).
+STRING_SIZES = (4096, 16384, 65536, 262144, 1 << 20)
+COPIES = ("window", "kernel-buffer")
+
+
+def _size_text(n: int) -> str:
+    return f"{n >> 20}m" if n >= 1 << 20 else f"{n >> 10}k"
+
+
+def string_row(size: int, copy: str, prof: CostProfile, n: int = 3) -> dict[str, Any]:
+    """Simulated cycles per round trip of a call with a `size`-byte string."""
+    k = Kernel(profile=prof, check=False, trace=False, frequency_mhz=LECTURE_MHZ, copy=copy)
+    client, log = add_string_pair(k, n, size)
+    res = k.run()
+    name = f"string-{_size_text(size)}-{copy}-cross-space-sysenter"
+    check_pair(name, client, log, res.died)
+    cycles = log[0][0] / n
+    return {
+        "case": name, "section": "prediction", "entry": "sysenter", "profile": prof.name,
+        "same_space": False, "words": 0, "utcb": False, "string_bytes": size, "copy": copy,
+        "sim_cycles_per_rt": cycles, "sim_ns_per_rt": cycles * 1000 / LECTURE_MHZ,
+    }
+
+
 def run_model(profiles: Mapping[str, CostProfile] | None = None,
               n: int = 10) -> list[dict[str, Any]]:
-    """The lecture's six configurations, then the predictions, each simulated.
+    """The lecture's six configurations, then the predictions, each simulated: UTCB
+    sizes, then string IPC of 4 KiB to 1 MiB by both copy strategies.
 
     `profiles` maps each entry method ("int30", "sysenter") to the profile it runs with
     (default: the built-in core2-int30 and core2-sysenter)."""
     profs = dict(default_profiles())
     profs.update(profiles or {})
-    return [model_row(c, profs[c.entry], n) for c in (*LECTURE, *PREDICTIONS)]
+    rows = [model_row(c, profs[c.entry], n) for c in (*LECTURE, *PREDICTIONS)]
+    rows += [string_row(size, copy, profs["sysenter"]) for copy in COPIES for size in STRING_SIZES]
+    return rows
 
 
 MATPLOTLIB_MISSING = ("--plot needs matplotlib, which is not installed; "
@@ -120,7 +150,19 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
     matplotlib.use("Agg")
     plt = importlib.import_module("matplotlib.pyplot")
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax, sax) = plt.subplots(1, 2, figsize=(13, 5))
+    strings = [r for r in rows if "string_bytes" in r]
+    rows = [r for r in rows if "string_bytes" not in r]
+    for copy in COPIES:
+        pts = sorted((r["string_bytes"], r["sim_cycles_per_rt"]) for r in strings if r["copy"] == copy)
+        sax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{copy}, sysenter")
+    sax.set_xscale("log", base=2)
+    sax.set_yscale("log")
+    sax.set_xlabel("string bytes per call (user-memory IPC)")
+    sax.set_ylabel("simulated cycles per round trip")
+    sax.set_title("string IPC between two address spaces")
+    sax.grid(True, alpha=0.3)
+    sax.legend()
     for entry in ENTRIES:
         for same in (True, False):
             pts = sorted((r["words"], r["sim_cycles_per_rt"]) for r in rows

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from ..kernel import IpcError, Kernel, MsgTag, Thread
+from ..kernel import IpcError, Kernel, MsgTag, StringItem, Thread
 from ..kernel.costs import CostProfile
 from ..user import UserContext
 from .floor import floor_ns_per_rt, measure, run_floor, warm_up
@@ -34,6 +34,9 @@ class Case:
     name: str
     words: int          # untyped words each way
     same_space: bool    # client and server in one task
+    string: int = 0     # bytes of a string item per call (user-memory IPC), 0: none
+    copy: str = "window"
+    runs: int = 1       # round trips per run are n // runs (long IPC takes longer)
 
 
 CASES = (
@@ -41,6 +44,9 @@ CASES = (
     Case("register-cross-space", 2, False),
     Case("utcb-8-same-space", 8, True),
     Case("utcb-63-cross-space", 63, False),
+    Case("string-4k-window", 0, False, 4096, "window", 10),
+    Case("string-4k-kernel-buffer", 0, False, 4096, "kernel-buffer", 10),
+    Case("string-1m-window", 0, False, 1 << 20, "window", 1000),
 )
 
 
@@ -82,6 +88,44 @@ async def pinging_client(t: UserContext, dest: int, n: int, words: tuple[int, ..
     return r.error if r is not None else IpcError.OK
 
 
+STRING_SRC = 0x10000000   # the client's string, in its space
+STRING_BUF = 0x20000000   # the server's receive buffer, in its space
+
+
+async def string_server(t: UserContext, size: int) -> None:
+    """Receive a string of `size` bytes per call into a buffer paged in beforehand, and
+    answer with one word."""
+    await t.store(STRING_BUF, bytes(size))
+    await t.wait(buffers=[(STRING_BUF, size)])   # the buffer stays offered (BRs)
+    while True:
+        await t.reply_and_wait(words=(1,))
+
+
+async def string_client(t: UserContext, dest: int, n: int, size: int,
+                        log: list[tuple[int, float]]) -> IpcError:
+    """Call `dest` `n` times with a string of `size` bytes (paged in beforehand)."""
+    await t.store(STRING_SRC, bytes(range(256)) * (size // 256) + bytes(size % 256))
+    item = [StringItem(STRING_SRC, size)]
+    r = None
+    start = t.now
+    t0 = perf_counter()
+    for _ in range(n):
+        r = await t.call(dest, items=item)
+    log.append((t.now - start, perf_counter() - t0))
+    return r.error if r is not None else IpcError.OK
+
+
+def add_string_pair(k: Kernel, n: int, size: int) -> tuple[Thread, list[tuple[int, float]]]:
+    """A server in one task and a client in another that calls it `n` times with a
+    string of `size` bytes (user-memory IPC, S11)."""
+    server = k.new_task("server").new_thread(string_server, size, name="server", priority=100)
+    client_task = k.new_task("client")
+    log: list[tuple[int, float]] = []
+    client = client_task.new_thread(string_client, client_task.add_cap(server), n, size, log,
+                                    name="client", priority=100)
+    return client, log
+
+
 def add_pair(k: Kernel, n: int, words: int,
              same_space: bool) -> tuple[Thread, list[tuple[int, float]]]:
     """Add an echo server and a client that calls it `n` times to `k`. Returns the
@@ -101,12 +145,17 @@ def add_pair(k: Kernel, n: int, words: int,
 def run_case(case: Case, n: int) -> tuple[float, int]:
     """One run of `case`: wall-clock seconds of `k.run()` and simulated cycles of the
     `n` round trips."""
-    k = Kernel(check=False, trace=False)
-    client, log = add_pair(k, n, case.words, case.same_space)
+    k = Kernel(check=False, trace=False, copy=case.copy)
+    if case.string:
+        client, log = add_string_pair(k, n, case.string)
+    else:
+        client, log = add_pair(k, n, case.words, case.same_space)
     t0 = perf_counter()
     res = k.run()
     dt = perf_counter() - t0
     check_pair(case.name, client, log, res.died)
+    if case.string:  # the round trips only: paging in the buffers is not IPC
+        dt = log[0][1]
     return dt, log[0][0]
 
 
@@ -158,20 +207,25 @@ def run_pingpong(n: int, repeats: int = 5, progress: Progress | None = None,
     warm_up(lambda m: run_case(CASES[0], m)[0])  # l4sim's loop gets the same chance
     rows = []
     for case in CASES:
-        say(f"{case.name} (n={n})")
+        m_n = max(1, n // case.runs)
+        say(f"{case.name} (n={m_n})")
         sim: list[int] = []
 
-        def run(m: int, case: Case = case, sim: list[int] = sim) -> float:
+        def run(m: int, case: Case = case, sim: list[int] = sim, m_n: int = m_n) -> float:
             dt, cycles = run_case(case, m)
-            if m == n:
+            if m == m_n:
                 sim.append(cycles)
             return dt
 
-        samples = measure(run, n, repeats)
+        samples = measure(run, m_n, repeats)
         if len(set(sim)) != 1:  # the simulation is deterministic: every run agrees
             raise RuntimeError(f"{case.name}: simulated cycles differ between runs: {sim}")
-        rows.append(row(case.name, statistics.median(samples), floor_ns, sim[0] / n, samples))
+        rows.append(row(case.name, statistics.median(samples), floor_ns, sim[0] / m_n, samples))
         rows[-1]["ratio_to_warm_floor"] = rows[-1]["ns_per_rt"] / floor_warm_ns
+        if case.string:
+            rows[-1]["string_bytes"] = case.string
+            rows[-1]["copy"] = case.copy
+            rows[-1]["gb_per_s"] = case.string / rows[-1]["ns_per_rt"]  # bytes per ns = GB/s
     return {
         "rows": model_rows + rows,
         "model_rows": model_rows,
