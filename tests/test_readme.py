@@ -32,6 +32,16 @@ def test_memory_example_runs_and_prints_what_the_readme_says() -> None:
     assert "# b'hello'" in code and len(dump_lines) == 4
 
 
+def test_long_ipc_example_runs_and_prints_what_the_readme_says() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "StringItem" in b)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    promised = [line[2:] for line in code.splitlines() if line.startswith("# ")]
+    assert out.getvalue().splitlines() == promised and len(promised) == 4
+
+
 def test_quick_start_test_command_is_what_ci_runs() -> None:
     ci = (README.parent / ".ci" / "run").read_text()
     assert "python3 -m pytest -q" in README.read_text()

@@ -22,7 +22,8 @@ pager; physical memory belongs to sigma0, a user-level server too.
 Modules: `abi` (values crossing the boundary, bit-exact with Fiasco), `objects`
 (tasks, threads/UTCBs, gates, capabilities), `memory` (frames, address spaces, the
 mapping database), `flexpage` (map/grant items, windows, unmap), `pagefault` (memory
-access and page-fault IPC), `states` (the IPC state machine as
+access and page-fault IPC), `longipc` (string items: the copy, nested faults, aborts),
+`states` (the IPC state machine as
 data), `sendq` (priority-sorted sender queues), `sched` (per-CPU clock and ready
 queues), `ipc` (the IPC path and its fast path), `kernel` (host API, CPU loop,
 timers, priority inheritance, deletion), `invariants` (S19 checks), `costs` (the
