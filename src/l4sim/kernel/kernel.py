@@ -470,7 +470,7 @@ class Kernel:
 
     async def enter(self, th: Thread, cost: int = 0) -> None:
         """Kernel entry: count it, charge it; stop first if the step limit is reached."""
-        while self.entries >= self.entry_limit:
+        while self.entry_limit < INFINITY and self.entries >= self.entry_limit:
             if self._stop is None:
                 self._stop = "steps"
             th.cpu.enqueue_front(th)
