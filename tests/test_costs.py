@@ -104,3 +104,71 @@ def test_plot_with_matplotlib(tmp_path: Any) -> None:
     out = tmp_path / "rt.png"
     plot_model(run_model(), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the estimated parameters are charged where the work happens ------------------------------
+
+def _end_time(prof: CostProfile, body: Any, copy: str = "window") -> tuple[int, Any]:
+    """Run `body(t, k)` in one thread (default pager) and a sleeping helper; its result."""
+    k = Kernel(profile=prof, check=True, copy=copy)
+    th = k.new_task("t").new_thread(body, k, name="t")
+    res = k.run()
+    assert res.died == [], res
+    return k.now, th.result
+
+
+def test_page_fault_is_charged_once_per_fault() -> None:
+    async def body(t: Any, k: Any) -> int:
+        for i in range(5):
+            await t.store(0x10000 + i * 4096, b"x")  # five faults
+        return 0
+
+    base, _ = _end_time(SYSENTER, body)
+    more, _ = _end_time(replace(SYSENTER, page_fault=SYSENTER.page_fault + 1000), body)
+    assert more - base == 5 * 1000
+
+
+def test_timer_tick_is_charged_per_timer_interrupt() -> None:
+    from l4sim import Timeout
+
+    async def body(t: Any, k: Any) -> int:
+        for _ in range(3):
+            await t.sleep(Timeout.cycles(10_000))  # three timeouts, three timer interrupts
+        return 0
+
+    base, _ = _end_time(SYSENTER, body)
+    more, _ = _end_time(replace(SYSENTER, timer_tick=SYSENTER.timer_tick + 100), body)
+    assert more - base == 3 * 100
+
+
+def test_string_copy_costs_per_byte_and_per_window() -> None:
+    """A 12 KiB string between two tasks: the window strategy charges its per-byte rate
+    and one window setup per (re)establishment; the kernel buffer its own rate."""
+    from l4sim import StringItem
+
+    def run(prof: CostProfile, copy: str) -> int:
+        k = Kernel(profile=prof, check=True, copy=copy)
+
+        async def rcv(t: Any) -> None:
+            await t.store(0x200000, bytes(3 * 4096))
+            await t.wait(buffers=[(0x200000, 3 * 4096)])
+
+        async def snd(t: Any, d: int) -> None:
+            await t.store(0x10000, bytes(3 * 4096))
+            r = await t.send(d, items=[StringItem(0x10000, 3 * 4096)])
+            assert r.ok, r
+
+        r_th = k.new_task("r").new_thread(rcv, name="r", priority=110)
+        ts = k.new_task("s")
+        ts.new_thread(snd, ts.add_cap(r_th), name="s")
+        k.run()
+        return k.now
+
+    n = 3 * 4096
+    w0 = run(SYSENTER, "window")
+    assert run(replace(SYSENTER, string_byte_window=SYSENTER.string_byte_window + 1), "window") - w0 == n
+    assert run(replace(SYSENTER, window_setup=SYSENTER.window_setup + 7), "window") - w0 == 7
+    k0 = run(SYSENTER, "kernel-buffer")
+    bumped = replace(SYSENTER, string_byte_kernel_buffer=SYSENTER.string_byte_kernel_buffer + 1)
+    assert run(bumped, "kernel-buffer") - k0 == n
+    assert run(replace(SYSENTER, window_setup=SYSENTER.window_setup + 7), "kernel-buffer") == k0

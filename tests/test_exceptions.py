@@ -208,7 +208,10 @@ def test_preemption_by_a_higher_priority_thread_is_reported() -> None:
     task.new_thread(high, name="high", priority=100)
     assert k.run().reason == "done"
     wake = next(e.time for e in k.events if e.thread == "high" and e.event == "timeout")
-    assert reports == [wake]
+    began = next(e.time for e in k.events if e.thread == "high" and e.detail == "receive_wait")
+    assert wake == began + 30_000                          # high's sleep expires exactly then
+    # the report carries the time of the preemption: after the timer tick that woke high
+    assert reports == [wake + k.costs.timer_tick]
 
 
 def test_exception_handler_example() -> None:

@@ -47,7 +47,8 @@ def test_equal_priority_threads_start_in_creation_order():
 
 def test_round_robin_with_timeslice_exact_interleaving():
     """Two computing threads of one priority share the CPU in timeslices of 1000 cycles:
-    at each expiry the running one goes to the back with a fresh slice."""
+    at each expiry the timer tick is charged, then the running one goes to the back with a
+    fresh slice."""
     k = make_kernel(timeslice=1_000)
     done = {}
 
@@ -59,19 +60,22 @@ def test_round_robin_with_timeslice_exact_interleaving():
     task.new_thread(worker, "A", name="A")
     task.new_thread(worker, "B", name="B")
     assert k.run().reason == "done"
-    sw = switch_cost(k, same_space=True)
-    # A 0..1000 | B 1060..2060 | A 2120..3120 | B 3180..4180 | A 4240..4740 | B 4800..5300
+    sw, tick = switch_cost(k, same_space=True), k.costs.timer_tick
+    # one round: a slice of 1000, the timer tick that ends it, the switch
+    # (with tick = 500: A 0..1000 | B 1560..2560 | A 3120..4120 | B 4680..5680 | A 6240..6740
+    # | B 6800..7300)
+    p = 1_000 + tick + sw
     assert trace(k, "timeslice") == [
-        (1_000, "A", "timeslice", "expired"),
-        (1_000 + sw + 1_000, "B", "timeslice", "expired"),
-        (2 * (1_000 + sw) + 1_000, "A", "timeslice", "expired"),
-        (3 * (1_000 + sw) + 1_000, "B", "timeslice", "expired"),
+        (1_000 + tick, "A", "timeslice", "expired"),
+        (p + 1_000 + tick, "B", "timeslice", "expired"),
+        (2 * p + 1_000 + tick, "A", "timeslice", "expired"),
+        (3 * p + 1_000 + tick, "B", "timeslice", "expired"),
     ]
     assert [(e[0], e[1]) for e in trace(k, "switch")] == [
-        (1 * (1_000 + sw), "B"), (2 * (1_000 + sw), "A"), (3 * (1_000 + sw), "B"),
-        (4 * (1_000 + sw), "A"), (4 * (1_000 + sw) + 500 + sw, "B"),
+        (1 * p, "B"), (2 * p, "A"), (3 * p, "B"),
+        (4 * p, "A"), (4 * p + 500 + sw, "B"),
     ]
-    assert done == {"A": 4 * (1_000 + sw) + 500, "B": 4 * (1_000 + sw) + 500 + sw + 500}
+    assert done == {"A": 4 * p + 500, "B": 4 * p + 500 + sw + 500}
 
 
 def test_round_robin_three_threads():
@@ -95,7 +99,7 @@ def test_round_robin_three_threads():
 def test_blocking_keeps_the_remainder_of_the_timeslice():
     """S7: blocking keeps the remainder of the timeslice. A uses 6000 cycles of its 10000,
     blocks briefly; when it runs again, its slice ends after the remainder, not after a
-    fresh 10000."""
+    fresh 10000. (A's wake-up tick falls inside B's slice; each slice end costs a tick.)"""
     k = make_kernel(timeslice=10_000)
 
     async def a(t):
@@ -110,18 +114,19 @@ def test_blocking_keeps_the_remainder_of_the_timeslice():
     task.new_thread(a, name="A")
     task.new_thread(b, name="B")
     k.run()
-    sw, c = switch_cost(k, True), ipc_cost(k)
+    sw, c, tick = switch_cost(k, True), ipc_cost(k), k.costs.timer_tick
     remainder = 10_000 - 6_000 - c                   # kernel time counts against the slice
     b_start = 6_000 + c + sw
-    a_again = b_start + 10_000 + sw                  # B used its whole slice meanwhile
+    a_again = b_start + 10_000 + tick + sw           # B used its whole slice meanwhile
     assert trace(k, "timeslice")[:2] == [
-        (b_start + 10_000, "B", "timeslice", "expired"),
-        (a_again + remainder, "A", "timeslice", "expired"),
+        (b_start + 10_000 + tick, "B", "timeslice", "expired"),
+        (a_again + remainder + tick, "A", "timeslice", "expired"),
     ]
 
 
 def test_timeslice_only_among_equal_priorities():
-    """A lower-priority thread never gets a slice while a higher one computes."""
+    """A lower-priority thread never gets a slice while a higher one computes. The timer
+    tick still ends every slice (the thread keeps the CPU with a fresh one)."""
     k = make_kernel(timeslice=1_000)
     order = []
 
@@ -133,7 +138,10 @@ def test_timeslice_only_among_equal_priorities():
     task.new_thread(worker, "low", 1_000, name="low", priority=10)
     task.new_thread(worker, "high", 5_500, name="high", priority=20)
     k.run()
-    assert order == [("high", 5_500), ("low", 5_500 + switch_cost(k, True) + 1_000)]
+    tick = k.costs.timer_tick
+    high_done = 5_500 + 5 * tick                        # five slice ends inside its work
+    # low's work fills its slice exactly: the tick that ends it comes before it returns
+    assert order == [("high", high_done), ("low", high_done + switch_cost(k, True) + 1_000 + tick)]
     assert trace(k, "timeslice") == []                  # nobody of its priority to yield to
 
 
@@ -141,7 +149,8 @@ def test_timeslice_only_among_equal_priorities():
 
 def test_timer_preempts_compute_at_the_exact_wake_time():
     """A high-priority thread waking from sleep preempts a computing low one at exactly its
-    wake time (plus the switch); the low one then finishes the rest of its work."""
+    wake time (plus the timer tick and the switch); the low one then finishes the rest of
+    its work."""
     k = make_kernel()
     log = []
 
@@ -157,11 +166,11 @@ def test_timer_preempts_compute_at_the_exact_wake_time():
     task.new_thread(low, name="low", priority=10)
     task.new_thread(high, name="high", priority=200)
     assert k.run().reason == "done"
-    sw, c = switch_cost(k, True), ipc_cost(k)
+    sw, c, tick = switch_cost(k, True), ipc_cost(k), k.costs.timer_tick
     wake = c + 5_000
     assert when(k, "high", "timeout") == wake
-    assert log == [("high woke", wake + sw),
-                   ("low done", c + sw + 100_000 + sw + sw)]   # three switches, no lost work
+    assert log == [("high woke", wake + tick + sw),
+                   ("low done", c + sw + 100_000 + tick + sw + sw)]   # three switches, no lost work
 
 
 def test_preempted_thread_stays_at_the_front_of_its_priority():
@@ -721,12 +730,13 @@ def test_run_until_and_continue():
     assert (res.reason, res.now, k.now) == ("until", 50_000, 50_000)
     assert len(res.blocked) == 1
     c = ipc_cost(k)
-    assert log == [c + 40_000]
+    r = c + 40_000 + k.costs.timer_tick               # one round: the sleep and its wake-up tick
+    assert log == [r]
     res = k.run(until=100_000)
     assert (res.reason, k.now) == ("until", 100_000)
     res = k.run()
     assert res.reason == "done"
-    assert log == [c + 40_000, 2 * (c + 40_000), 3 * (c + 40_000)]   # as if never stopped
+    assert log == [r, 2 * r, 3 * r]                   # as if never stopped
 
 
 def _two_sleepers():

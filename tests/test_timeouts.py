@@ -2,7 +2,9 @@
 
 Every kind (never, zero, relative in µs or cycles, absolute) in each phase (send,
 receive), the receive timeout of a call, sleep, and Fiasco's 16-bit encoding. A finite
-timeout expires exactly its length after the thread started waiting, in simulated cycles.
+timeout expires exactly its length after the thread started waiting, in simulated cycles
+(the trace's "timeout" event is at the expiry); the timer interrupt that ends the wait
+costs the profile's `timer_tick`, so the thread resumes that many cycles after the expiry.
 """
 
 from __future__ import annotations
@@ -31,12 +33,17 @@ def _expected_expiry(kind: str, began_waiting: int) -> int:
     return ABS if kind == "at" else began_waiting + N
 
 
+def tick(k) -> int:
+    """Cycles of the timer interrupt that fires expired timeouts."""
+    return k.costs.timer_tick
+
+
 # --- send phase ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["us", "cycles", "at"])
 def test_send_timeout_expires_exactly(kind):
-    """A sender whose receiver never gets ready ends SETIMEOUT exactly when its timeout
-    expires, and is no longer in the receiver's sender queue."""
+    """A sender whose receiver never gets ready times out exactly when its timeout expires
+    and ends SETIMEOUT after the timer tick, no longer in the receiver's sender queue."""
     k = make_kernel(frequency_mhz=MHZ)
     log = []
 
@@ -58,7 +65,7 @@ def test_send_timeout_expires_exactly(kind):
     expiry = _expected_expiry(kind, blocked_at)
     assert blocked_at == ipc_cost(k) + switch_cost(k, same_space=False) + ipc_cost(k)
     assert timeouts(k) == [(expiry, "snd"), (100_000 + ipc_cost(k), "rcv")]
-    assert log[0] == ("snd", SETIMEOUT, expiry)            # nothing else ran: no switch
+    assert log[0] == ("snd", SETIMEOUT, expiry + tick(k))  # nothing else ran: no switch
     assert log[1][:2] == ("rcv", RETIMEOUT)
 
 
@@ -143,7 +150,7 @@ def test_never_send_timeout_waits_as_long_as_it_takes():
     rcv = rt.new_thread(receiver, name="rcv")
     st_.new_thread(sender, st_.add_cap(rcv), name="snd")
     assert k.run().reason == "done"
-    woke = 10_000_000 + ipc_cost(k)          # the sleep's end; the sender ran last
+    woke = 10_000_000 + ipc_cost(k) + tick(k)   # the sleep's end and its tick; the sender ran last
     assert log == [("rcv", (4,), woke + switch_cost(k, False) + ipc_cost(k)), ("snd", OK)]
     assert [who for _, who in timeouts(k)] == ["rcv"]
 
@@ -174,8 +181,8 @@ def test_send_timeout_already_expired_absolute():
 @pytest.mark.parametrize("kind", ["us", "cycles", "at"])
 @pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
 def test_receive_timeout_expires_exactly(kind, closed):
-    """A receiver nobody sends to ends RETIMEOUT exactly at its timeout; a late sender with
-    a zero timeout then finds it no longer ready."""
+    """A receiver nobody sends to times out exactly at its timeout and ends RETIMEOUT after
+    the timer tick; a late sender with a zero timeout then finds it no longer ready."""
     k = make_kernel(frequency_mhz=MHZ)
     log = []
     sel = {}
@@ -199,8 +206,8 @@ def test_receive_timeout_expires_exactly(kind, closed):
     began = when(k, "rcv", "state", "receive_wait")
     assert began == ipc_cost(k)
     expiry = _expected_expiry(kind, began)
-    # the sender blocked in its sleep before: the receiver is resumed by a switch
-    assert log == [("rcv", RETIMEOUT, (), expiry + switch_cost(k, same_space=False)),
+    # the sender blocked in its sleep before: the receiver is resumed by a switch after the tick
+    assert log == [("rcv", RETIMEOUT, (), expiry + tick(k) + switch_cost(k, same_space=False)),
                    ("snd", SETIMEOUT)]
     assert timeouts(k)[0] == (expiry, "rcv")
 
@@ -306,8 +313,9 @@ def test_never_receive_timeout_is_idle():
 # --- the receive timeout of a call ------------------------------------------------------------
 
 def test_call_receive_timeout_server_waiting_never_replies():
-    """The server takes the call and never replies: the caller ends RETIMEOUT exactly the
-    timeout after its receive phase began (the moment its send was delivered)."""
+    """The server takes the call and never replies: the caller's timeout expires exactly the
+    timeout after its receive phase began (the moment its send was delivered); it ends
+    RETIMEOUT after the timer tick and the switch back to it."""
     k = make_kernel()
     log = []
 
@@ -328,7 +336,8 @@ def test_call_receive_timeout_server_waiting_never_replies():
     delivered = when(k, "cli", "state", "receive_wait")
     assert delivered == ipc_cost(k) + switch_cost(k, False) + ipc_cost(k, 1)
     assert timeouts(k) == [(delivered + N, "cli")]
-    assert log == [("srv got", (1,)), ("cli", RETIMEOUT, (), delivered + N + switch_cost(k, False))]
+    assert log == [("srv got", (1,)),
+                   ("cli", RETIMEOUT, (), delivered + N + tick(k) + switch_cost(k, False))]
 
 
 def test_call_receive_timeout_starts_when_the_queued_call_is_taken():
@@ -364,11 +373,12 @@ def test_call_receive_timeout_starts_when_the_queued_call_is_taken():
                                                           "timed_out"]
     assert log[0] == ("srv got", (1,), taken)
     assert timeouts(k)[1] == (taken + short, "cli")
-    assert log[1] == ("cli", RETIMEOUT, taken + short + switch_cost(k, False))
+    assert log[1] == ("cli", RETIMEOUT, taken + short + tick(k) + switch_cost(k, False))
 
 
 def test_call_send_timeout_skips_the_receive_phase():
-    """A call whose send times out returns SETIMEOUT; it never waits for a reply."""
+    """A call whose send times out returns SETIMEOUT (after the timer tick); it never waits
+    for a reply."""
     k = make_kernel()
     log = []
 
@@ -385,7 +395,8 @@ def test_call_send_timeout_skips_the_receive_phase():
     ct.new_thread(client, ct.add_cap(srv), name="cli")
     assert k.run().reason == "done"
     blocked = when(k, "cli", "state", "send_wait")
-    assert log == [(SETIMEOUT, blocked + N)]
+    assert timeouts(k)[0] == (blocked + N, "cli")
+    assert log == [(SETIMEOUT, blocked + N + tick(k))]
     assert "receive_wait" not in [s for _, s in states(k, "cli")]
 
 
@@ -402,11 +413,13 @@ def test_sleep_cycles_returns_retimeout_at_the_right_time():
 
     k.new_task("t").new_thread(sleeper, name="z")
     assert k.run().reason == "done"
-    assert log == [(RETIMEOUT, ipc_cost(k) + 12_345)]
+    assert timeouts(k) == [(ipc_cost(k) + 12_345, "z")]
+    assert log == [(RETIMEOUT, ipc_cost(k) + 12_345 + tick(k))]
 
 
 def test_sleep_us_is_converted_with_the_clock():
-    """Timeout.us uses the kernel's clock: 5 µs are 5 * 2663 cycles on the default CPU."""
+    """Timeout.us uses the kernel's clock: 5 µs are 5 * 2663 cycles on the default CPU
+    (the sleeper resumes after the timer tick)."""
     k = make_kernel()
     log = []
 
@@ -416,7 +429,8 @@ def test_sleep_us_is_converted_with_the_clock():
 
     k.new_task("t").new_thread(sleeper, name="z")
     k.run()
-    assert log == [(RETIMEOUT, ipc_cost(k) + 5 * 2663)]
+    assert timeouts(k) == [(ipc_cost(k) + 5 * 2663, "z")]
+    assert log == [(RETIMEOUT, ipc_cost(k) + 5 * 2663 + tick(k))]
 
 
 def test_sleep_until_absolute_time():
@@ -429,7 +443,8 @@ def test_sleep_until_absolute_time():
 
     k.new_task("t").new_thread(sleeper, name="z")
     k.run()
-    assert log == [(RETIMEOUT, 1_000_000)]
+    assert timeouts(k) == [(1_000_000, "z")]
+    assert log == [(RETIMEOUT, 1_000_000 + tick(k))]
 
 
 def test_sleep_zero_returns_at_once():
@@ -552,7 +567,7 @@ def test_raw_canonical_values_round_trip(e, m):
 def test_raw_timeouts_through_the_abi():
     """The raw ABI takes Fiasco's 32-bit timeout word (send half in bits 31-16): a relative
     raw receive timeout of 10 µs, an absolute one read from a buffer register (µs of the
-    kernel clock), and a zero-mantissa value, which is already expired."""
+    kernel clock), and a zero-mantissa value, which is already expired (no timer, no tick)."""
     k = make_kernel(frequency_mhz=MHZ)
     log = []
 
@@ -569,7 +584,8 @@ def test_raw_timeouts_through_the_abi():
     k.new_task("t").new_thread(body, name="z")
     assert k.run().reason == "done"
     c = ipc_cost(k)
-    assert log == [("rel", RETIMEOUT, c + 10_000), ("abs", RETIMEOUT, 50_000),
+    assert timeouts(k) == [(c + 10_000, "z"), (50_000, "z")]
+    assert log == [("rel", RETIMEOUT, c + 10_000 + tick(k)), ("abs", RETIMEOUT, 50_000 + tick(k)),
                    ("expired", RETIMEOUT, c)]
 
 

@@ -7,7 +7,16 @@ kernel charges them where the work happens:
   kernel entry of a send/receive/call/reply_and_wait and at the word transfer;
 - `thread_switch` per thread switch, plus `space_switch` when the new thread runs in
   another task — in the CPU loop;
-- `kernel_op` per non-IPC system call (ex_regs, delete, ...).
+- `kernel_op` per non-IPC system call (ex_regs, delete, unmap, ...);
+- `page_fault` per page fault (the exception entry before the page-fault IPC) — in
+  `pagefault.page_fault` and, for faults during long IPC, `longipc._fault`;
+- `timer_tick` per timer interrupt: once per batch of timeouts that fire
+  (`Kernel._process_events`) and at the end of a timeslice (`Kernel.preemption_point`);
+- per string byte, `string_byte_window` (one copy through the IPC window) or
+  `string_byte_kernel_buffer` (two copies through a kernel buffer), plus
+  `window_setup` whenever the window is established (at the start of a copy and after
+  every switch or fault that flushed it) or, for the kernel buffer, one `space_switch`
+  per transfer between two tasks — in `longipc.copy_strings`.
 
 Calibration (FIASCO_FACTS.md, "Lecture figures"; Core 2 at 2663 MHz, pingpong round trip
 = client call + server reply_and_wait = two IPCs and two thread switches):
@@ -34,9 +43,9 @@ cross-space int30 figure is the one the model cannot hit exactly: the lecture's
 address-space switch costs 521 cycles more per round trip with int30 but 447 with sysenter;
 one `space_switch` for both (224, fitted to the default, sysenter) leaves int30 3.7% low.
 
-Parameters the kernel does not charge yet (their values are estimates, not calibrated to
-the lecture): `page_fault`, `ipi`, `timer_tick`, `string_byte_kernel_buffer`,
-`string_byte_window` and `window_setup` (S11's two copy strategies).
+The parameters beyond the lecture's table are estimates, not calibrated: `page_fault`,
+`timer_tick`, `string_byte_kernel_buffer`, `string_byte_window`, `window_setup`, and
+`ipi`, which nothing charges while l4sim runs one CPU (an IPI needs a second one, S16).
 
 Your own profile: derive it from a built-in one and pass it to the kernel —
 
@@ -64,7 +73,7 @@ class CostProfile:
     utcb_base: int         # extra cost of a message that uses the UTCB
     mr_word: int           # per UTCB word copied
     kernel_op: int         # a non-IPC kernel operation (ex_regs, delete, ...)
-    # Not charged by the kernel yet (estimates, see the module docstring):
+    # Estimates, not calibrated to the lecture (see the module docstring):
     page_fault: int = 1_000                  # exception entry, fault decode, page-fault IPC setup
     ipi: int = 1_500                         # sending and taking an inter-processor interrupt
     timer_tick: int = 500                    # timer interrupt entry, tick accounting, exit

@@ -450,11 +450,15 @@ class Kernel:
         from .ipc import expire
 
         heap = cpu.timers
+        ticked = False
         while heap and heap[0][0] <= cpu.now:
             entry = heapq.heappop(heap)
             th, callback = entry[2], entry[3]
             if th is not None:
                 self.record(th, "timeout", f"at {entry[0]}")
+                if not ticked:  # the timer interrupt: entry, tick accounting, exit
+                    cpu.now += self.costs.timer_tick
+                    ticked = True
                 expire(self, th)
             elif callback is _STOP:
                 self._stop = "until"
@@ -505,6 +509,7 @@ class Kernel:
                 await switch(None)
                 continue
             if cpu.now >= cpu.slice_end:
+                cpu.now += self.costs.timer_tick  # the tick that ends the timeslice
                 cpu.slice_end = cpu.now + self.timeslice
                 if cpu.bitmap >> th.prio:
                     self.record(th, "timeslice", "expired")
