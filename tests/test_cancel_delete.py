@@ -790,3 +790,26 @@ def test_host_cancel_due_inside_the_blocking_entry_is_not_lost() -> None:
     assert k.run().reason == "done"
     assert len(log) == 1 and log[0][1] == IpcError.RECANCELED
     assert th.state_name == "dead"
+
+
+def test_deleting_a_thread_that_sends_to_itself_with_a_sender_queued_behind() -> None:
+    """Found by the state machine: t1 sends to itself (it waits forever, its own sender
+    queue holds it), t0 at a higher priority queues behind it (t1 inherits t0's
+    priority). Deleting t1 ends t0's send SECANCELED; nothing is left inheriting."""
+    k = Kernel(check=True)
+    task = k.new_task("t")
+    got: list[object] = []
+
+    async def selfish(t):  # type: ignore[no-untyped-def]
+        await t.send(t.self_sel, words=[1])
+
+    async def other(t, d):  # type: ignore[no-untyped-def]
+        got.append((await t.send(d, words=[2])).error)
+
+    t1 = task.new_thread(selfish, name="t1", priority=50)
+    t0 = task.new_thread(other, task.add_cap(t1), name="t0", priority=100)
+    assert k.run().reason == "deadlock"
+    assert t1.prio == 100  # inherited from the sender queued at it
+    k.delete(t1)
+    assert k.run().reason == "done"
+    assert got == [IpcError.SECANCELED] and t0.returned

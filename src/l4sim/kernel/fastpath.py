@@ -46,8 +46,6 @@ OK = IpcError.OK
 Trap = Generator[Thread | None, None, IpcResult]
 Windows = Fpage | Sequence[Fpage] | None  # receive windows (S22 `window=`)
 Buffers = Sequence[tuple[int, int]] | None  # string receive buffers (S22 `buffers=`)
-# The fast path tests `window is buffers`: true only when both are left out (None), one
-# test instead of two on every call.
 
 
 def _load_words(mr: array[int], words: Sequence[int]) -> int:
@@ -79,7 +77,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
     """Send to `dest` and wait for the reply from it (its gate's thread) only."""
     if tag is None:
         if not (not items and send_timeout is NEVER and receive_timeout is NEVER and t.fast
-                and type(dest) is int and window is buffers
+                and type(dest) is int and window is None and buffers is None
                 and pagefault_timeout is NEVER):
             return cast(IpcResult, (yield from t._general_call(
                 dest, words, label, items, send_timeout, receive_timeout, pagefault_timeout,
@@ -101,7 +99,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
         # UTCB IPC: the message is already in the MRs; the tag says how much.
         if not (type(tag) is MsgTag and not words and not items and not label
                 and send_timeout is NEVER and receive_timeout is NEVER and t.fast
-                and type(dest) is int and window is buffers
+                and type(dest) is int and window is None and buffers is None
                 and pagefault_timeout is NEVER):
             return cast(IpcResult, (yield from t._general_call(
                 dest, words, label, items, send_timeout, receive_timeout, pagefault_timeout,
@@ -182,8 +180,8 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
     Loading the message and the transfer are the same steps as in `call`, written out
     again on purpose: a shared helper would cost a Python call, 6 % of a round trip."""
     if tag is None:
-        if not (not items and receive_timeout is NEVER and t.fast and window is buffers
-                and pagefault_timeout is NEVER):
+        if not (not items and receive_timeout is NEVER and t.fast and window is None
+                and buffers is None and pagefault_timeout is NEVER):
             return cast(IpcResult, (yield from t._general_reply_and_wait(
                 words, label, items, receive_timeout, pagefault_timeout, tag, window, buffers)))
         th = t._th
@@ -201,8 +199,8 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
         msgtag = _with_label(label, n) if label else n
     else:
         if not (type(tag) is MsgTag and not words and not items and not label
-                and receive_timeout is NEVER and t.fast and window is buffers
-                and pagefault_timeout is NEVER):
+                and receive_timeout is NEVER and t.fast and window is None
+                and buffers is None and pagefault_timeout is NEVER):
             return cast(IpcResult, (yield from t._general_reply_and_wait(
                 words, label, items, receive_timeout, pagefault_timeout, tag, window, buffers)))
         th = t._th

@@ -628,8 +628,8 @@ class Kernel:
                 t.cpu.dequeue(t)
                 t.cpu.enqueue_back(t)
             p = t.partner
-            if t.state == SEND_WAIT:
-                assert isinstance(p, Thread) and p.sendq is not None
+            if t.state == SEND_WAIT and isinstance(p, Thread) and p.sendq is not None:
+                # (not when `t` is being torn down: it has left its queue already)
                 p.sendq.remove(t)
                 p.sendq.enqueue(t, new)
                 t = p
@@ -737,7 +737,8 @@ class Kernel:
             longipc.thread_ends(self, th)
         if th.state & (SEND_WAIT | RECEIVE_WAIT):
             partner = leave_queues(self, th)
-            if partner is not None and partner.prio != partner.priority:
+            # (a thread sending to itself is its own partner: nothing to pass on)
+            if partner is not None and partner is not th and partner.prio != partner.priority:
                 self.update_prio(partner)
         if th.timer is not None:
             self.cancel_timer(th)
