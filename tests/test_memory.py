@@ -40,6 +40,40 @@ def pair(k: Kernel, send_body: Any, recv_body: Any, quota: int | None = None) ->
     return a, b
 
 
+def chain(k: Kernel, *, a_frames: tuple[int, ...] = (0x500000,), a_rights: int = Rights.RWX,
+          b_rights: int = Rights.RWX, c_at: int = 0x200000,
+          b_after: Any = None) -> tuple[Task, Task, list[Any]]:
+    """A (sigma0's task) maps each of `a_frames` in turn to B at 0x100000 (B waits for
+    each); after the first, B maps its page on to C at `c_at`, then runs `b_after(t)`.
+    Returns B's and C's tasks and a log of the IPC errors (C's, B's send, B's result)."""
+    tb, tc = k.new_task("B"), k.new_task("C")
+    log: list[Any] = []
+
+    async def c_body(t: Any) -> None:
+        log.append(("C", (await t.wait(window=Fpage.mem(c_at, 12))).error))
+
+    c = tc.new_thread(c_body, name="C", pager=None, priority=90)
+    csel = tb.add_cap(c)
+
+    async def b_body(t: Any) -> None:
+        await t.wait(window=Fpage.mem(0x100000, 12))
+        r = await t.send(csel, items=[MapItem(Fpage.mem(0x100000, 12, b_rights))])
+        log.append(("B", r.error))
+        for _ in a_frames[1:]:
+            await t.wait(window=Fpage.mem(0x100000, 12))
+        if b_after is not None:
+            log.append(("B after", await b_after(t)))
+
+    b = tb.new_thread(b_body, name="B", pager=None, priority=100)
+
+    async def a_body(t: Any, sel: int) -> None:
+        for frame in a_frames:
+            await t.send(sel, items=[MapItem(Fpage.mem(frame, 12, a_rights))])
+
+    owner(k, a_body, k.sigma0.task.add_cap(b))
+    return tb, tc, log
+
+
 # --- the landing rule ------------------------------------------------------------------
 
 @pytest.mark.parametrize(("snd", "rcv", "hot", "expect"), [
@@ -172,27 +206,9 @@ def test_rights_are_the_item_rights_and_the_senders() -> None:
 def test_rights_cannot_grow_down_the_tree() -> None:
     """B holds a read-only page and maps it on with RWX: C gets R."""
     k = kernel()
-    tb, tc = k.new_task("B"), k.new_task("C")
-    done: list[Any] = []
-
-    async def c_body(t: Any) -> None:
-        done.append((await t.wait(window=Fpage.mem(0x800000, 12))).error)
-
-    c = tc.new_thread(c_body, name="C", pager=None, priority=90)
-    csel = tb.add_cap(c)
-
-    async def b_body(t: Any) -> None:
-        await t.wait(window=Fpage.mem(0x100000, 12))
-        done.append((await t.send(csel, items=[MapItem(Fpage.mem(0x100000, 12, Rights.RWX))])).error)
-
-    b = tb.new_thread(b_body, name="B", pager=None, priority=100)
-
-    async def a_body(t: Any, sel: int) -> None:
-        await t.send(sel, items=[MapItem(Fpage.mem(0x900000, 12, Rights.R))])
-
-    owner(k, a_body, k.sigma0.task.add_cap(b))
+    _, tc, log = chain(k, a_frames=(0x900000,), a_rights=Rights.R, c_at=0x800000)
     k.run()
-    assert done == [IpcError.OK, IpcError.OK]
+    assert sorted(log) == [("B", IpcError.OK), ("C", IpcError.OK)]
     mc = node(tc, 0x800000)
     assert mc is not None and mc.rights == Rights.R and mc.depth == 2
 
@@ -222,26 +238,7 @@ def test_mapping_over_a_foreign_mapping_replaces_it() -> None:
     """B's page at 0x100000 came from frame X (and B mapped it on to C); A maps frame Y
     there: B's old mapping and everything derived from it are gone."""
     k = kernel()
-    tb, tc = k.new_task("B"), k.new_task("C")
-
-    async def c_body(t: Any) -> None:
-        await t.wait(window=Fpage.mem(0x700000, 12))
-
-    c = tc.new_thread(c_body, name="C", pager=None, priority=90)
-    csel = tb.add_cap(c)
-
-    async def b_body(t: Any) -> None:
-        await t.wait(window=Fpage.mem(0x100000, 12))
-        await t.send(csel, items=[MapItem(Fpage.mem(0x100000, 12))])
-        await t.wait(window=Fpage.mem(0x100000, 12))
-
-    b = tb.new_thread(b_body, name="B", pager=None, priority=100)
-
-    async def a_body(t: Any, sel: int) -> None:
-        await t.send(sel, items=[MapItem(Fpage.mem(0x500000, 12))])
-        await t.send(sel, items=[MapItem(Fpage.mem(0x600000, 12))])
-
-    owner(k, a_body, k.sigma0.task.add_cap(b))
+    tb, tc, _ = chain(k, a_frames=(0x500000, 0x600000), c_at=0x700000)
     k.run()
     m = node(tb, 0x100000)
     assert m is not None and m.phys == 0x600000
@@ -347,52 +344,16 @@ def test_partial_revocation_downgrades_every_descendant() -> None:
 
 def test_unmap_self_too_removes_the_callers_own_mapping() -> None:
     k = kernel()
-    tb, tc = k.new_task("B"), k.new_task("C")
-    out: list[int] = []
-
-    async def c_body(t: Any) -> None:
-        await t.wait(window=Fpage.mem(0x200000, 12))
-
-    c = tc.new_thread(c_body, name="C", pager=None, priority=90)
-    csel = tb.add_cap(c)
-
-    async def b_body(t: Any) -> None:
-        await t.wait(window=Fpage.mem(0x100000, 12))
-        await t.send(csel, items=[MapItem(Fpage.mem(0x100000, 12))])
-        out.append(await t.unmap(Fpage.mem(0x100000, 12, Rights.RWX), self_too=True))
-
-    b = tb.new_thread(b_body, name="B", pager=None, priority=100)
-
-    async def a_body(t: Any, sel: int) -> None:
-        await t.send(sel, items=[MapItem(Fpage.mem(0x500000, 12))])
-
-    owner(k, a_body, k.sigma0.task.add_cap(b))
+    tb, tc, log = chain(k, b_after=lambda t: t.unmap(Fpage.mem(0x100000, 12, Rights.RWX), self_too=True))
     k.run()
-    assert out == [2] and tb.space.count == 0 and tc.space.count == 0
+    assert ("B after", 2) in log and tb.space.count == 0 and tc.space.count == 0
     root = node(k.sigma0.task, 0x500000)
     assert root is not None and not root.children
 
 
 def test_deleting_a_task_unmaps_what_it_mapped() -> None:
     k = kernel()
-    tb, tc = k.new_task("B"), k.new_task("C")
-
-    async def c_body(t: Any) -> None:
-        await t.wait(window=Fpage.mem(0x200000, 12))
-
-    c = tc.new_thread(c_body, name="C", pager=None, priority=90)
-    csel = tb.add_cap(c)
-
-    async def b_body(t: Any) -> None:
-        await t.wait(window=Fpage.mem(0x100000, 12))
-        await t.send(csel, items=[MapItem(Fpage.mem(0x100000, 12))])
-
-    b = tb.new_thread(b_body, name="B", pager=None, priority=100)
-
-    async def a_body(t: Any, sel: int) -> None:
-        await t.send(sel, items=[MapItem(Fpage.mem(0x500000, 12))])
-
-    owner(k, a_body, k.sigma0.task.add_cap(b))
+    tb, tc, _ = chain(k)
     k.run()
     assert tc.space.count == 1
     k.delete(tb)

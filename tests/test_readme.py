@@ -21,25 +21,27 @@ def test_tutorial_runs_and_prints_what_the_readme_says() -> None:
     assert "# done 6 10" in code.group(1)
 
 
-def test_memory_example_runs_and_prints_what_the_readme_says() -> None:
+def run_block(marker: str) -> tuple[str, list[str]]:
+    """The README's python block that contains `marker`, and what it prints."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    code = next(b for b in blocks if "MapItem" in b)
+    code = next(b for b in blocks if marker in b)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README.md", "exec"), {})
+    return code, out.getvalue().splitlines()
+
+
+def test_memory_example_runs_and_prints_what_the_readme_says() -> None:
+    code, printed = run_block("MapItem")
     dump_lines = [line[2:] for line in code.splitlines() if line.startswith("# ")]
-    assert out.getvalue().splitlines() == ["b'hello'", *dump_lines]
+    assert printed == ["b'hello'", *dump_lines]
     assert "# b'hello'" in code and len(dump_lines) == 4
 
 
 def test_long_ipc_example_runs_and_prints_what_the_readme_says() -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    code = next(b for b in blocks if "StringItem" in b)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), {})
+    code, printed = run_block("StringItem")
     promised = [line[2:] for line in code.splitlines() if line.startswith("# ")]
-    assert out.getvalue().splitlines() == promised and len(promised) == 4
+    assert printed == promised and len(promised) == 4
 
 
 def test_quick_start_test_command_is_what_ci_runs() -> None:

@@ -211,14 +211,20 @@ class UserContext:
 
     # --- memory (S9, S10) -------------------------------------------------------------------
 
+    async def _pieces(self, addr: int, n: int, write: bool) -> list[tuple[int, int]]:
+        """The physical pieces of an access; page faults first for what is missing.
+        Returns without yielding when everything is mapped."""
+        _check_access(addr, n)
+        th = self._th
+        pieces, missing, _ = _pf.translate(th, addr, n, 2 if write else 4)
+        if missing >= 0:
+            pieces = await _pf.access(self._k, th, addr, n, write)
+        return pieces
+
     async def load(self, addr: int, n: int) -> bytes:
         """Read `n` bytes at `addr` of this task's address space; a page fault (IPC to
         the pager) for each page not mapped readable, then the read."""
-        _check_access(addr, n)
-        th = self._th
-        pieces, missing, _ = _pf.translate(th, addr, n, 4)
-        if missing >= 0:
-            pieces = await _pf.access(self._k, th, addr, n, False)
+        pieces = await self._pieces(addr, n, False)
         view = self._k.phys.view
         if len(pieces) == 1:
             p, ln = pieces[0]
@@ -229,12 +235,7 @@ class UserContext:
         """Write `data` at `addr`; page faults (write) for what is not mapped writable."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes-like, got {type(data).__name__}")
-        n = len(data)
-        _check_access(addr, n)
-        th = self._th
-        pieces, missing, _ = _pf.translate(th, addr, n, 2)
-        if missing >= 0:
-            pieces = await _pf.access(self._k, th, addr, n, True)
+        pieces = await self._pieces(addr, len(data), True)
         view = self._k.phys.view
         src = memoryview(data).cast("B")
         at = 0
