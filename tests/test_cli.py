@@ -25,11 +25,12 @@ def invoke(*args: str) -> tuple[int, str]:
 def test_demo_exits_zero_and_narrates() -> None:
     code, out = invoke("demo")
     assert code == 0, out
-    for scene in range(1, 10):
+    for scene in range(1, 12):
         assert f"Scene {scene}" in out
     for word in ("RETIMEOUT", "SETIMEOUT", "RECANCELED", "SECANCELED", "ENOT_EXISTENT",
                  "reply_and_wait", "receive(cli)", "ex_regs", "delete(mbox)", "0x51",
-                 "page-fault IPC", "(-2, 0x10002)", "b'hi'"):
+                 "page-fault IPC", "(-2, 0x10002)", "b'hi'", "UTCB IPC",
+                 "string_bytes): (OK, (8192,))", "b'hello'"):
         assert word in out, word
     assert re.search(r"all \d+ outcomes as the SPEC says", out)
     assert "run ended: done" in out

@@ -377,3 +377,8 @@ def test_events_carry_the_thread_tid_as_names_need_not_be_unique() -> None:
     k.run()
     tids = {e.tid for e in k.events if e.thread == "twin"}
     assert tids == {a.tid, b.tid}
+
+
+def test_messages_with_items_and_failed_items_are_parsed() -> None:
+    assert parse_transfer("to pager: 0 words, 1 items") == ("pager", 0, False)
+    assert parse_transfer("to b: 2 words, items failed: SEMAPFAILED") == ("b", 2, True)

@@ -11,7 +11,9 @@ says it must be; `run_demo` returns 0 when all were as expected, 1 otherwise.
                   other a second client
                   ctl   a controller that cancels and deletes
                   app   a thread whose pager is pgr
+                  streamer  sends UTCB words, then a string, to echo
     server task:  pgr   a user-level pager, itself paged by sigma0
+                  echo  echoes UTCB words, receives a string
 
 Scenes: an open wait with a finite timeout; sleep; call through a gate (the server sees
 the gate's label) and reply_and_wait; a direct send (the server sees the sender's tid);
@@ -20,13 +22,15 @@ reply that does not wait; send timeouts zero and finite; a cancel by ex_regs; th
 deletion of a thread with senders queued at it; an interrupt delivered to a driver
 (masked after delivery, raises coalescing while masked); and an exception IPC whose
 handler emulates an instruction; a page fault resolved by a user-level pager that
-got its memory from sigma0.
+got its memory from sigma0; UTCB IPC; and a long IPC whose receive buffer pages in
+during the copy.
 
 Everything is deterministic: the log is the same on every run.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .kernel import Fpage, IpcError, Kernel, MapItem, Rights, RunResult, Timeout
+from .kernel import Fpage, IpcError, Kernel, MapItem, MsgTag, Rights, RunResult, StringItem, Timeout
 from .trace import write_chrome, write_mermaid
 from .user import UserContext
 
@@ -249,6 +253,34 @@ def build(k: Kernel, n: Narrator) -> dict[str, Any]:
         n.expect(t, "the store completed after the pager's reply; load(0x10000, 2)",
                  await t.load(0x10000, 2), b"hi")
 
+    async def echo(t: UserContext) -> None:
+        n.say(t, "wait(buffers=[(0x300000, 8192)]): offers a string buffer, not paged in")
+        r = await t.wait(buffers=[(0x300000, 8192)])
+        n.expect(t, "UTCB IPC: 8 words arrived, copied MR to MR", r.words, tuple(range(1, 9)))
+        n.say(t, "reply_and_wait(tag=MsgTag(words=8)): echo the MRs as they are")
+        r = await t.reply_and_wait(tag=MsgTag(words=8))
+        n.expect(t, "a string arrived: (error, string_bytes)", (r.error, r.string_bytes),
+                 (IpcError.OK, (8192,)))
+        n.expect(t, "our buffer was paged in during the copy; load(0x300000, 5)",
+                 await t.load(0x300000, 5), b"hello")
+        await t.wait()
+
+    async def streamer(t: UserContext) -> None:
+        echo_sel = sel["echo"]
+        await t.sleep(at(140))
+        n.scene(t, "Scene 10 — UTCB IPC: 8 words, MR to MR")
+        n.say(t, "write 1..8 into our MRs; call(echo, tag=MsgTag(words=8))")
+        t.utcb.mr[:8] = array("Q", range(1, 9))
+        r = await t.call(echo_sel, tag=MsgTag(words=8))
+        n.expect(t, "the echo: (error, words)", (r.error, r.words), (IpcError.OK, tuple(range(1, 9))))
+        await t.sleep(at(160))
+        n.scene(t, "Scene 11 — long IPC: a string copied between address spaces, page faults "
+                   "in the receiver's buffer during the copy")
+        await t.store(0x10000, b"hello" + bytes(8187))
+        n.say(t, "send(echo, items=[StringItem(0x10000, 8192)])")
+        r = await t.send(echo_sel, items=[StringItem(0x10000, 8192)])
+        n.expect(t, "sent: (error, string_bytes)", (r.error, r.string_bytes), (IpcError.OK, (8192,)))
+
     async def ctl(t: UserContext) -> None:
         cli_sel, mbox_sel = sel["cli"], sel["mbox"]
         await t.sleep(at(65))
@@ -270,6 +302,9 @@ def build(k: Kernel, n: Narrator) -> dict[str, Any]:
     th_drv = stask.new_thread(drv, name="drv", priority=150)
     th_handler = ctask.new_thread(handler, name="handler", priority=140)
     th_emu = ctask.new_thread(emu, name="emu", exc_handler=th_handler)
+    th_echo = stask.new_thread(echo, name="echo", priority=120)
+    th_streamer = ctask.new_thread(streamer, name="streamer")
+    sel["echo"] = ctask.add_cap(th_echo)
     th_pgr = stask.new_thread(pgr, name="pgr", priority=130, pager=k.sigma0)
     th_app = ctask.new_thread(app, name="app", pager=th_pgr)
     irq = k.new_irq("dev")
@@ -283,7 +318,8 @@ def build(k: Kernel, n: Narrator) -> dict[str, Any]:
     sel["cli"] = th_cli.self_sel            # and cli's own, which ctl uses for ex_regs
     sel["srv:cli"] = stask.add_cap(th_cli)  # the server task: cli, for the closed receive
     threads = {"srv": th_srv, "mbox": th_mbox, "cli": th_cli, "other": th_other, "ctl": th_ctl,
-               "drv": th_drv, "handler": th_handler, "emu": th_emu, "pgr": th_pgr, "app": th_app}
+               "drv": th_drv, "handler": th_handler, "emu": th_emu, "pgr": th_pgr, "app": th_app,
+               "echo": th_echo, "streamer": th_streamer}
     ids.update({name: th.tid for name, th in threads.items()})
     return threads
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from ..kernel.kernel import Event
 
-_TRANSFER = re.compile(r"^to (?P<rcv>.+): (?P<n>\d+) words(?P<cut>, items cut)?$")
+_TRANSFER = re.compile(
+    r"^to (?P<rcv>.+): (?P<n>\d+) words(?:, \d+ items)?(?P<cut>, items (?:cut|failed: \w+))?$")
 
 
 class Message(NamedTuple):
@@ -38,8 +39,9 @@ class Message(NamedTuple):
 
 
 def parse_transfer(detail: str) -> tuple[str, int, bool] | None:
-    """The receiver's name, the number of words and whether items were cut, from the
-    detail of a "transfer" event ("to NAME: N words[, items cut]")."""
+    """The receiver's name, the number of words and whether the items failed (a cut or a
+    failed map), from the detail of a "transfer" event ("to NAME: N words[, M items]" or
+    "to NAME: N words, items failed: ERROR")."""
     m = _TRANSFER.match(detail)
     if m is None:
         return None
