@@ -781,3 +781,38 @@ def test_sigma0_hands_each_region_out_once_and_stays_fast() -> None:
         assert a is not None
         big.take(a, a + PAGE, 7)
     assert len(big.regions) == 1                        # merged: find_free stays O(1)
+
+
+def test_unmapping_part_of_a_mapping_with_many_children() -> None:
+    """A holds 64 MiB (sigma0's root); it maps 100 pages and one 2 MiB superpage to B,
+    then unmaps single pages and a range: exactly the children inside go (the index of
+    children by frame agrees with a scan)."""
+    k = kernel()
+    tb = k.new_task("B")
+    removed: list[int] = []
+
+    async def b_body(t: Any) -> None:
+        for _ in range(5):
+            assert (await t.wait(window=Fpage.mem(0x40000000, 30))).ok
+
+    b = tb.new_thread(b_body, name="B", pager=None, priority=130)
+
+    async def a_body(t: Any, sel: int) -> None:
+        for i in range(0, 100, 25):
+            await t.send(sel, items=[MapItem(Fpage.mem((i + j) * PAGE, 12), send_base=(i + j) * PAGE)
+                                     for j in range(25)])
+        await t.send(sel, items=[MapItem(Fpage.mem(0x600000, 21), send_base=0x600000)])
+        removed.append(await t.unmap(Fpage.mem(5 * PAGE, 12, Rights.RWX)))
+        removed.append(await t.unmap(Fpage.mem(0x601000, 12, Rights.RWX)))  # inside the superpage
+        removed.append(await t.unmap(Fpage.mem(0x40000, 16, Rights.W)))     # downgrade 16 pages
+        removed.append(await t.unmap(Fpage.mem(0x10000, 15, Rights.RWX)))   # pages 16..23
+
+    owner(k, a_body, k.sigma0.task.add_cap(b))
+    k.run()
+    assert removed == [1, 1, 0, 8]
+    pages = {m.base - 0x40000000: m for m in tb.space.mappings() if m.order == 12}
+    assert [m.order for m in tb.space.mappings()] == [12] * len(pages)  # the superpage went
+    want = [i * PAGE for i in range(100) if i != 5 and not 16 <= i < 24]
+    assert sorted(pages) == want
+    for off, m in pages.items():
+        assert m.rights == (Rights.R | Rights.X if 0x40000 <= off < 0x50000 else Rights.RWX)

@@ -74,7 +74,8 @@ class Mapping:
     """One node of the mapping database: `space` maps [base, base + 2^order) to
     [phys, phys + 2^order) with `rights`, derived from `parent`."""
 
-    __slots__ = ("space", "base", "order", "phys", "rights", "parent", "children", "depth")
+    __slots__ = ("space", "base", "order", "phys", "rights", "parent", "children", "depth",
+                 "by_frame")
 
     def __init__(self, space: AddressSpace, base: int, order: int, phys: int, rights: int,
                  parent: Mapping | None) -> None:
@@ -86,6 +87,9 @@ class Mapping:
         self.parent = parent
         self.children: dict[Mapping, None] = {}
         self.depth: int = 0 if parent is None else parent.depth + 1
+        # The children by physical page, made when a node with many children is unmapped
+        # in part: a pager holding 1 GiB that unmaps one page then finds its children at once.
+        self.by_frame: dict[int, list[Mapping]] | None = None
 
     def ancestors(self) -> Iterator[Mapping]:
         m = self.parent
@@ -263,6 +267,9 @@ def add_child(parent: Mapping, space: AddressSpace, base: int, order: int, phys:
               rights: int) -> Mapping:
     child = Mapping(space, base, order, phys, rights, parent)
     parent.children[child] = None
+    index = parent.by_frame
+    if index is not None:
+        index.setdefault(phys >> PAGE_SHIFT, []).append(child)
     space.insert(child)
     return child
 
@@ -272,6 +279,9 @@ def remove_subtree(m: Mapping) -> int:
     parent = m.parent
     if parent is not None:
         del parent.children[m]
+        index = parent.by_frame
+        if index is not None:
+            index[m.phys >> PAGE_SHIFT].remove(m)
         m.parent = None
     stack = [m]
     n = 0
@@ -285,6 +295,7 @@ def remove_subtree(m: Mapping) -> int:
             for kid in kids:
                 kid.parent = None
             node.children = {}
+            node.by_frame = None
     return n
 
 
@@ -317,12 +328,37 @@ def revoke(m: Mapping, base: int, order: int, rights: int, self_too: bool) -> in
         return 0
     pstart, pend = m.phys + lo, m.phys + hi
     removed = 0
-    for c in [c for c in m.children if c.phys < pend and pstart < c.phys + (1 << c.order)]:
+    for c in _children_in(m, pstart, pend):
         if rights & R:
             removed += remove_subtree(c)
         else:
             downgrade_subtree(c, rights)
     return removed
+
+
+def _children_in(m: Mapping, pstart: int, pend: int) -> list[Mapping]:
+    """The children of `m` that overlap the physical range [pstart, pend)."""
+    kids = m.children
+    pages = (pend - pstart) >> PAGE_SHIFT
+    if len(kids) <= 32 or pages >= len(kids) or m.space.kind != 1:
+        return [c for c in kids if c.phys < pend and pstart < c.phys + (1 << c.order)]
+    index = m.by_frame
+    if index is None:
+        index = m.by_frame = {}
+        for c in kids:
+            index.setdefault(c.phys >> PAGE_SHIFT, []).append(c)
+    found: list[Mapping] = []
+    for page in range(pstart >> PAGE_SHIFT, pend >> PAGE_SHIFT):
+        found.extend(index.get(page, ()))
+    # A 2 MiB or 1 GiB child that starts before the range and reaches into it (entries
+    # are naturally aligned, so it starts at an aligned address).
+    looked = set()
+    for shift in (21, 30):
+        start = pstart >> shift << shift
+        if start < pstart and start not in looked:
+            looked.add(start)
+            found.extend(c for c in index.get(start >> PAGE_SHIFT, ()) if c.phys + (1 << c.order) > pstart)
+    return found
 
 
 class MappingDatabase:
