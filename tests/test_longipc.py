@@ -363,3 +363,25 @@ def test_file_server_runs_from_the_command_line() -> None:
     assert res.exit_code == 0, res.output
     assert "kernel-buffer  sender-driven" in res.output
     assert "read 65536 bytes into a buffer that was not paged in" in res.output
+
+
+def test_faults_at_the_same_address_in_both_spaces() -> None:
+    """The sender's string and the receiver's buffer at one virtual address, both not
+    paged in: two faults per page, one in each space, and the copy completes."""
+    k = Kernel(check=True)
+    got: dict[str, Any] = {}
+
+    async def rcv(t: Any) -> None:
+        r = await t.wait(buffers=[(0x400000, 2 * PAGE)])
+        got["r"] = (r.error, r.string_bytes, await t.load(0x400000 + PAGE, 4))
+
+    async def snd(t: Any, d: int) -> None:
+        r = await t.send(d, items=[StringItem(0x400000, 2 * PAGE)])
+        got["s"] = (r.error, r.string_bytes)
+
+    r_th = k.new_task("R").new_thread(rcv, name="R", priority=110)
+    ts = k.new_task("S")
+    ts.new_thread(snd, ts.add_cap(r_th), name="S")
+    res = k.run()
+    assert res.died == []
+    assert got == {"s": (E.OK, (2 * PAGE,)), "r": (E.OK, (2 * PAGE,), bytes(4))}

@@ -129,7 +129,10 @@ def run_scale(threads: int = 100_000, n: int = 100_000, repeats: int = 5, kind: 
         for bench in (crowded, alone):
             gc.collect()
             bench.run(n)
-    if set(crowded.sim) != set(alone.sim) or len(set(crowded.sim)) != 1:
+    # Runs go on in one kernel, so some cross a timeslice end more than others (its
+    # timer tick adds a fraction of a cycle per round trip): compare whole cycles.
+    sims = {round(s) for s in crowded.sim + alone.sim}
+    if len(sims) != 1:
         raise RuntimeError(f"simulated round trips differ: {crowded.sim} vs {alone.sim}")
     med = statistics.median
     ns, two_ns = med(crowded.run_ns), med(alone.run_ns)

@@ -276,7 +276,7 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
             await k.block(th, None)
             th.snd_call = False
             x = th.xfer
-            if x is not None and x.copier is th:
+            if x is not None and x.copier is th and not x.started:
                 # Sender-driven: the receiver took us and woke us to copy.
                 err = longipc.end(k, x, await longipc.copy_strings(k, x))
                 if err or not op & _RECEIVE:

@@ -64,7 +64,7 @@ class Transfer:
     meanwhile (`abort`: a send-side error set by a cancel or a deletion)."""
 
     __slots__ = ("snd", "rcv", "copier", "label", "tag", "call", "strings", "buffers",
-                 "done", "abort", "locked", "delete_pending", "window")
+                 "done", "abort", "locked", "delete_pending", "window", "started")
 
     def __init__(self, snd: Thread, rcv: Thread, copier: Thread, label: int, tag: int,
                  call: bool, strings: list[tuple[int, int]]) -> None:
@@ -81,6 +81,7 @@ class Transfer:
         self.locked = False
         self.delete_pending = False
         self.window = False
+        self.started = False  # the copy has begun (a copier's nested fault IPC is not a start)
 
     def passive(self) -> Thread:
         return self.rcv if self.copier is self.snd else self.snd
@@ -151,6 +152,7 @@ async def copy_strings(k: Kernel, x: Transfer) -> IpcError:
         cpu.now += costs.space_switch  # the copy switches to the other address space
     cut = False
     x.locked = True
+    x.started = True
     for i, (saddr, slen) in enumerate(x.strings):
         if i >= len(x.buffers):
             cut = True
@@ -159,26 +161,26 @@ async def copy_strings(k: Kernel, x: Transfer) -> IpcError:
         n = slen if slen <= bsize else bsize
         cut = cut or slen > bsize
         off = 0
-        faulted = -1
+        faulted: tuple[Thread, int] | None = None  # the last fault: (whose space, where)
         while off < n:
             s, d = saddr + off, baddr + off
             src, srun = _translate(snd, s, _R)
             if src < 0:
-                if faulted == s:
+                if faulted == (snd, s):
                     return SEABORTED  # the pager's reply left it unmapped: no retry in long IPC
                 err = await _fault(k, x, snd, s, False)
                 if err:
                     return err
-                faulted = s
+                faulted = snd, s
                 continue
             dst, drun = _translate(rcv, d, _W)
             if dst < 0:
-                if faulted == d:
+                if faulted == (rcv, d):
                     return SEABORTED
                 err = await _fault(k, x, rcv, d, True)
                 if err:
                     return err
-                faulted = d
+                faulted = rcv, d
                 continue
             if not kernel_buffer and not x.window:
                 cpu.now += costs.window_setup  # map the receiver's buffer into the window
