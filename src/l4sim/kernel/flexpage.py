@@ -404,7 +404,9 @@ def _unmap_caps(task: Task, base: int, order: int, rights: int, self_too: bool) 
 def release_task(task: Task) -> None:
     """A task is deleted: everything it mapped to others is unmapped, and its own
     mappings and capabilities leave the database."""
-    for space in (task.space, task.io):
+    for space in (task.space, task._io):
+        if space is None:
+            continue
         for m in space.mappings():
             if space.holds(m):
                 remove_subtree(m)

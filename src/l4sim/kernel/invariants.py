@@ -160,7 +160,8 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
                 if kid.parent is not cap:
                     raise Bad("a capability's children point back at it", f"{task.name}[{sel}]")
         _check_memory(k, task.space)
-        _check_memory(k, task.io)
+        if task._io is not None:
+            _check_memory(k, task._io)
 
 
 def _check_memory(k: Kernel, space: AddressSpace) -> None:

@@ -110,7 +110,7 @@ class Utcb:
 class Task(KernelObject):
     """An address space and an object space (capability table, selector 0 is invalid)."""
 
-    __slots__ = ("name", "caps", "threads", "id", "space", "io")
+    __slots__ = ("name", "caps", "threads", "id", "space", "_io")
 
     kind = "task"
 
@@ -122,7 +122,15 @@ class Task(KernelObject):
         self.caps: list[Capability | None] = [None]
         self.threads: list[Thread] = []
         self.space = AddressSpace(self, name, 1, USER_SPACE_BITS, PAGE_SHIFT, pt_quota)
-        self.io = AddressSpace(self, name, 2, IO_SPACE_BITS, 0, None)
+        self._io: AddressSpace | None = None  # made on first use: few tasks hold ports
+
+    @property
+    def io(self) -> AddressSpace:
+        """The task's I/O-port space."""
+        io = self._io
+        if io is None:
+            io = self._io = AddressSpace(self, self.name, 2, IO_SPACE_BITS, 0, None)
+        return io
 
     def add_cap(self, obj: KernelObject, rights: int = CapRights.ALL) -> int:
         """Give this task a capability to `obj`; returns its selector (host-level setup)."""
