@@ -299,7 +299,7 @@ def map_caps(k: Kernel, src: Task, dst: Task, fpage: int, hot: int, window_raw: 
             dcaps[tsel] = cap
         else:
             child = Capability(cap.obj, rights, dst, tsel, cap)
-            cap.children[child] = None
+            cap.adopt(child)
             dcaps[tsel] = child
         cap.obj.cap_refs.append((dst, tsel))
     return (t << 12) | o << 6 | OBJECT << 4 | frights
@@ -348,7 +348,7 @@ def revoke_cap(cap: Capability, rights: int, self_too: bool) -> int:
     for top in doomed:
         parent = top.parent
         if parent is not None:
-            parent.children.pop(top, None)
+            parent.disown(top)
         stack = [top]
         while stack:
             c = stack.pop()
@@ -356,7 +356,7 @@ def revoke_cap(cap: Capability, rights: int, self_too: bool) -> int:
             if c.sel < len(caps) and caps[c.sel] is c:
                 caps[c.sel] = None
             stack.extend(c.children)
-            c.children = {}
+            c._kids = None
             c.parent = None
             n += 1
     return n

@@ -66,7 +66,7 @@ class Capability:
     this one was mapped from (None: given by host-level setup), `children` those mapped
     from it; revoking a capability revokes everything derived from it."""
 
-    __slots__ = ("obj", "rights", "task", "sel", "parent", "children")
+    __slots__ = ("obj", "rights", "task", "sel", "parent", "_kids")
 
     def __init__(self, obj: KernelObject, rights: int, task: Task, sel: int,
                  parent: Capability | None = None) -> None:
@@ -75,7 +75,21 @@ class Capability:
         self.task = task
         self.sel = sel
         self.parent = parent
-        self.children: dict[Capability, None] = {}
+        self._kids: dict[Capability, None] | None = None  # most capabilities have none
+
+    @property
+    def children(self) -> dict[Capability, None] | tuple[()]:
+        """The capabilities mapped from this one (read only; see adopt, disown)."""
+        return self._kids or ()
+
+    def adopt(self, child: Capability) -> None:
+        if self._kids is None:
+            self._kids = {}
+        self._kids[child] = None
+
+    def disown(self, child: Capability) -> None:
+        if self._kids is not None:
+            self._kids.pop(child, None)
 
     def __repr__(self) -> str:
         return f"Capability({self.obj!r}, {CapRights(self.rights)!r})"
