@@ -385,3 +385,26 @@ def test_faults_at_the_same_address_in_both_spaces() -> None:
     res = k.run()
     assert res.died == []
     assert got == {"s": (E.OK, (2 * PAGE,)), "r": (E.OK, (2 * PAGE,), bytes(4))}
+
+
+def test_misused_buffers_and_windows_raise_and_leave_the_brs_alone() -> None:
+    from l4sim import Fpage
+
+    k = Kernel(check=True)
+    seen: list[Any] = []
+
+    async def body(t: Any) -> None:
+        await t.wait(receive_timeout=Timeout.zero(), buffers=[(0x1000, 16)])
+        before = (tuple(t.utcb.br), t.utcb.bdr)
+        for kw in ({"buffers": [(0x1000, 16), (0x2000, "x")]}, {"buffers": [(-1, 4)]},
+                   {"buffers": [(1 << 47, 1)]}, {"buffers": [0x1000]},
+                   {"window": [Fpage.mem(0, 12), Fpage.mem(0x1000, 12)]}, {"window": "x"}):
+            try:
+                await t.wait(receive_timeout=Timeout.zero(), **kw)
+            except (TypeError, ValueError) as e:
+                seen.append(type(e).__name__)
+        seen.append((tuple(t.utcb.br), t.utcb.bdr) == before)
+
+    k.new_task("T").new_thread(body, name="T", pager=None)
+    k.run()
+    assert seen == ["TypeError", "ValueError", "ValueError", "TypeError", "ValueError", "TypeError", True]

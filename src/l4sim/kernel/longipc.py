@@ -415,9 +415,7 @@ def thread_ends(k: Kernel, th: Thread) -> None:
         if other.xfer is x and other.state & IPC_TRANSFER:
             abort_passive(k, other, f"{th.name} died during the transfer")
     else:
-        x.abort = SEABORTED
-        if other.xfer is x and other.state == READY | RECV_IN_PROGRESS and other.cpu.current is not other:
-            pass  # the copier sees the abort when it runs again
+        x.abort = SEABORTED  # the copier sees it at its next revalidation
 
 
 def defer_delete(k: Kernel, th: Thread) -> bool:

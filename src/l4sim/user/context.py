@@ -161,15 +161,16 @@ class UserContext:
         bufs = list(buffers)
         if len(bufs) > (BR_COUNT - _BUFFER_BR) // 2:
             raise ValueError(f"at most {(BR_COUNT - _BUFFER_BR) // 2} string buffers")
-        utcb = self._th.utcb
-        br = utcb.br
-        for i, buf in enumerate(bufs):
+        for buf in bufs:  # check them all before the BRs change
             if (not isinstance(buf, tuple) or len(buf) != 2
                     or not all(type(v) is int for v in buf)):
                 raise TypeError(f"a string buffer is (address, size), got {buf!r}")
             addr, size = buf
-            if addr < 0 or size < 0 or addr + size > 1 << 47 or size >= 1 << 52:
+            if addr < 0 or size < 0 or addr + size > 1 << 47:
                 raise ValueError(f"buffer ({addr:#x}, {size}) is not inside the address space")
+        utcb = self._th.utcb
+        br = utcb.br
+        for i, (addr, size) in enumerate(bufs):
             br[_BUFFER_BR + 2 * i] = size << 12 | 0x4
             br[_BUFFER_BR + 2 * i + 1] = addr
         end = _BUFFER_BR + 2 * len(bufs)
@@ -194,7 +195,7 @@ class UserContext:
             if fp.type == Fpage.SPECIAL and fp.order != 63:
                 raise ValueError(f"{fp!r} is not a receive window")
         order = sorted(range(len(fps)), key=lambda i: fps[i].type == Fpage.SPECIAL)
-        for i in order:
+        for i in order:  # "all" takes the kinds no other window names
             fp = fps[i]
             kinds = ((fp.type,) if fp.type != Fpage.SPECIAL
                      else tuple(k for k in (Fpage.MEMORY, Fpage.IO, Fpage.OBJECT) if k not in taken))
@@ -203,6 +204,7 @@ class UserContext:
                     raise ValueError("at most one receive window per kind (memory, I/O, objects)")
                 taken.add(kind)
                 bdr |= 2 * i << _BDR_SHIFT[kind]
+        for i, fp in enumerate(fps):  # all checked: now the BRs change
             br[2 * i] = 8
             br[2 * i + 1] = fp.raw
         if not fps:
