@@ -27,6 +27,7 @@ from .memory import (
     Mapping,
     R,
     add_child,
+    ancestors,
     downgrade_subtree,
     remove_subtree,
     revoke,
@@ -211,7 +212,7 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
                     and e.order == mo and not grant):
                 e.rights |= rights  # upgrade a mapping derived from the same source
                 continue
-            mine = {m, *m.ancestors()}
+            mine = {m, *ancestors(m)}
             if any(e in mine for e in existing):
                 continue  # would unmap its own source
             for e in existing:
@@ -247,7 +248,7 @@ def _map_page(src: AddressSpace, dst: AddressSpace, s: int, t: int, frights: int
     elif e.parent is m and e.phys == phys and e.order == 12:
         e.rights |= rights  # upgrade a mapping derived from the same source
         return landed
-    elif e is m or e in set(m.ancestors()):
+    elif e is m or e in set(ancestors(m)):
         return landed  # would unmap its own source
     else:
         if not dst.fits([(t, 12)]):
@@ -278,7 +279,7 @@ def map_caps(k: Kernel, src: Task, dst: Task, fpage: int, hot: int, window_raw: 
             plan.append((cap, tsel, rights))
     if not plan:
         return 0
-    if not grant and any(_cap_depth(c) >= MAX_DEPTH for c, _, _ in plan):
+    if not grant and any(sum(1 for _ in ancestors(c)) >= MAX_DEPTH for c, _, _ in plan):
         return None
     for cap, tsel, rights in plan:
         if tsel >= len(dcaps):
@@ -288,14 +289,14 @@ def map_caps(k: Kernel, src: Task, dst: Task, fpage: int, hot: int, window_raw: 
             if old.parent is cap and old.obj is cap.obj and not grant:
                 old.rights |= rights
                 continue
-            if old is cap or _cap_is_ancestor(old, cap):
+            if old is cap or old in set(ancestors(cap)):
                 continue
             revoke_cap(old, _CAP_R, True)
         if grant:
             scaps[cap.sel] = None
             cap.task, cap.sel = dst, tsel
             if cap.rights & ~rights:
-                _downgrade_caps(cap, cap.rights & ~rights)
+                downgrade_subtree(cap, cap.rights & ~rights)
             dcaps[tsel] = cap
         else:
             child = Capability(cap.obj, rights, dst, tsel, cap)
@@ -305,32 +306,6 @@ def map_caps(k: Kernel, src: Task, dst: Task, fpage: int, hot: int, window_raw: 
     return (t << 12) | o << 6 | OBJECT << 4 | frights
 
 
-def _cap_depth(c: Capability) -> int:
-    d = 0
-    p = c.parent
-    while p is not None:
-        d += 1
-        p = p.parent
-    return d
-
-
-def _cap_is_ancestor(a: Capability, c: Capability) -> bool:
-    p = c.parent
-    while p is not None:
-        if p is a:
-            return True
-        p = p.parent
-    return False
-
-
-def _downgrade_caps(cap: Capability, rights: int) -> None:
-    stack = [cap]
-    while stack:
-        c = stack.pop()
-        c.rights &= ~rights
-        stack.extend(c.children)
-
-
 def revoke_cap(cap: Capability, rights: int, self_too: bool) -> int:
     """Revoke `rights` from every capability derived from `cap` (and from `cap` itself
     with `self_too`): R deletes them, other bits downgrade them. Returns how many went."""
@@ -338,10 +313,10 @@ def revoke_cap(cap: Capability, rights: int, self_too: bool) -> int:
         return 0
     if not rights & _CAP_R:
         if self_too:
-            _downgrade_caps(cap, rights)
+            downgrade_subtree(cap, rights)
         else:
             for c in cap.children:
-                _downgrade_caps(c, rights)
+                downgrade_subtree(c, rights)
         return 0
     doomed = [cap] if self_too else list(cap.children)
     n = 0

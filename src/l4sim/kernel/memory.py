@@ -18,8 +18,8 @@ under a pointer table covering 512 GiB); each table costs 4 KiB of the task's qu
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Final
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -90,12 +90,6 @@ class Mapping:
         # The children by physical page, made when a node with many children is unmapped
         # in part: a pager holding 1 GiB that unmaps one page then finds its children at once.
         self.by_frame: dict[int, list[Mapping]] | None = None
-
-    def ancestors(self) -> Iterator[Mapping]:
-        m = self.parent
-        while m is not None:
-            yield m
-            m = m.parent
 
     def __repr__(self) -> str:
         return (f"<Mapping {self.space.name} {self.base:#x}/{self.order} -> {self.phys:#x} "
@@ -299,15 +293,34 @@ def remove_subtree(m: Mapping) -> int:
     return n
 
 
-def downgrade_subtree(m: Mapping, revoke: int) -> None:
-    """Take the rights `revoke` from `m` and everything derived from it."""
+class TreeNode(Protocol):
+    """A node of a derivation tree: a memory mapping or a capability."""
+
+    rights: int
+
+    @property
+    def parent(self) -> TreeNode | None: ...
+
+    @property
+    def children(self) -> Iterable[TreeNode]: ...
+
+
+def ancestors(node: TreeNode) -> Iterator[TreeNode]:
+    """What `node` was derived from, nearest first."""
+    p = node.parent
+    while p is not None:
+        yield p
+        p = p.parent
+
+
+def downgrade_subtree(node: TreeNode, revoke: int) -> None:
+    """Take the rights `revoke` from `node` and everything derived from it."""
     keep = ~revoke
-    stack = [m]
+    stack = [node]
     while stack:
-        node = stack.pop()
-        node.rights &= keep
-        if node.children:
-            stack.extend(node.children)
+        n = stack.pop()
+        n.rights &= keep
+        stack.extend(n.children)
 
 
 def revoke(m: Mapping, base: int, order: int, rights: int, self_too: bool) -> int:
