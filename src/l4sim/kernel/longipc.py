@@ -305,7 +305,8 @@ def end(k: Kernel, x: Transfer, err: IpcError) -> IpcError:
         rcv.in_words = None
         rcv.in_tag = rcv.in_label = 0
         rcv.wake_error = IpcError(err | 1)
-    snd.wake_error = err if passive is snd else snd.wake_error
+    if passive is snd:
+        snd.wake_error = err
     rcv.in_strings = strings
     if x.delete_pending and not passive.state & DEAD:
         # The partner's deletion waited for the lock: the transfer is complete, now it goes.
