@@ -816,3 +816,23 @@ def test_unmapping_part_of_a_mapping_with_many_children() -> None:
     assert sorted(pages) == want
     for off, m in pages.items():
         assert m.rights == (Rights.R | Rights.X if 0x40000 <= off < 0x50000 else Rights.RWX)
+
+
+def test_a_grant_of_part_of_a_larger_entry_is_demoted_to_a_map() -> None:
+    """As in Fiasco ("can't grant page from superpage, demoting to map"): A grants one page
+    of sigma0's 64 MiB root; B gets a mapping derived from it and A keeps the root."""
+    k = kernel()
+    out: list[Any] = []
+
+    async def recv(t: Any) -> None:
+        out.append((await t.wait(window=Fpage.mem(0x100000, 12))).error)
+
+    async def send(t: Any, b: int) -> None:
+        out.append((await t.send(b, items=[MapItem(Fpage.mem(0x500000, 12), grant=True)])).error)
+
+    _, b = pair(k, send, recv)
+    k.run()
+    assert out == [IpcError.OK, IpcError.OK]
+    root = node(k.sigma0.task, 0x500000)
+    m = node(b.task, 0x100000)
+    assert root is not None and root.order == 26 and m is not None and m.parent is root

@@ -225,7 +225,8 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
                 downgrade_subtree(m, m.rights & ~rights)
             dst.insert(m)
         else:
-            # Grant of a part of a larger mapping maps that part: the sender keeps the rest.
+            # A grant of a part of a larger entry is demoted to a map, as in Fiasco
+            # ("can't grant page from superpage"): the sender keeps its entry.
             add_child(m, dst, tv, mo, phys, rights)
     return (t << 12 if kind != 1 else t) | o << 6 | kind << 4 | frights
 
