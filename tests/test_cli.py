@@ -32,7 +32,7 @@ def test_demo_exits_zero_and_narrates() -> None:
                  "page-fault IPC", "(-2, 0x10002)", "b'hi'", "UTCB IPC",
                  "string_bytes): (OK, (8192,))", "b'hello'"):
         assert word in out, word
-    assert re.search(r"all \d+ outcomes as the SPEC says", out)
+    assert re.search(r"all \d+ outcomes as L4 prescribes", out)
     assert "run ended: done" in out
 
 
@@ -67,7 +67,7 @@ def test_demo_counts_and_reports_a_wrong_outcome(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(demo.Narrator, "expect", wrong)
     console = Console(record=True, width=160)
     assert run_demo(console) == 1
-    assert "outcomes differ from the SPEC" in console.export_text()
+    assert "outcomes differ from what L4 prescribes" in console.export_text()
 
 
 # --- states ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """l4sim: an executable L4-style microkernel in Python, built around Fiasco's synchronous IPC.
 
-Everything of the public API (SPEC S22) is importable from here.
+Everything of the public API is importable from here.
 """
 
 from .kernel import (

@@ -1,4 +1,4 @@
-"""The `l4sim` command line (SPEC S21).
+"""The `l4sim` command line.
 
     l4sim demo                         a built-in system showing every IPC type, narrated
     l4sim run FILE.py [--seed S] [--trace-log] [--trace out.json] [--mermaid out.md]
@@ -147,7 +147,7 @@ def run(file: Path, seed: int, cpus: int, trace_log: bool, trace_json: Path | No
 @click.option("--dot", "dot", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               default=None, help="Write the state machine as Graphviz DOT to this file.")
 def states(dot: Path | None) -> None:
-    """Print the declared IPC state machine (S15); optionally write it as DOT."""
+    """Print the declared IPC state machine; optionally write it as DOT."""
     click.echo(_states.to_text())
     if dot is not None:
         dot.write_text(_states.to_dot())

@@ -2,8 +2,8 @@
 
 One kernel, two tasks, eight threads. The threads act in scenes separated by absolute
 sleeps (so the story is easy to follow in simulated time), and each one narrates what it
-does and what the kernel answered. Every answer is also checked against what the SPEC
-says it must be; `run_demo` returns 0 when all were as expected, 1 otherwise.
+does and what the kernel answered. Every answer is also checked against what L4's
+semantics say it must be; `run_demo` returns 0 when all were as expected, 1 otherwise.
 
     server task:  srv   a server, reached through a gate (label 0x51) and directly
                   mbox  a thread that never receives (it sleeps forever)
@@ -372,9 +372,9 @@ def run_demo(console: Console | None = None, *, check: bool = True,
         if not ok():
             n.failed.append(what)
     if n.failed:
-        console.print(f"[bold red]{len(n.failed)} of {n.checks} outcomes differ from the SPEC:[/]")
+        console.print(f"[bold red]{len(n.failed)} of {n.checks} outcomes differ from what L4 prescribes:[/]")
         for line in n.failed:
             console.print(f"  [red]{line}[/]")
         return 1
-    console.print(f"[bold green]all {n.checks} outcomes as the SPEC says[/]")
+    console.print(f"[bold green]all {n.checks} outcomes as L4 prescribes[/]")
     return 0

@@ -1,4 +1,4 @@
-"""Benchmarks of the emulator itself (S17): `l4sim bench pingpong` and `l4sim bench scale`.
+"""Benchmarks of the emulator itself: `l4sim bench pingpong` and `l4sim bench scale`.
 
 `floor` is the reference: a minimal coroutine trampoline doing the same rendezvous with
 trivial kernel logic. `pingpong` measures call/reply round trips on l4sim against it;

@@ -1,5 +1,5 @@
 """`l4sim bench …`: the cost model against the lecture and the emulator's own speed
-(S17, S21), interrupt latency, and memory (map, unmap, page faults). Results print as
+, interrupt latency, and memory (map, unmap, page faults). Results print as
 tables, or as JSON with --json; progress goes to stderr."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The floor: what a call/reply round trip costs with trivial kernel logic (S1, S17).
+"""The floor: what a call/reply round trip costs with trivial kernel logic.
 
 Two `async def` threads and a minimal synchronous-IPC kernel loop, built the way l4sim
 is built (a thread is a coroutine chain; one trap yields a request to the CPU loop; on a

@@ -1,4 +1,4 @@
-"""Interrupt latency (S12, S17): simulated cycles from a device's raise of its line to the
+"""Interrupt latency: simulated cycles from a device's raise of its line to the
 driver thread running its own code after the receive that delivered it.
 
 One scenario, three cases. A one-shot platform timer (`l4sim.platform.Timer`) raises its
@@ -10,7 +10,7 @@ HOG_WORK cycles (so the line is raised while the hog computes). The cases:
   the line is raised; the hog (MID) is preempted at once. Latency: the thread switch and
   address-space switch to the driver (the model charges the delivery itself nothing).
 - `busy-higher-priority-driver`: the driver (HIGH) computes DRIVER_WORK cycles before it
-  calls `irq_receive`; the interrupt queues in its sender queue meanwhile (S12) and is
+  calls `irq_receive`; the interrupt queues in its sender queue meanwhile and is
   taken at once by the receive. Latency: the rest of its computation, plus the entry of
   `irq_receive`. The hog (MID) does not run before the driver blocks.
 - `busy-lower-priority-driver`: the same driver at priority LOW < MID: the hog preempts

@@ -1,4 +1,4 @@
-"""Memory (S9, S10): wall-clock speed of flexpage mapping, unmapping and page faults,
+"""Memory: wall-clock speed of flexpage mapping, unmapping and page faults,
 measured through the real kernel paths (IPC with map items, `t.unmap`, `t.store` with
 page-fault IPC to the anonymous-memory pager) on `Kernel(check=False, trace=False)`.
 

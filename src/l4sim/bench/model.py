@@ -1,4 +1,4 @@
-"""The cost model against the lecture (S17): simulated pingpong round trips.
+"""The cost model against the lecture: simulated pingpong round trips.
 
 Every figure here is what the emulator does, not a formula: each configuration runs a
 ping-pong kernel (`pingpong.add_pair`: a client calling an echo server in
@@ -96,7 +96,7 @@ def model_row(config: Config, prof: CostProfile, n: int = 10) -> dict[str, Any]:
     return r
 
 
-# String IPC (S11): a call carrying one string of these sizes, answered with one word,
+# String IPC: a call carrying one string of these sizes, answered with one word,
 # between two address spaces, by each copy strategy (sysenter).
 STRING_SIZES = (4096, 16384, 65536, 262144, 1 << 20)
 COPIES = ("window", "kernel-buffer")

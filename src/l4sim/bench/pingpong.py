@@ -1,8 +1,8 @@
-"""The emulator's own speed (S17): wall-clock ns per call/reply round trip on l4sim.
+"""The emulator's own speed: wall-clock ns per call/reply round trip on l4sim.
 
 Each case runs a client that calls a server `n` times and an echo server in
 `reply_and_wait`, on a `Kernel(check=False, trace=False)`, through the public API only
-(S22). The timed region is `Kernel.run()`; building the system is outside it. As in the
+. The timed region is `Kernel.run()`; building the system is outside it. As in the
 peers benchmark: one warm-up run at n/10, then the median of `repeats` runs, garbage
 collected before each. The floor (`floor.py`) is measured in the same process run, and
 each case is reported as a multiple of it.
@@ -117,7 +117,7 @@ async def string_client(t: UserContext, dest: int, n: int, size: int,
 
 def add_string_pair(k: Kernel, n: int, size: int) -> tuple[Thread, list[tuple[int, float]]]:
     """A server in one task and a client in another that calls it `n` times with a
-    string of `size` bytes (user-memory IPC, S11)."""
+    string of `size` bytes (user-memory IPC)."""
     server = k.new_task("server").new_thread(string_server, size, name="server", priority=100)
     client_task = k.new_task("client")
     log: list[tuple[int, float]] = []

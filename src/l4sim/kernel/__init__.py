@@ -14,7 +14,7 @@ exit when something is due, and inside `compute()`. Only there do timers fire, h
 events run, and higher-priority threads take the CPU, so every run is a deterministic
 function of the program and the seed.
 
-Memory is the mapping database of S9: every page-table entry is a node that knows the
+Memory is the mapping database: every page-table entry is a node that knows the
 node it was derived from, so unmap and task deletion revoke recursively, and a 1 GiB
 flexpage is one node. A page fault is IPC on the faulting thread's behalf to a user-level
 pager; physical memory belongs to sigma0, a user-level server too.
@@ -26,7 +26,7 @@ access and page-fault IPC), `longipc` (string items: the copy, nested faults, ab
 `states` (the IPC state machine as
 data), `sendq` (priority-sorted sender queues), `sched` (per-CPU clock and ready
 queues), `ipc` (the IPC path and its fast path), `kernel` (host API, CPU loop,
-timers, priority inheritance, deletion), `invariants` (S19 checks), `costs` (the
+timers, priority inheritance, deletion), `invariants` (the checks of check=True), `costs` (the
 cycle cost model), `trap` (the switch).
 """
 

@@ -409,7 +409,7 @@ class MapItem:
 
 
 class StringItem:
-    """A string send item (user-memory IPC, S11): l4sim's own L4 X.2-style layout."""
+    """A string send item (user-memory IPC): l4sim's own L4 X.2-style layout."""
 
     __slots__ = ("addr", "length")
 

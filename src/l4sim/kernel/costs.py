@@ -1,4 +1,4 @@
-"""The cycle cost model (S17): named parameters charged on the simulated clock.
+"""The cycle cost model: named parameters charged on the simulated clock.
 
 A profile says what each piece of kernel work costs, in cycles of the emulated CPU. The
 kernel charges them where the work happens:
@@ -45,7 +45,7 @@ one `space_switch` for both (224, fitted to the default, sysenter) leaves int30 
 
 The parameters beyond the lecture's table are estimates, not calibrated: `page_fault`,
 `timer_tick`, `string_byte_kernel_buffer`, `string_byte_window`, `window_setup`, and
-`ipi`, which nothing charges while l4sim runs one CPU (an IPI needs a second one, S16).
+`ipi`, which nothing charges while l4sim runs one CPU (an IPI needs a second one).
 
 Your own profile: derive it from a built-in one and pass it to the kernel —
 

@@ -1,4 +1,4 @@
-"""Exception IPC and preemption IPC (S13): the kernel speaking a protocol to user servers.
+"""Exception IPC and preemption IPC: the kernel speaking a protocol to user servers.
 
 A CPU exception of a thread — `t.raise_exception(trap, code)`, or a Python exception
 escaping its body — becomes a call to the thread's exception handler on the thread's

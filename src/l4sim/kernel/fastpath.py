@@ -1,4 +1,4 @@
-"""The IPC fast path: the lecture's "short cut" for the common case (S1).
+"""The IPC fast path: the lecture's "short cut" for the common case.
 
 `call` and `reply_and_wait` of the user context *are* these two functions: each is a
 system-call entry that, for words only, no timeouts and a partner already waiting on
@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 
 OK = IpcError.OK
 Trap = Generator[Thread | None, None, IpcResult]
-Windows = Fpage | Sequence[Fpage] | None  # receive windows (S22 `window=`)
-Buffers = Sequence[tuple[int, int]] | None  # string receive buffers (S22 `buffers=`)
+Windows = Fpage | Sequence[Fpage] | None  # receive windows (`window=`)
+Buffers = Sequence[tuple[int, int]] | None  # string receive buffers (`buffers=`)
 
 
 def _load_words(mr: array[int], words: Sequence[int]) -> int:

@@ -1,4 +1,4 @@
-"""Flexpage IPC (S9): map and grant items, receive windows, the landing rule, unmap.
+"""Flexpage IPC: map and grant items, receive windows, the landing rule, unmap.
 
 Send items are two words in the MRs after the untyped words (w0 = send base | map 8 |
 grant 2, w1 = the fpage); the receiver offers one window per kind in its BRs, found

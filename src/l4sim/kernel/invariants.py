@@ -1,4 +1,4 @@
-"""The kernel invariants of S19 that exist at this stage, checked with `check=True`.
+"""The kernel invariants that exist at this stage, checked with `check=True`.
 
 Each violation raises `KernelInvariantError` naming the invariant, never a bare assert.
 """

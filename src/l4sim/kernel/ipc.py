@@ -1,4 +1,4 @@
-"""The IPC path: one operation with a send phase and a receive phase (S5).
+"""The IPC path: one operation with a send phase and a receive phase.
 
 Every function here runs in the coroutine chain of the thread that entered the kernel
 (its kernel stack). The three phases of the lecture are visible in `ipc`:
@@ -187,7 +187,7 @@ def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     irq receive / irq wait). With `dest`, the kernel sends to that thread on the
     caller's behalf, without a capability (exception and page-fault IPC), seen with
     `dest_label` (default: the caller's tid). `pf_to` is how long a long IPC may wait
-    for page faults in the partner's space (S11)."""
+    for page faults in the partner's space."""
     if pf_to is NEVER:
         return _ipc(k, th, op, sel, tag, snd_to, rcv_to, unmask, dest, dest_label)
     return _ipc_with_pf_timeout(k, th, op, sel, tag, snd_to, rcv_to, pf_to)

@@ -82,7 +82,7 @@ class RunResult:
 
 class Kernel:
     """An emulated L4 kernel. Build the system on it (tasks, threads, gates, capabilities),
-    then `run()` it. See S2 for the options."""
+    then `run()` it. Its options are listed in docs/api.md."""
 
     def __init__(self, cpus: int = 1, memory: int = 64 << 20,
                  profile: str | CostProfile = "core2-sysenter", copy: str = "window",
@@ -91,7 +91,7 @@ class Kernel:
                  timeslice: int | None = None, frequency_mhz: int = 2663,
                  fastpath: bool = True) -> None:
         if cpus != 1:
-            raise ValueError("l4sim runs one CPU until the multiprocessor part (S16) lands")
+            raise ValueError("l4sim runs one CPU until the multiprocessor part lands")
         if copy not in ("window", "kernel-buffer"):
             raise ValueError(f"copy must be 'window' or 'kernel-buffer', got {copy!r}")
         if transfer not in ("symmetric", "sender-driven"):
@@ -155,7 +155,7 @@ class Kernel:
 
     def new_task(self, name: str | None = None, pt_quota: int = DEFAULT_PT_QUOTA) -> Task:
         """A new task: an empty address space and object space. `pt_quota` bounds the
-        bytes of page tables its mappings may use (S9: a map beyond it fails)."""
+        bytes of page tables its mappings may use (a map beyond it fails)."""
         if not isinstance(pt_quota, int) or pt_quota < 4096:
             raise ValueError(f"pt_quota is a number of bytes >= 4096, got {pt_quota!r}")
         task = Task(self, name or f"task{self._next_task}", self._next_task, pt_quota)
@@ -223,10 +223,10 @@ class Kernel:
 
     @property
     def mapdb(self) -> MappingDatabase:
-        """The mapping database (S9), for reading: `k.mapdb.dump()`."""
+        """The mapping database, for reading: `k.mapdb.dump()`."""
         return MappingDatabase(self)
 
-    # --- boot servers (S2): made on first use, so that programs without memory pay nothing
+    # --- boot servers: made on first use, so that programs without memory pay nothing
 
     @property
     def sigma0(self) -> Thread:
@@ -255,7 +255,7 @@ class Kernel:
         return self._anon_pager
 
     def code_ip(self, filename: str, line: int) -> int:
-        """Encode a Python code location as an instruction pointer (S10), deterministically:
+        """Encode a Python code location as an instruction pointer, deterministically:
         the file's index in this kernel's registry << 32 | the line number."""
         index = self._code_index.get(filename)
         if index is None:
@@ -537,7 +537,7 @@ class Kernel:
 
     async def block(self, th: Thread, woken: Thread | None) -> None:
         """`th` has blocked in IPC: switch directly to the partner it woke unless a ready
-        thread has a strictly higher priority (S7); otherwise let the scheduler pick."""
+        thread has a strictly higher priority; otherwise let the scheduler pick."""
         cpu = th.cpu
         nxt = None
         if woken is not None:
@@ -562,7 +562,7 @@ class Kernel:
     # --- state, timers, priorities -----------------------------------------------------
 
     def set_state(self, th: Thread, new: int) -> None:
-        """The one function through which a state word changes (S15)."""
+        """The one function through which a state word changes."""
         old = th.state
         if self.check:
             if (old, new) not in states.ALLOWED:
@@ -638,7 +638,7 @@ class Kernel:
             else:
                 return
 
-    # --- interrupts (S12) -----------------------------------------------------------------
+    # --- interrupts -----------------------------------------------------------------
 
     def irq_trigger(self, irq: Irq) -> None:
         """The source fires: deliver to its thread if that waits for it, else queue the
@@ -771,7 +771,7 @@ class Kernel:
             self.died.append((th, reason))
 
     def delete_object(self, obj: KernelObject) -> None:
-        """Delete a thread, task or gate: no reference to it is left anywhere (S19)."""
+        """Delete a thread, task or gate: no reference to it is left anywhere."""
         if isinstance(obj, Task):
             release_task(obj)
             # The calling thread (if it is in this task) goes last: it unwinds after.

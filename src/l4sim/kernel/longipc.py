@@ -1,4 +1,4 @@
-"""User-memory (long) IPC (S11): string items copied between two address spaces.
+"""User-memory (long) IPC: string items copied between two address spaces.
 
 Layout (l4sim's own, L4 X.2 style: Fiasco has no string items):
 - send item: w0 = length << 12 | 0x4, w1 = the address in the sender's space;

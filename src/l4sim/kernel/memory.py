@@ -1,4 +1,4 @@
-"""Memory (S9): physical frames, address spaces with their page tables, and the mapping
+"""Memory: physical frames, address spaces with their page tables, and the mapping
 database.
 
 A mapping is one node: (space, base, order, physical base, rights), a parent (the

@@ -31,7 +31,7 @@ _ZERO_BRS = array("Q", bytes(8 * BR_COUNT))
 
 
 class DefaultPager:
-    """The value of a left-out `pager=`: the anonymous-memory pager (S2), made on first use."""
+    """The value of a left-out `pager=`: the anonymous-memory pager, made on first use."""
 
     def __repr__(self) -> str:
         return "DEFAULT_PAGER"
@@ -62,7 +62,7 @@ class KernelObject:
 class Capability:
     """One slot of an object space: the object and the rights this holder has to it.
 
-    Capabilities form a mapping database like memory (S9): `parent` is the capability
+    Capabilities form a mapping database like memory: `parent` is the capability
     this one was mapped from (None: given by host-level setup), `children` those mapped
     from it; revoking a capability revokes everything derived from it."""
 
@@ -191,7 +191,7 @@ class IpcGate(KernelObject):
 
 
 class Irq(KernelObject):
-    """An interrupt source (S12), a sender like a thread (Fiasco's role split): when it
+    """An interrupt source, a sender like a thread (Fiasco's role split): when it
     triggers, the bound thread receives tag label -1 with the bound label; if that thread
     is not waiting for it, the IRQ queues in its sender queue at priority 255, once.
 
@@ -223,7 +223,7 @@ class Irq(KernelObject):
 
 
 class Thread(KernelObject):
-    """A thread control block. Its kernel stack is the coroutine chain `coro` (S1)."""
+    """A thread control block. Its kernel stack is the coroutine chain `coro`."""
 
     __slots__ = (
         "task", "caps", "tid", "name", "priority", "prio", "cpu", "state", "body", "args", "coro", "resume",

@@ -1,4 +1,4 @@
-"""User memory access and page faults (S10).
+"""User memory access and page faults.
 
 `t.load` / `t.store` translate through the task's address space; when every page is
 mapped with the needed rights they complete without a kernel entry. Otherwise the

@@ -51,7 +51,7 @@ class IpcResult:
 
     @property
     def string_bytes(self) -> tuple[int, ...]:
-        """Bytes delivered per string item (S11); () for an IPC without strings."""
+        """Bytes delivered per string item; () for an IPC without strings."""
         return ()
 
     def __eq__(self, other: object) -> bool:

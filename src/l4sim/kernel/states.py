@@ -1,4 +1,4 @@
-"""The IPC state machine, declared as data (S15).
+"""The IPC state machine, declared as data.
 
 A thread's state word is a set of Fiasco's bits (`thread_state.cpp`). The states a
 thread may be in and the transitions between them are listed here, once; every change
@@ -41,7 +41,7 @@ STATES: Final = {
     "canceled": READY | CANCEL,
     "timed_out": READY | TIMEOUT,
     "dead": DEAD,
-    # long IPC (S11): the copier pulling a queued sender's message, the passive partner
+    # long IPC: the copier pulling a queued sender's message, the passive partner
     "receive_in_progress": READY | RECV_IN_PROGRESS,
     "ipc_transfer": IPC_TRANSFER,
     "transfer_dying": IPC_TRANSFER | DYING,
@@ -79,7 +79,7 @@ TRANSITIONS: Final = (
     Transition(RECEIVE_WAIT, DEAD, "deleted while waiting to receive"),
     Transition(READY | CANCEL, DEAD, "deleted after a cancel, before it resumed"),
     Transition(READY | TIMEOUT, DEAD, "deleted after a timeout, before it resumed"),
-    # long IPC: data transfer with page faults possible (S11)
+    # long IPC: data transfer with page faults possible
     Transition(RECEIVE_WAIT, IPC_TRANSFER,
                "a sender with strings arrives: we sleep while it copies into our buffers"),
     Transition(SEND_WAIT, IPC_TRANSFER,

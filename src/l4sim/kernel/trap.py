@@ -1,4 +1,4 @@
-"""The one place where a thread's coroutine chain yields to the CPU loop (S1).
+"""The one place where a thread's coroutine chain yields to the CPU loop.
 
 A kernel path that must block awaits `switch(next)`: the chain is suspended and the
 CPU loop resumes `next` (a direct switch) or, for None, whatever the scheduler picks.

@@ -1,4 +1,4 @@
-"""The emulated platform (SPEC S12): an interrupt controller whose numbered lines are
+"""The emulated platform: an interrupt controller whose numbered lines are
 `Irq` objects, and devices that raise them at simulated times — a programmable timer, a
 block device, and any device you write by deriving from `Device`. See `devices`.
 

@@ -1,10 +1,10 @@
-"""The emulated platform (SPEC S12): an interrupt controller and devices that raise its
+"""The emulated platform: an interrupt controller and devices that raise its
 lines at simulated times.
 
 Interrupt controller
     `InterruptController(kernel, lines)` owns `lines` numbered interrupt lines, each an
     `Irq` made with `kernel.new_irq("line<n>")`. A driver thread gets a capability to a
-    line's `Irq` (`task.add_cap(platform.irq(n))`), binds to it and receives it (S12).
+    line's `Irq` (`task.add_cap(platform.irq(n))`), binds to it and receives it.
     `raise_line(n, time)` triggers the line's `Irq` and records the raise — the time the
     device raised it and the time the kernel took it — so latencies can be measured.
 

@@ -1,4 +1,4 @@
-"""Trace exporters (S18): Chrome trace-event JSON, Mermaid sequence diagrams, a text log.
+"""Trace exporters: Chrome trace-event JSON, Mermaid sequence diagrams, a text log.
 
 A kernel made with `trace=True` records every kernel event in `k.events` (an `Event`:
 time in cycles, CPU, thread name, event, detail). The exporters read that record after

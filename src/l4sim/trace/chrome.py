@@ -143,7 +143,7 @@ def to_chrome(k: Kernel) -> dict[str, Any]:
     # Stable: at one timestamp a slice's E stays before the next one's B.
     out.sort(key=lambda e: float(e["ts"]))
     return {"traceEvents": meta + out, "displayTimeUnit": "ns",
-            "otherData": {"l4sim": "S18 trace", "mhz": mhz}}
+            "otherData": {"l4sim": "trace", "mhz": mhz}}
 
 
 def write_chrome(k: Kernel, path: str | Path) -> Path:

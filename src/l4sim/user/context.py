@@ -1,9 +1,9 @@
-"""The user side of a thread: `t`, the first argument of every thread body (S22).
+"""The user side of a thread: `t`, the first argument of every thread body.
 
 Each IPC method checks its Python arguments (misuse raises here, in the user's code,
 as any Python library does), loads the message into the UTCB's MRs, and returns the
 kernel's coroutine for the user to await: the kernel path then runs in the same
-coroutine chain as the user code (S1), one frame below it.
+coroutine chain as the user code, one frame below it.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class UserContext:
 
     def _set_buffers(self, buffers: Sequence[tuple[int, int]]) -> None:
         """String receive buffers into the BRs from BR6 (after the windows), BDR bits
-        15-19 pointing at them: BR[j] = size << 12 | 0x4, BR[j+1] = address (S11).
+        15-19 pointing at them: BR[j] = size << 12 | 0x4, BR[j+1] = address.
         They stay until the next `buffers=` (`()` clears)."""
         bufs = list(buffers)
         if len(bufs) > (BR_COUNT - _BUFFER_BR) // 2:
@@ -211,7 +211,7 @@ class UserContext:
             br[0] = br[1] = 0
         utcb.bdr = bdr | (utcb.bdr & (0x1F << 15))
 
-    # --- memory (S9, S10) -------------------------------------------------------------------
+    # --- memory -------------------------------------------------------------------
 
     async def _pieces(self, addr: int, n: int, write: bool) -> list[tuple[int, int]]:
         """The physical pieces of an access; page faults first for what is missing.
@@ -421,7 +421,7 @@ class UserContext:
         k = self._k
         return await _exc.exception_ipc(k, self._th, trap, code, _exc.code_ip_of_frame(k, 1))
 
-    # --- interrupts (S12) -----------------------------------------------------------------
+    # --- interrupts -----------------------------------------------------------------
 
     async def _irq_op(self, irq_sel: int, right: int, action: Callable[[Irq], object]) -> IpcError:
         """One kernel entry that applies `action` to the IRQ `irq_sel` names (its
