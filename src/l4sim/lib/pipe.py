@@ -14,7 +14,8 @@ is left; a write with no reader left fails with EPIPE (there is no SIGPIPE). Ope
 FIFO for reading waits for a writer and for writing waits for a reader, unless
 O_NONBLOCK (then a write-only open without a reader fails with ENXIO). An end can be
 handed to another client: `token = await end.share()`, then `await Pipe.adopt(t, env,
-token)` there (the fd passing of a fork or a socket).
+token)` there (the fd passing of a fork or a socket); an end in flight counts as open
+until it is adopted.
 
 A client that goes away (its thread deleted, its connection closed) has its ends
 closed by the server: its readers' pipes see end of file when it was the last writer,
@@ -92,11 +93,12 @@ class PipeServer(Server):
         fds: dict[int, tuple[PipeState, int]] = conn.state.setdefault("fds", {})
         return fds
 
-    def _new_fd(self, conn: Conn, p: PipeState, mode: int) -> int:
+    def _new_fd(self, conn: Conn, p: PipeState, mode: int, counted: bool = False) -> int:
         h = self._next
         self._next += 1
         self._fds(conn)[h] = (p, mode)
-        p.ends[mode] += 1
+        if not counted:
+            p.ends[mode] += 1
         return h
 
     def _end(self, req: Request, mode: int) -> PipeState:
@@ -276,6 +278,7 @@ class PipeServer(Server):
         token = self._next
         self._next += 1
         self.tokens[token] = got
+        got[0].ends[got[1]] += 1   # an end in flight keeps the pipe open, as a passed fd
         return Reply([token])
 
     @handles(ADOPT)
@@ -284,7 +287,7 @@ class PipeServer(Server):
         if got is None:
             return error(errno.EBADF)
         p, mode = got
-        return Reply([self._new_fd(req.conn, p, mode), mode])
+        return Reply([self._new_fd(req.conn, p, mode, counted=True), mode])
 
     async def on_disconnect(self, conn: Conn) -> None:
         for handle in list(self._fds(conn)):
