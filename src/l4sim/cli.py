@@ -161,6 +161,10 @@ try:
 except ImportError:  # the benchmark command group lands separately
     pass
 
+from .explore.fuzz_cli import fuzz  # noqa: E402
+
+main.add_command(fuzz)
+
 
 if __name__ == "__main__":
     main()
