@@ -198,6 +198,10 @@ class Timeout:
     @staticmethod
     def us(n: int | float) -> Timeout:
         """Relative timeout of `n` microseconds of simulated time (converted with the clock)."""
+        if isinstance(n, bool) or not isinstance(n, (int, float)):
+            raise TypeError(f"Timeout.us takes a number of microseconds (an int or a float), "
+                            f"got {n!r} ({type(n).__name__}): write Timeout.us(5), or "
+                            "Timeout.cycles(n) for cycles")
         if n < 0:
             raise ValueError(f"timeout must not be negative, got {n}")
         return Timeout(_REL_US, round(n * 1000))  # kept in ns for exactness

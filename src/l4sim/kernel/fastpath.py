@@ -12,7 +12,8 @@ check, the declared state transitions and the trace. The fast path is used only 
 the kernel neither checks invariants nor traces; `tests/test_fastpath.py` runs the same
 programs both ways and compares every observable.
 
-Note: these are generator-based coroutines; like every IPC they must be awaited.
+Note: these are generator functions flagged as native coroutines (`native_coroutine`):
+like every IPC they must be awaited, and one that is not is reported as such.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .abi import (
     StringItem,
     Timeout,
 )
+from .diagnose import native_coroutine, word_error
 from .ipc import _result_of_wait, ipc
 from .objects import IpcGate, Thread
 from .result import IpcResult, new_result
@@ -69,6 +71,7 @@ def _with_label(label: int, n: int) -> int:
     return label << 16 | n
 
 
+@native_coroutine
 @types.coroutine
 def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
          items: Iterable[MapItem | StringItem] = (), send_timeout: Timeout = NEVER,
@@ -85,11 +88,14 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
         th = t._th
         if words:
             n = len(words)
-            if n == 2:
-                mr = th.mr
-                mr[0], mr[1] = words
-            else:
-                n = _load_words(th.mr, words)
+            try:
+                if n == 2:
+                    mr = th.mr
+                    mr[0], mr[1] = words
+                else:
+                    n = _load_words(th.mr, words)
+            except (OverflowError, TypeError) as exc:
+                raise word_error(words, exc) from None
             snap = words if type(words) is tuple else None
         else:
             n = 0
@@ -169,6 +175,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
     return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, NEVER, NEVER)))
 
 
+@native_coroutine
 @types.coroutine
 def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                    items: Iterable[MapItem | StringItem] = (), receive_timeout: Timeout = NEVER,
@@ -187,11 +194,14 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
         th = t._th
         if words:
             n = len(words)
-            if n == 2:
-                mr = th.mr
-                mr[0], mr[1] = words
-            else:
-                n = _load_words(th.mr, words)
+            try:
+                if n == 2:
+                    mr = th.mr
+                    mr[0], mr[1] = words
+                else:
+                    n = _load_words(th.mr, words)
+            except (OverflowError, TypeError) as exc:
+                raise word_error(words, exc) from None
             snap = words if type(words) is tuple else None
         else:
             n = 0

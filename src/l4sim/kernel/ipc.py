@@ -22,6 +22,7 @@ from .flexpage import transfer_items
 from .objects import IpcGate, Irq, Thread
 from .result import IpcResult, result_with
 from .sendq import SenderQueue
+from .tracelog import message_text
 from .states import CANCEL, IPC_TRANSFER, READY, RECEIVE_WAIT, RECV_IN_PROGRESS, SEND_WAIT, TIMEOUT
 
 if TYPE_CHECKING:
@@ -150,13 +151,15 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
         if err:
             rcv.wake_error = IpcError(err | 1)
             if k.trace:
-                k.record(snd, "transfer", f"to {rcv.name}: {n} words, items failed: {err.name}")
+                k.record(snd, "transfer", f"to {rcv.name}: {n} words, items failed: {err.name}"
+                         + message_text(tag, label, rcv.in_words))
             return err
     rcv.wake_error = OK
     if call:
         k.set_reply_cap(rcv, snd)
     if k.trace:
-        k.record(snd, "transfer", f"to {rcv.name}: {n} words" + (f", {nitems} items" if nitems else ""))
+        k.record(snd, "transfer", f"to {rcv.name}: {n} words" + (f", {nitems} items" if nitems else "")
+                 + message_text(tag, label, rcv.in_words))
     return OK
 
 

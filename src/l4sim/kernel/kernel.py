@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import heapq
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import longipc, states
+from . import diagnose, longipc, states
 from .abi import NEVER, Timeout
 from .costs import CostProfile
 from .costs import profile as get_profile
@@ -26,6 +27,7 @@ from .result import IpcResult
 from .sched import INFINITY, Cpu
 from .sendq import SenderQueue
 from .states import CANCEL, DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT, SEND_WAIT, state_name
+from .tracelog import DEFAULT_TRACE_LIMIT, EventLog
 from .trap import switch
 
 _STOP = object()  # timer-heap marker: the end of a run(until=...)
@@ -61,17 +63,57 @@ class Event(NamedTuple):
 
 
 class RunResult:
-    """How `Kernel.run` ended: `reason` is "done", "deadlock", "until" or "steps"."""
+    """How `Kernel.run` ended: `reason` is "done", "deadlock", "until" or "steps".
 
-    __slots__ = ("reason", "now", "blocked", "died", "steps")
+    `now` is the simulated time in cycles; `blocked` the threads still waiting in IPC,
+    `waits` how each of them waits (an idle server's open receive, or a wait that can
+    never end), `chains` the wait-for chains among them (`a → b → a` for a deadlock);
+    `died` the threads that ended other than by returning, with the reason (for a Python
+    exception the reason's `.traceback` holds the user's traceback); `warnings` what
+    looked like a mistake (an IPC operation never awaited). `str(result)` explains it all.
+    """
+
+    __slots__ = ("reason", "now", "blocked", "died", "steps", "waits", "chains", "warnings",
+                 "kernel")
 
     def __init__(self, reason: str, now: int, blocked: list[Thread],
-                 died: list[tuple[Thread, str]], steps: int) -> None:
+                 died: list[tuple[Thread, str]], steps: int,
+                 kernel: Kernel | None = None, warnings: list[str] | None = None) -> None:
         self.reason = reason
         self.now = now
         self.blocked = blocked
         self.died = died
         self.steps = steps
+        self.kernel = kernel
+        self.warnings = list(warnings or ())
+        self.waits = {t: diagnose.wait_description(t) for t in blocked}
+        self.chains = diagnose.wait_for_chains(blocked)
+
+    def explain(self) -> str:
+        """Why the run ended, who is blocked and how, who died and where (tracebacks)."""
+        mhz = self.kernel.mhz if self.kernel is not None else 0
+        at = f" ({self.now / mhz:.3f} µs)" if mhz else ""
+        lines = [f"run ended: {self.reason} at {self.now} cycles{at}, {self.steps} kernel entries"]
+        for t in self.blocked:
+            lines.append(f"  blocked: {t.name} {self.waits[t]}")
+        for chain in self.chains:
+            lines.append(f"  wait-for: {chain}")
+        for t, why in self.died:
+            lines.append(f"  died: {t.name}: {why}")
+            tb = getattr(why, "traceback", None)
+            if tb:
+                lines += ["    " + ln for ln in tb.rstrip().splitlines()]
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        return "\n".join(lines)
+
+    __str__ = explain
+
+    def _repr_html_(self) -> str:
+        """The run report, inline in Jupyter."""
+        from ..trace.html import result_html
+
+        return result_html(self)
 
     def __repr__(self) -> str:
         blocked = ", ".join(f"{t.name}({t.state_name})" for t in self.blocked)
@@ -89,7 +131,7 @@ class Kernel:
                  transfer: str = "symmetric", seed: int = 0, check: bool = False,
                  trace: bool = False, priority_inheritance: bool = True,
                  timeslice: int | None = None, frequency_mhz: int = 2663,
-                 fastpath: bool = True) -> None:
+                 fastpath: bool = True, trace_limit: int | None = DEFAULT_TRACE_LIMIT) -> None:
         if cpus != 1:
             raise ValueError("l4sim runs one CPU until the multiprocessor part lands")
         if copy not in ("window", "kernel-buffer"):
@@ -131,8 +173,10 @@ class Kernel:
         self._anon_pager: Thread | None = None
         self._code_files: list[str] = []       # code locations: file index << 32 | line
         self._code_index: dict[str, int] = {}
-        self.events: list[Event] = []
+        # With trace_limit, a ring holding the last trace_limit..2*trace_limit events.
+        self.events: list[Event] = EventLog(trace_limit) if trace and trace_limit else []
         self.died: list[tuple[Thread, str]] = []
+        self.warnings: list[str] = []  # mistakes seen in user code (a missing await)
         self.entry_limit = INFINITY
         self._next_tid = 1
         self._next_task = 1
@@ -150,8 +194,31 @@ class Kernel:
 
     @property
     def now(self) -> int:
-        """Simulated time in cycles."""
+        """Simulated time in cycles (`k.cycles_to_us(k.now)` in µs)."""
         return self.cpus[0].now
+
+    def us(self, n: float) -> int:
+        """`n` microseconds of simulated time in cycles, at this kernel's clock (`k.mhz`)."""
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0:
+            raise TypeError(f"k.us takes a non-negative number of microseconds, got {n!r}")
+        return round(n * self.mhz)
+
+    def ms(self, n: float) -> int:
+        """`n` milliseconds of simulated time in cycles."""
+        return self.us(n * 1000)
+
+    def cycles_to_us(self, cycles: int) -> float:
+        """Simulated cycles in microseconds."""
+        return cycles / self.mhz
+
+    def _time(self, what: str, value: int | Timeout) -> int | None:
+        """A point in time given as cycles or as a Timeout (relative to now); None: never."""
+        if isinstance(value, Timeout):
+            return value.deadline(self.now, self.mhz)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < INFINITY:
+            raise ValueError(f"{what} is a non-negative int of cycles (k.us(n) converts "
+                             f"microseconds) or a Timeout, got {value!r}")
+        return value
 
     def new_task(self, name: str | None = None, pt_quota: int = DEFAULT_PT_QUOTA) -> Task:
         """A new task: an empty address space and object space. `pt_quota` bounds the
@@ -275,11 +342,14 @@ class Kernel:
         self._irq_count += 1
         return Irq(self, name or f"irq{self._irq_count}")
 
-    def at(self, cycles: int, callback: Callable[[], Any]) -> None:
-        """Run `callback()` (host code) at simulated time `cycles`, at the first preemption
-        point at or after it."""
-        if not isinstance(cycles, int) or not 0 <= cycles < INFINITY:
-            raise ValueError(f"a time is a non-negative int of cycles, got {cycles!r}")
+    def at(self, cycles: int | Timeout, callback: Callable[[], Any]) -> None:
+        """Run `callback()` (host code) at simulated time `cycles` (an int of cycles, or a
+        Timeout: `Timeout.us(5)` is 5 µs from now), at the first preemption point at or
+        after it."""
+        when = self._time("a time", cycles)
+        if when is None:
+            return  # never
+        cycles = when
         if not callable(callback):
             raise TypeError("callback must be callable")
         self._push_event(self.cpus[0], [cycles, self._next_seq(), None, callback])
@@ -292,6 +362,13 @@ class Kernel:
             raise ValueError(f"{obj!r} has already been deleted")
         self.delete_object(obj)
 
+    def _repr_html_(self) -> str:
+        """The run report of this kernel (threads, trace, mapping database), inline in
+        Jupyter."""
+        from ..trace.html import kernel_html
+
+        return kernel_html(self)
+
     def cancel(self, thread: Thread) -> None:
         """ex_regs(cancel) from host code: end `thread`'s IPC wait (no effect otherwise)."""
         from .ipc import cancel_ipc
@@ -303,14 +380,17 @@ class Kernel:
 
     # --- running ----------------------------------------------------------------------
 
-    def run(self, until: int | None = None, max_steps: int | None = None) -> RunResult:
-        """Run until no thread can run again, simulated time `until`, or `max_steps`
-        more kernel entries. Can be called again to go on."""
+    def run(self, until: int | Timeout | None = None,
+            max_steps: int | None = None) -> RunResult:
+        """Run until no thread can run again, simulated time `until` (cycles, or a Timeout:
+        `until=Timeout.us(500)` is 500 µs from now; `k.us(n)` converts), or `max_steps`
+        more kernel entries (system calls and timer interrupts). Can be called again to
+        go on."""
         if self._running:
             raise RuntimeError("Kernel.run() is not reentrant")
         cpu = self.cpus[0]
-        if until is not None and (not isinstance(until, int) or not 0 <= until < INFINITY):
-            raise ValueError(f"until must be a non-negative int of cycles, got {until!r}")
+        if until is not None:
+            until = self._time("until", until)
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
         self._stop = None
@@ -324,9 +404,13 @@ class Kernel:
         if max_steps is not None:
             self._set_fast(False)  # the fast path does not look at the step limit
         self._running = True
+        unawaited = warnings._warn_unawaited_coroutine  # type: ignore[attr-defined]
+        warnings._warn_unawaited_coroutine = (  # type: ignore[attr-defined]
+            diagnose.forgotten_await_hook(self, unawaited))
         try:
             self._loop(cpu)
         finally:
+            warnings._warn_unawaited_coroutine = unawaited  # type: ignore[attr-defined]
             self._running = False
             self.entry_limit = INFINITY
             if max_steps is not None:
@@ -344,7 +428,8 @@ class Kernel:
 
     def _result(self, reason: str) -> RunResult:
         blocked = [t for t in self.threads.values() if t.state & (SEND_WAIT | RECEIVE_WAIT)]
-        return RunResult(reason, self.now, blocked, list(self.died), self.entries)
+        return RunResult(reason, self.now, blocked, list(self.died), self.entries, self,
+                         self.warnings)
 
     def _end_reason(self) -> str:
         """Nothing can run: a deadlock if someone waits for a partner that is not idle."""
@@ -397,6 +482,8 @@ class Kernel:
                 cpu.now = now + (same_space if nxt.task is th.task else other_space)
                 th = nxt
                 continue
+            if nxt is None and th.state == READY and th.rq_prio < 0:
+                self._foreign_await(th)  # it yielded to the loop without a kernel path
             cpu.current = None  # it switched away: an event may wake it again now
             if now >= cpu.next_event:
                 self._process_events(cpu)
@@ -486,6 +573,8 @@ class Kernel:
         """Kernel exit: check the invariants; a preemption point if something is due."""
         if self.check:
             self.check_invariants()
+        if self.trace and result.error:
+            self.record(th, "error", result.error.name)  # each side's error, in the trace
         cpu = th.cpu
         now = cpu.now
         if now >= cpu.slice_end or now >= cpu.next_event or cpu.bitmap >> (th.prio + 1):
@@ -729,7 +818,19 @@ class Kernel:
             th.returned = True
             self._end_thread(th, None)
         else:
-            self._end_thread(th, f"{type(exc).__name__}: {exc}")
+            self._end_thread(th, diagnose.exception_reason(exc))
+
+    def _foreign_await(self, th: Thread) -> None:
+        """`th` awaited something that is not an l4sim operation: it dies of it."""
+        coro = th.coro
+        where = diagnose.suspended_at(coro)
+        self._end_thread(th, f"{where}: {diagnose.FOREIGN_AWAIT}" if where
+                         else diagnose.FOREIGN_AWAIT)
+        if coro is not None:
+            th.coro = None
+            th.resume = _dead_resume
+            with contextlib.suppress(BaseException):
+                coro.close()
 
     def _end_thread(self, th: Thread, reason: str | None) -> None:
         """A thread ends (returned, died or deleted): leave every queue, tell every partner."""

@@ -59,10 +59,12 @@ class Process:
 
 
 class System:
-    """The name server and the POSIX servers, each in its own task."""
+    """The name server and the POSIX servers, each in its own task. `pool`: connection
+    gates per server (client threads connected at once); `cpus`: the servers are spread
+    over these CPUs (default: CPU 0)."""
 
     def __init__(self, k: Kernel, servers: Sequence[str] = ALL_SERVERS, *,
-                 priority: int = SERVER_PRIORITY, pool: int = POOL,
+                 priority: int = SERVER_PRIORITY, pool: int = POOL, names_pool: int = 64,
                  cpus: Sequence[int] | None = None) -> None:
         self.k = k
         self.pool = pool
@@ -72,7 +74,9 @@ class System:
         self._cpus = list(cpus) if cpus else [0]
         names = NameServer()
         task = k.new_task("names")
+        self.pool = names_pool   # every server and client thread connects to the names
         self._start(names, task, None, cpu=self._cpus[0])
+        self.pool = pool
         self.names_gate = self._public
         for i, name in enumerate(servers):
             self.start(server_class(name)(), name, cpu=self._cpus[(i + 1) % len(self._cpus)])

@@ -10,7 +10,7 @@ it 1:1 (the send base is the physical address):
   naturally aligned region of that size; the reply's MR0 is its physical address.
 
 A request for memory that does not exist or that another client owns is refused:
-the reply has label -12 (ENOMEM) and maps nothing. Clients are told apart by the label
+the reply has label -12 (ENOMEM), maps nothing, and its MR0 says why (`REASONS`). Clients are told apart by the label
 they arrive with (their thread id).
 """
 
@@ -25,6 +25,15 @@ SIGMA0_FPAGE = 1
 SIGMA0_ANY = 2
 REFUSED = -12
 PAGE = 4096
+
+# MR0 of a refusal: why.
+BEYOND_MEMORY, OWNED, MALFORMED, NO_FREE_REGION = 1, 2, 3, 4
+REASONS = {
+    BEYOND_MEMORY: "the region lies beyond physical memory",
+    OWNED: "the region was already given to another client",
+    MALFORMED: "the request is not a sigma0 request (label -6, MR0 op, MR1 fpage or order)",
+    NO_FREE_REGION: "no free region of that size is left",
+}
 
 
 class Ownership:
@@ -88,7 +97,7 @@ def handle(own: Ownership, label: int, tag_label: int,
         if own.may_take(page, page + PAGE, label):
             own.take(page, page + PAGE, label)
             return 0, [], [MapItem(Fpage.mem(page, 12, Rights.RWX), send_base=page)]
-        return REFUSED, [], []
+        return REFUSED, [_why(own, page, page + PAGE)], []
     if tag_label == Label.SIGMA0 and len(words) == 2:
         op, arg = words
         if op == SIGMA0_FPAGE:
@@ -100,12 +109,18 @@ def handle(own: Ownership, label: int, tag_label: int,
                     own.take(start, end, label)
                     return 0, [start], [MapItem(Fpage.mem(start, fp.order, Rights.RWX),
                                                 send_base=start)]
+                return REFUSED, [_why(own, start, end)], []
         elif op == SIGMA0_ANY and 12 <= arg < 48:
             free = own.find_free(arg)
             if free is not None:
                 own.take(free, free + (1 << arg), label)
                 return 0, [free], [MapItem(Fpage.mem(free, arg, Rights.RWX), send_base=free)]
-    return REFUSED, [], []
+            return REFUSED, [NO_FREE_REGION], []
+    return REFUSED, [MALFORMED], []
+
+
+def _why(own: Ownership, start: int, end: int) -> int:
+    return BEYOND_MEMORY if start < 0 or end > own.size else OWNED
 
 
 async def sigma0_body(t: UserContext, memory: int) -> None:

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Event
 
 _TRANSFER = re.compile(
-    r"^to (?P<rcv>.+): (?P<n>\d+) words(?:, \d+ items)?(?P<cut>, items (?:cut|failed: \w+))?$")
+    r"^to (?P<rcv>.+?): (?P<n>\d+) words(?:, (?P<items>\d+) items)?"
+    r"(?P<cut>, items (?:cut|failed: (?P<err>\w+)))?"
+    r"(?: \| label (?P<label>-?\d+) \| words (?P<words>[^|]*?) \| as (?P<as>\S+))?$")
 
 
 class Message(NamedTuple):

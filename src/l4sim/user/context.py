@@ -31,6 +31,7 @@ from ..kernel.abi import (
     StringItem,
     Timeout,
 )
+from ..kernel.diagnose import word_error
 from ..kernel.fastpath import Buffers, Windows
 from ..kernel.kernel import ThreadDeleted
 from ..kernel.objects import Irq, Thread, Utcb
@@ -108,6 +109,7 @@ class UserContext:
 
     @property
     def now(self) -> int:
+        """Simulated time in cycles (of the kernel's clock, `k.mhz` per µs)."""
         return self._th.cpu.now
 
     # --- building a message -------------------------------------------------------------
@@ -126,10 +128,13 @@ class UserContext:
         if n:
             if n > MR_COUNT:
                 raise ValueError(f"at most {MR_COUNT} words fit the MRs, got {n}")
-            if n == 1:
-                mr[0] = words[0]
-            else:
-                mr[:n] = array("Q", words)
+            try:
+                if n == 1:
+                    mr[0] = words[0]
+                else:
+                    mr[:n] = array("Q", words)
+            except (OverflowError, TypeError) as exc:
+                raise word_error(words, exc) from None
         nitems = 0
         if items:
             for item in items:
