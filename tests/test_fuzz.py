@@ -41,12 +41,12 @@ def kinds(report: Any) -> set[str]:
 # --- a short campaign ------------------------------------------------------------------
 
 def test_short_campaign_is_clean_and_makes_many_system_calls() -> None:
-    s = campaign(seed_start=100, seeds=120, jobs=1, hashseed=True)
+    s = campaign(seed_start=100, seeds=100, jobs=1, hashseed=True)
     assert [a.as_dict() for a in s.anomalies] == []
-    assert s.seeds == 120 and s.runs == 3 * 120
+    assert s.seeds == 100 and s.runs == 3 * 100
     assert s.system_calls > 5_000          # kernel entries of the checked runs alone
     assert s.entries_all > 2 * s.system_calls
-    assert s.hashseed_checked >= 2          # seeds 100 and 150 (and 200) re-run elsewhere
+    assert s.hashseed_checked == 2          # seeds 100 and 150 re-run elsewhere
     # The systems vary in shape: several task and thread counts, including the extremes.
     assert {2, 6} <= set(s.shapes["tasks"]) and {2, 10} <= set(s.shapes["threads"])
 

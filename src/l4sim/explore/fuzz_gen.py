@@ -482,6 +482,8 @@ class _Gen:
     # operations
     def op(self, task: int, role: str, until: int) -> Op:
         r = self.r
+        if self.cpus > 1 and self.chance(0.03):  # several CPUs: move between them
+            return Op("migrate", (r.randrange(self.cpus + 1),))
         weights = _ROLE_WEIGHTS[role]
         name = r.choices(_OP_NAMES, weights)[0]
         kw: list[tuple[str, Any]] = []
@@ -547,8 +549,6 @@ class _Gen:
             return self.pager_reply(task)
         if name == "spin":
             return Op(name, (r.choice((500, 5000, 50_000)),))
-        if name == "migrate":
-            return Op(name, (r.randrange(self.cpus + 1),))
         return Op(name)  # die, exit, plant_secret
 
     def raw_ipc(self, task: int, until: int) -> Op:
