@@ -31,7 +31,8 @@ cycle cost model), `trap` (the switch).
 """
 
 from .abi import CapRights, Fpage, IpcError, Label, MapItem, MsgTag, Rights, StringItem, Timeout
-from .kernel import Event, Kernel, KernelInvariantError, RunResult
+from .errors import KernelInvariantError
+from .kernel import Event, Kernel, RunResult
 from .objects import IpcGate, Irq, Task, Thread
 from .result import IpcResult
 

@@ -258,6 +258,9 @@ class Timeout:
         if raw & 0x8000:
             if br is None:
                 raise ValueError("an absolute raw timeout needs the buffer registers")
+            if raw & 0x3F >= BR_COUNT:
+                raise ValueError(f"an absolute raw timeout names BR{raw & 0x3F}, "
+                                 f"but the UTCB has {BR_COUNT} BRs")
             return Timeout(_ABS_US, int(br[raw & 0x3F]))  # type: ignore[index]
         e = (raw >> 10) & 0x1F
         m = raw & 0x3FF

@@ -16,12 +16,12 @@ waiting misses the report).
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .abi import NEVER, IpcError, IpcOp, Label
+from .errors import KernelInvariantError
 from .ipc import ipc, wake_waiter
 from .result import IpcResult
 from .states import DEAD, RECEIVE_WAIT
@@ -30,28 +30,23 @@ if TYPE_CHECKING:
     from .kernel import Kernel
     from .objects import Body, Thread
 
-class ThreadKilled(BaseException):
-    """Raised inside the chain of a thread the kernel kills (an exception with no
-    handler), to unwind it; the CPU loop ends the thread with `reason`."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 # An escaped Python exception is reported as x86's general-protection fault.
 TRAP_PYTHON_EXCEPTION = 13
 EXCEPTION_TAG = Label.EXCEPTION << 16 | 3
 PREEMPTION_TAG = Label.PREEMPTION << 16 | 2
 
 
-async def exception_ipc(k: Kernel, th: Thread, trap: int, code: int, ip: int) -> IpcResult:
-    """Call `th`'s exception handler with the exception; the handler's reply."""
+async def exception_ipc(k: Kernel, th: Thread, trap: int, code: int, ip: int,
+                        kill: bool = True) -> IpcResult | None:
+    """Call `th`'s exception handler with the exception; the handler's reply. When no
+    handler takes it, `th` is killed (`kill`), or None is returned."""
     handler = th.exc_handler
     where = k.code_location(ip)
     if handler is None or handler.state & DEAD or not handler.alive:
-        raise ThreadKilled(f"exception trap {trap} (code {code:#x}) at {where}, "
-                           "and no exception handler")
+        if not kill:
+            return None
+        raise k.kill(th, f"exception trap {trap} (code {code:#x}) at {where}, "
+                         "and no exception handler")
     mr = th.mr
     mr[0] = trap
     mr[1] = code
@@ -59,7 +54,9 @@ async def exception_ipc(k: Kernel, th: Thread, trap: int, code: int, ip: int) ->
     k.record(th, "exception", f"trap {trap} code {code:#x} at {where} -> {handler.name}")
     r = await ipc(k, th, IpcOp.CALL, 0, EXCEPTION_TAG, NEVER, NEVER, dest=handler)
     if r.error:
-        raise ThreadKilled(f"exception trap {trap} (code {code:#x}) at {where}: the exception "
+        if not kill:
+            return None
+        raise k.kill(th, f"exception trap {trap} (code {code:#x}) at {where}: the exception "
                            f"IPC to {handler.name} failed with {r.error.name}")
     return r
 
@@ -89,10 +86,12 @@ def body_with_handler(k: Kernel, th: Thread, body: Body,
     async def run() -> Any:
         try:
             return await body(th.user, *args)
+        except KernelInvariantError:
+            raise  # a bug in l4sim is never reported as the thread's fault
         except Exception as exc:
             # If the handler is gone, the exception still ends the thread.
-            with contextlib.suppress(ThreadKilled):
-                await exception_ipc(k, th, TRAP_PYTHON_EXCEPTION, 0, code_ip_of_exception(k, exc))
+            await exception_ipc(k, th, TRAP_PYTHON_EXCEPTION, 0, code_ip_of_exception(k, exc),
+                                kill=False)
             raise
 
     return run()
@@ -101,7 +100,10 @@ def body_with_handler(k: Kernel, th: Thread, body: Body,
 def report_preemption(k: Kernel, th: Thread) -> None:
     """Preemption IPC: tell `th`'s preempter (label -3, time, CPU) if it is waiting for it."""
     p = th.preempter
-    if p is None or p.state != RECEIVE_WAIT or not (p.partner is None or p.partner is th):
+    # Open wait, or a closed receive from `th` -- but not the reply wait of a call to `th`:
+    # a report is no reply.
+    if (p is None or p.state != RECEIVE_WAIT
+            or not (p.partner is None or (p.partner is th and th.reply_caller is not p))):
         if p is not None:
             k.record(th, "preemption", f"report to {p.name} lost: not waiting")
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import KernelInvariantError
 from .memory import AddressSpace
 from .objects import IpcGate, Irq, Thread
 from .states import (
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = None) -> None:
     """Verify every invariant. `incoming` is a thread being switched to directly (ready,
     in no queue); `blocking` is the thread that is switching away (not yet descheduled)."""
-    from .kernel import KernelInvariantError as Bad
+    Bad = KernelInvariantError
 
     cpu = k.cpus[0]
     if cpu.now < k._last_check_time:
@@ -167,7 +168,7 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
 def _check_memory(k: Kernel, space: AddressSpace) -> None:
     """Every page-table entry is a node of the mapping database, linked both ways, with
     rights within its parent's and inside its parent's physical range."""
-    from .kernel import KernelInvariantError as Bad
+    Bad = KernelInvariantError
 
     n = 0
     for order, table in space.by_order.items():

@@ -22,8 +22,8 @@ from .flexpage import transfer_items
 from .objects import IpcGate, Irq, Thread
 from .result import IpcResult, result_with
 from .sendq import SenderQueue
-from .tracelog import message_text
 from .states import CANCEL, IPC_TRANSFER, READY, RECEIVE_WAIT, RECV_IN_PROGRESS, SEND_WAIT, TIMEOUT
+from .tracelog import message_text
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -163,20 +163,24 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
     return OK
 
 
-def _wake_receiver(k: Kernel, snd: Thread, rcv: Thread) -> None:
-    """The receiver's wait is over: it becomes ready (the caller decides where it runs).
-
-    If it was waiting for our reply and we sent it something else, the reply capability
-    we hold for it ends with that wait."""
-    if rcv.timer is not None:
-        k.cancel_timer(rcv)
+def _end_receive_wait(k: Kernel, snd: Thread, rcv: Thread) -> None:
+    """Rendezvous: `rcv`'s wait for a sender ends with our message. If it was waiting for
+    our reply and we sent it something else, the reply capability we hold for it ends
+    with that wait."""
     if rcv.partner is snd:
         k.forget_waiter(snd, rcv)
-    rcv.partner = None
     if snd.reply_caller is rcv:
         snd.reply_caller = None
         if snd.prio != snd.priority:
             k.update_prio(snd)
+
+
+def _wake_receiver(k: Kernel, snd: Thread, rcv: Thread) -> None:
+    """The receiver's wait is over: it becomes ready (the caller decides where it runs)."""
+    if rcv.timer is not None:
+        k.cancel_timer(rcv)
+    _end_receive_wait(k, snd, rcv)
+    rcv.partner = None
     k.set_state(rcv, READY)
 
 
@@ -215,8 +219,12 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
     woken: Thread | None = None  # the partner this operation made ready, not yet queued
     src: Thread | Irq | None = None
     if op & _SEND:
+        # A malformed message fails before anything happens (a reply keeps its capability).
         if not tag_fits(tag):
             return await k.leave(th, IpcResult(SEMSGCUT))
+        strings = longipc.string_items(th.mr, tag) if tag & 0xFC0 else None
+        if strings is not None and not longipc.strings_fit(strings):
+            return await k.leave(th, result_with(SEMSGCUT, 0, 0, None, (0,) * len(strings)))
         call = bool(op & _RECEIVE) and not op & _OPEN_WAIT
         if op & _REPLY:
             # The one-shot reply capability: consumed by this reply, even a failed one.
@@ -237,13 +245,11 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
         if call:
             src = dst
         # Handshake: a receiver in exactly receive-wait that accepts us.
-        strings = longipc.string_items(th.mr, tag) if tag & 0xFC0 else None
-        if strings is not None and not longipc.strings_fit(strings):
-            return await k.leave(th, result_with(SEMSGCUT, 0, 0, None, (0,) * len(strings)))
         if dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
             if strings is not None:
                 # Long IPC, the receiver arrived first: we copy, it sleeps (both algorithms).
                 x = longipc.Transfer(th, dst, th, label, tag, call, strings)
+                _end_receive_wait(k, th, dst)
                 k.set_state(dst, IPC_TRANSFER)
                 longipc.begin(k, x)
                 err = longipc.end(k, x, await longipc.copy_strings(k, x))
@@ -452,9 +458,9 @@ async def take_long_sender(k: Kernel, th: Thread, snd: Thread,
     err = longipc.end(k, x, await longipc.copy_strings(k, x))
     strings_done = tuple(x.done)
     th.in_strings = None  # we pulled it: the result is ours now, not a later wait's
+    th.wake_error = OK    # ... and so is any error: none is left for a later wait
     if err and err not in (SEMSGCUT, SEMAPFAILED):
         return result_with(IpcError(err | 1), 0, 0, None, strings_done)
-    th.wake_error = OK
     return result_with(IpcError(err | 1) if err else OK, th.in_label, th.in_tag, th.in_words,
                        strings_done)
 

@@ -18,7 +18,8 @@ from . import diagnose, longipc, states
 from .abi import NEVER, Timeout
 from .costs import CostProfile
 from .costs import profile as get_profile
-from .exceptions import ThreadKilled, body_with_handler, report_preemption
+from .errors import KernelInvariantError, ThreadDeleted, ThreadKilled
+from .exceptions import body_with_handler, report_preemption
 from .flexpage import release_task, sigma0_roots
 from .ipc import ENOT_EXISTENT, SECANCELED, deliver_irq, end_wait, leave_queues, wake_waiter
 from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
@@ -35,19 +36,6 @@ _STOP = object()  # timer-heap marker: the end of a run(until=...)
 
 def _dead_resume(_: None) -> Thread | None:
     raise RuntimeError("a deleted thread was resumed")
-
-
-class KernelInvariantError(RuntimeError):
-    """A kernel invariant (S19) does not hold: a bug in l4sim, never a user error."""
-
-    def __init__(self, invariant: str, detail: str) -> None:
-        super().__init__(f"kernel invariant violated: {invariant}: {detail}")
-        self.invariant = invariant
-
-
-class ThreadDeleted(BaseException):
-    """Raised inside the chain of a thread that deleted itself, to unwind it."""
-
 
 
 class Event(NamedTuple):
@@ -321,6 +309,13 @@ class Kernel:
                                                priority=250, pager=sigma0)
         return self._anon_pager
 
+    def default_pager(self) -> Thread | None:
+        """The pager of a thread created without one: the anonymous-memory pager, made on
+        the first fault; None when it cannot be made any more (sigma0 was deleted first)."""
+        if self._anon_pager is None and self._sigma0 is not None and not self._sigma0.alive:
+            return None
+        return self.anon_pager
+
     def code_ip(self, filename: str, line: int) -> int:
         """Encode a Python code location as an instruction pointer, deterministically:
         the file's index in this kernel's registry << 32 | the line number."""
@@ -424,7 +419,7 @@ class Kernel:
 
     def _set_fast(self, on: bool) -> None:
         for th in self.threads.values():
-            th.user.fast = on
+            th.user.fast = on and not th.state & DEAD
 
     def _result(self, reason: str) -> RunResult:
         blocked = [t for t in self.threads.values() if t.state & (SEND_WAIT | RECEIVE_WAIT)]
@@ -468,7 +463,8 @@ class Kernel:
             except ThreadDeleted:
                 nxt = None
             except ThreadKilled as killed:
-                self._end_thread(th, killed.reason)
+                if not th.state & DEAD:
+                    self._end_thread(th, killed.reason)
                 nxt = None
             except KernelInvariantError:
                 raise
@@ -487,7 +483,10 @@ class Kernel:
             cpu.current = None  # it switched away: an event may wake it again now
             if now >= cpu.next_event:
                 self._process_events(cpu)
-                if nxt is not None and (self._stop is not None or cpu.bitmap >> (nxt.prio + 1)):
+                if nxt is not None and nxt.state & DEAD:
+                    nxt = None  # an event deleted the partner we were switching to
+                elif nxt is not None and (self._stop is not None
+                                          or cpu.bitmap >> (nxt.prio + 1)):
                     self.make_ready(nxt)
                     nxt = None
             if nxt is None:
@@ -543,8 +542,9 @@ class Kernel:
             th, callback = entry[2], entry[3]
             if th is not None:
                 self.record(th, "timeout", f"at {entry[0]}")
-                if not ticked:  # the timer interrupt: entry, tick accounting, exit
+                if not ticked:  # the timer interrupt: a kernel entry, tick accounting, exit
                     cpu.now += self.costs.timer_tick
+                    cpu.entries += 1
                     ticked = True
                 expire(self, th)
             elif callback is _STOP:
@@ -560,7 +560,11 @@ class Kernel:
     # --- kernel entry and exit ----------------------------------------------------------
 
     async def enter(self, th: Thread, cost: int = 0) -> None:
-        """Kernel entry: count it, charge it; stop first if the step limit is reached."""
+        """Kernel entry: count it, charge it; stop first if the step limit is reached.
+        A dead thread enters no more: its chain (a `finally:` block run while it is closed
+        or unwound) is unwound instead."""
+        if th.state & DEAD:
+            raise ThreadDeleted
         while self.entry_limit < INFINITY and self.entries >= self.entry_limit:
             if self._stop is None:
                 self._stop = "steps"
@@ -600,6 +604,9 @@ class Kernel:
             if cpu.now >= cpu.slice_end:
                 cpu.now += self.costs.timer_tick  # the tick that ends the timeslice
                 cpu.slice_end = cpu.now + self.timeslice
+                cpu.entries += 1  # the timer interrupt is a kernel entry: a step
+                if self.entries >= self.entry_limit:
+                    self._stop = "steps"
                 if cpu.bitmap >> th.prio:
                     self.record(th, "timeslice", "expired")
                     if th.preempter is not None:
@@ -607,10 +614,14 @@ class Kernel:
                     cpu.enqueue_back(th)
                     await switch(None)
                     continue
+                if self._stop is not None:
+                    continue
             return
 
     async def compute(self, th: Thread, cycles: int) -> None:
         """User computation of `cycles`, preemptible at any simulated time inside."""
+        if th.state & DEAD:
+            raise ThreadDeleted  # a dead thread's chain being unwound computes nothing
         cpu = th.cpu
         while True:
             room = min(cpu.slice_end, cpu.next_event) - cpu.now
@@ -813,6 +824,8 @@ class Kernel:
             self.check_invariants()
 
     def _thread_ended(self, th: Thread, value: Any, exc: BaseException | None) -> None:
+        if th.state & DEAD:
+            return  # killed already: its chain only finished unwinding
         if exc is None:
             th.result = value
             th.returned = True
@@ -866,10 +879,20 @@ class Kernel:
             gate.thread = None
         th.gates.clear()
         self.set_state(th, DEAD)
+        if th.user is not None:
+            th.user.fast = False  # the fast path must not run for it either
         self.record(th, "end", reason or "returned")
         th.exit_reason = reason
         if reason is not None:
             self.died.append((th, reason))
+
+    def kill(self, th: Thread, reason: str) -> ThreadKilled:
+        """End the running thread `th` now (a fault nobody resolves, an exception nobody
+        handles) and return the exception that unwinds its chain: dead from here on, it
+        can make no system call while its `finally:` blocks run."""
+        if not th.state & DEAD:
+            self._end_thread(th, reason)
+        return ThreadKilled(reason)
 
     def delete_object(self, obj: KernelObject) -> None:
         """Delete a thread, task or gate: no reference to it is left anywhere."""
@@ -897,8 +920,14 @@ class Kernel:
             obj.coro = None
             obj.resume = _dead_resume
             if coro is not None and obj.cpu.current is not obj:
-                with contextlib.suppress(Exception):  # user code misbehaving while unwinding
+                # Closing runs the body's `finally:` blocks; a system call there raises
+                # ThreadDeleted (`enter`), so the dead thread does nothing in the kernel.
+                try:
                     coro.close()
+                except KernelInvariantError:
+                    raise
+                except (Exception, ThreadDeleted):  # user code misbehaving while unwinding
+                    pass
         elif isinstance(obj, Irq):
             if obj.thread is not None:
                 self.irq_detach(obj)

@@ -219,7 +219,7 @@ async def _fault(k: Kernel, x: Transfer, owner: Thread, addr: int, write: bool) 
 
     in_sender = owner is x.snd
     limit = (x.rcv if in_sender else x.snd).pf_timeout  # the partner's page-fault timeout
-    pager = k.anon_pager if owner.pager_default else owner.pager
+    pager = k.default_pager() if owner.pager_default else owner.pager
     if k.trace:
         k.record(x.copier, "page fault", f"{'write' if write else 'read'} at {addr:#x} in "
                  f"{owner.name}'s space during long IPC -> {pager.name if pager else 'no pager'}")
@@ -236,7 +236,8 @@ async def _fault(k: Kernel, x: Transfer, owner: Thread, addr: int, write: bool) 
     utcb, mr = copier.utcb, copier.mr
     br = utcb.br
     saved = mr[0], mr[1], utcb.bdr, br[0], br[1]
-    mr[0] = (addr & ~7) | (2 if write else 0)
+    present = owner.task.space.lookup(addr) is not None  # mapped, without the right
+    mr[0] = (addr & ~7) | (2 if write else 0) | (1 if present else 0)
     mr[1] = _KERNEL_IP
     br[0], br[1], utcb.bdr = 8, _ALL, 0
     copier.pf_target = owner
@@ -285,14 +286,21 @@ def begin(k: Kernel, x: Transfer) -> None:
 def end(k: Kernel, x: Transfer, err: IpcError) -> IpcError:
     """The copy is over (`err`: its send-side outcome). Deliver the words and map items
     unless it was aborted, tell both sides; the passive partner is made ready (or, the
-    sender of a call that succeeded, waits for the reply). Returns the send-side code."""
+    sender of a call that succeeded, waits for the reply). Returns the send-side code.
+
+    The passive partner may have left the transfer meanwhile (deleted, or aborted by a
+    cancel and gone on to another IPC): then it is not touched, and the copy counts as
+    aborted."""
     from .ipc import _deliver, _wake_receiver
 
-    snd, rcv = x.snd, x.rcv
-    snd.xfer = rcv.xfer = None
-    strings = tuple(x.done)
+    snd, rcv, copier = x.snd, x.rcv, x.copier
     passive = x.passive()
-    if passive.state & DEAD:
+    present = passive.xfer is x and not passive.state & DEAD
+    for th in (snd, rcv):
+        if th.xfer is x:
+            th.xfer = None
+    strings = tuple(x.done)
+    if not present:
         err = err or SEABORTED
     elif err in (OK, SEMSGCUT):
         err2 = _deliver(k, snd, rcv, x.label, x.tag, x.call and err == OK)
@@ -301,37 +309,31 @@ def end(k: Kernel, x: Transfer, err: IpcError) -> IpcError:
         else:
             err = err2
         _string_returns(x, strings)
-    else:
+    elif passive is rcv:
         rcv.in_words = None
         rcv.in_tag = rcv.in_label = 0
         rcv.wake_error = IpcError(err | 1)
-    if passive is snd:
-        snd.wake_error = err
-    rcv.in_strings = strings
-    if x.delete_pending and not passive.state & DEAD:
+    if present:
+        if passive is snd:
+            snd.wake_error = err
+        rcv.in_strings = strings
+    deleted = present and x.delete_pending
+    if deleted:
         # The partner's deletion waited for the lock: the transfer is complete, now it goes.
         _unlock(k, x)
-        if x.copier.state & RECV_IN_PROGRESS:
-            k.set_state(x.copier, READY)
-        if k.trace:
-            k.record(x.copier, "transfer", f"long IPC {snd.name} -> {rcv.name} ended "
-                     f"{err.name if err else 'OK'}: {list(strings)} bytes")
-        return err
+    if copier.state & RECV_IN_PROGRESS:
+        k.set_state(copier, READY)  # the pull is over
     if k.trace:
-        k.record(x.copier, "transfer", f"long IPC {snd.name} -> {rcv.name} ended "
+        k.record(copier, "transfer", f"long IPC {snd.name} -> {rcv.name} ended "
                  f"{err.name if err else 'OK'}: {list(strings)} bytes")
-    if passive.state & DEAD:
-        pass
-    elif passive is rcv:
+    if deleted or not present:
+        return err
+    if passive is rcv:
         rcv_err = rcv.wake_error
         _wake_receiver(k, snd, rcv)
         rcv.wake_error = rcv_err
-        if x.copier.state & RECV_IN_PROGRESS:
-            k.set_state(x.copier, READY)
         k.make_ready(rcv)
     else:
-        if rcv.state == READY | RECV_IN_PROGRESS:
-            k.set_state(rcv, READY)
         snd.in_strings = strings
         if snd.timer is not None:
             k.cancel_timer(snd)
@@ -377,6 +379,12 @@ def abort_passive(k: Kernel, victim: Thread, why: str) -> None:
     assert x is not None
     x.abort = SEABORTED
     victim.xfer = None
+    if x.delete_pending:
+        # Its deletion waited for the transfer lock, which goes with the transfer.
+        x.delete_pending = False
+        k.record(victim, "transfer", f"aborted: {why}; the deletion that waited goes now")
+        k.delete_object(victim)
+        return
     victim.in_strings = tuple(x.done)
     victim.wake_error = SEABORTED if victim is x.snd else IpcError.REABORTED
     victim.in_words = None

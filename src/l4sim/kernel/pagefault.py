@@ -17,7 +17,6 @@ import sys
 from typing import TYPE_CHECKING
 
 from .abi import NEVER, IpcOp, Label
-from .exceptions import ThreadKilled
 from .ipc import ipc
 from .memory import USER_SPACE_BITS, W
 from .states import DEAD
@@ -56,7 +55,7 @@ def translate(th: Thread, addr: int, n: int, need: int) -> tuple[list[tuple[int,
 async def access(k: Kernel, th: Thread, addr: int, n: int, write: bool) -> list[tuple[int, int]]:
     """Translate an access, faulting in what is missing; the physical pieces."""
     if addr < 0 or n < 0 or addr + n > _SPACE_END:
-        raise ThreadKilled(f"access to {addr:#x}+{n} outside the address space at "
+        raise k.kill(th, f"access to {addr:#x}+{n} outside the address space at "
                            f"{k.code_location(_caller_ip(k))}")
     need = W if write else R
     while True:
@@ -78,11 +77,14 @@ def _caller_ip(k: Kernel) -> int:
 async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: bool,
                      ip: int) -> None:
     """The page-fault IPC to `th`'s pager; returns when the pager has replied."""
-    pager = k.anon_pager if th.pager_default else th.pager
+    pager = k.default_pager() if th.pager_default else th.pager
     kind = "write" if write else "read"
     what = f"{kind} page fault at {addr:#x} ({k.code_location(ip)})"
-    if pager is None or pager.state & DEAD or not pager.alive:
-        raise ThreadKilled(f"{what}, and no pager")
+    if pager is None:
+        raise k.kill(th, f"{what}, and no pager")
+    if pager.state & DEAD or not pager.alive:
+        raise k.kill(th, f"{what}: its pager {pager.name} has ended "
+                     f"({pager.exit_reason or 'returned'}), so nobody resolves it")
     utcb = th.utcb
     mr = th.mr
     br = utcb.br
@@ -98,7 +100,18 @@ async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: boo
     r = await ipc(k, th, IpcOp.CALL, 0, PF_TAG, NEVER, NEVER, dest=pager)
     mr[0], mr[1], utcb.bdr, br[0], br[1] = saved
     if r.error:
-        raise ThreadKilled(f"{what}: the page-fault IPC to {pager.name} failed with "
+        raise k.kill(th, f"{what}: the page-fault IPC to {pager.name} failed with "
                            f"{r.error.name}")
     if r.tag.label < 0:
-        raise ThreadKilled(f"{what}: refused by {pager.name}")
+        raise k.kill(th, f"{what}: refused by {pager.name}{_why_refused(k, pager, r.words)}")
+
+
+def _why_refused(k: Kernel, pager: Thread, words: tuple[int, ...]) -> str:
+    """sigma0 says why it refuses in MR0 of its reply."""
+    if pager is k._sigma0 and words:
+        from ..lib.sigma0 import REASONS
+
+        why = REASONS.get(words[0])
+        if why:
+            return f" ({why})"
+    return ""

@@ -32,8 +32,8 @@ from ..kernel.abi import (
     Timeout,
 )
 from ..kernel.diagnose import word_error
+from ..kernel.errors import ThreadDeleted
 from ..kernel.fastpath import Buffers, Windows
-from ..kernel.kernel import ThreadDeleted
 from ..kernel.objects import Irq, Thread, Utcb
 from ..kernel.result import IpcResult
 from ..kernel.states import DEAD
@@ -154,44 +154,54 @@ class UserContext:
         return nitems << 6 | n
 
     def _set_receive(self, window: Windows, buffers: Buffers) -> None:
-        if window is not None:
-            self._set_windows(window)
-        if buffers is not None:
-            self._set_buffers(buffers)
+        """Receive windows and string buffers into the BRs and the BDR. Both are checked
+        before any register changes: misuse raises and leaves the BRs as they were."""
+        windows = self._plan_windows(window) if window is not None else None
+        bufs = self._plan_buffers(buffers) if buffers is not None else None
+        utcb = self._th.utcb
+        br = utcb.br
+        if windows is not None:
+            fps, bdr = windows
+            for i, fp in enumerate(fps):
+                br[2 * i] = 8
+                br[2 * i + 1] = fp.raw
+            if not fps:
+                br[0] = br[1] = 0
+            utcb.bdr = bdr | (utcb.bdr & (0x1F << 15))
+        if bufs is not None:
+            for i, (addr, size) in enumerate(bufs):
+                br[_BUFFER_BR + 2 * i] = size << 12 | 0x4
+                br[_BUFFER_BR + 2 * i + 1] = addr
+            end = _BUFFER_BR + 2 * len(bufs)
+            if end < BR_COUNT:
+                br[end] = 0
+            utcb.bdr = (utcb.bdr & ~(0x1F << 15)) | _BUFFER_BR << 15
 
-    def _set_buffers(self, buffers: Sequence[tuple[int, int]]) -> None:
-        """String receive buffers into the BRs from BR6 (after the windows), BDR bits
-        15-19 pointing at them: BR[j] = size << 12 | 0x4, BR[j+1] = address.
-        They stay until the next `buffers=` (`()` clears)."""
+    @staticmethod
+    def _plan_buffers(buffers: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Check `buffers=`: string receive buffers go into the BRs from BR6 (after the
+        windows), BDR bits 15-19 pointing at them: BR[j] = size << 12 | 0x4, BR[j+1] =
+        the address. They stay until the next `buffers=` (`()` clears)."""
         bufs = list(buffers)
         if len(bufs) > (BR_COUNT - _BUFFER_BR) // 2:
             raise ValueError(f"at most {(BR_COUNT - _BUFFER_BR) // 2} string buffers")
-        for buf in bufs:  # check them all before the BRs change
+        for buf in bufs:
             if (not isinstance(buf, tuple) or len(buf) != 2
                     or not all(type(v) is int for v in buf)):
                 raise TypeError(f"a string buffer is (address, size), got {buf!r}")
             addr, size = buf
             if addr < 0 or size < 0 or addr + size > 1 << 47:
                 raise ValueError(f"buffer ({addr:#x}, {size}) is not inside the address space")
-        utcb = self._th.utcb
-        br = utcb.br
-        for i, (addr, size) in enumerate(bufs):
-            br[_BUFFER_BR + 2 * i] = size << 12 | 0x4
-            br[_BUFFER_BR + 2 * i + 1] = addr
-        end = _BUFFER_BR + 2 * len(bufs)
-        if end < BR_COUNT:
-            br[end] = 0
-        utcb.bdr = (utcb.bdr & ~(0x1F << 15)) | _BUFFER_BR << 15
+        return bufs
 
-    def _set_windows(self, window: Fpage | Sequence[Fpage]) -> None:
-        """Receive windows into the BRs and the BDR, one per kind, as Fiasco lays them out:
-        BR[2i] = 8 (a map buffer), BR[2i+1] = the fpage; the BDR's fields point at them.
-        The BRs are registers: the windows stay until the next `window=` (`()` clears)."""
+    @staticmethod
+    def _plan_windows(window: Fpage | Sequence[Fpage]) -> tuple[list[Fpage], int]:
+        """Check `window=`: the windows, one per kind, and the BDR fields pointing at them,
+        as Fiasco lays them out (BR[2i] = 8, a map buffer; BR[2i+1] = the fpage). The BRs
+        are registers: the windows stay until the next `window=` (`()` clears)."""
         fps = [window] if isinstance(window, Fpage) else list(window)
         if len(fps) > 3:
             raise ValueError("at most one receive window per kind (memory, I/O, objects)")
-        utcb = self._th.utcb
-        br = utcb.br
         bdr = 0
         taken: set[int] = set()
         for fp in fps:
@@ -209,12 +219,7 @@ class UserContext:
                     raise ValueError("at most one receive window per kind (memory, I/O, objects)")
                 taken.add(kind)
                 bdr |= 2 * i << _BDR_SHIFT[kind]
-        for i, fp in enumerate(fps):  # all checked: now the BRs change
-            br[2 * i] = 8
-            br[2 * i + 1] = fp.raw
-        if not fps:
-            br[0] = br[1] = 0
-        utcb.bdr = bdr | (utcb.bdr & (0x1F << 15))
+        return fps, bdr
 
     # --- memory -------------------------------------------------------------------
 
@@ -223,6 +228,8 @@ class UserContext:
         Returns without yielding when everything is mapped."""
         _check_access(addr, n)
         th = self._th
+        if th.state & DEAD:
+            raise ThreadDeleted  # a dead thread's chain being unwound touches no memory
         pieces, missing, _ = _pf.translate(th, addr, n, 2 if write else 4)
         if missing >= 0:
             pieces = await _pf.access(self._k, th, addr, n, write)
@@ -360,16 +367,30 @@ class UserContext:
         raw = tag.raw if isinstance(tag, MsgTag) else tag
         if type(raw) is not int:
             raise TypeError(f"tag must be a MsgTag or an int, got {type(tag).__name__}")
+        if not -(1 << 63) <= raw < 1 << 64:
+            raise OverflowError(f"a message tag is one 64-bit word, got {raw:#x}")
         if not isinstance(flags, int) or flags & ~0xF:
             raise ValueError(f"flags are IpcOp bits (0..15), got {flags!r}")
         if not isinstance(timeouts, int) or not 0 <= timeouts <= 0xFFFFFFFF:
             raise ValueError(f"timeouts is a 32-bit word, got {timeouts!r}")
+        # An absolute timeout names the BR holding its point in time; one that names a
+        # BR the UTCB does not have makes the IPC fail in that phase, having done nothing.
+        for half, phase, err in ((timeouts >> 16, IpcOp.SEND, IpcError.SETIMEOUT),
+                                 (timeouts & 0xFFFF, IpcOp.RECEIVE, IpcError.RETIMEOUT)):
+            if flags & phase and half & 0x8000 and half & 0x3F >= BR_COUNT:
+                return self._failed_entry(err)
         br = self._th.utcb.br
-        snd_to = Timeout.from_raw(timeouts >> 16, br)
-        rcv_to = Timeout.from_raw(timeouts & 0xFFFF, br)
+        snd_to = Timeout.from_raw(timeouts >> 16, br) if flags & IpcOp.SEND else NEVER
+        rcv_to = Timeout.from_raw(timeouts & 0xFFFF, br) if flags & IpcOp.RECEIVE else NEVER
         if raw >= 1 << 63:
             raw -= 1 << 64
         return _ipc.ipc(self._k, self._th, flags, dest, raw, snd_to, rcv_to)
+
+    async def _failed_entry(self, err: IpcError) -> IpcResult:
+        """A kernel entry that fails at once with `err` and changes nothing."""
+        k, th = self._k, self._th
+        await k.enter(th)
+        return await k.leave(th, IpcResult(err))
 
     # --- other kernel operations --------------------------------------------------------
 
@@ -424,7 +445,9 @@ class UserContext:
             if not 0 <= value < 1 << 64:
                 raise OverflowError(f"{name} {value} is not a 64-bit word")
         k = self._k
-        return await _exc.exception_ipc(k, self._th, trap, code, _exc.code_ip_of_frame(k, 1))
+        r = await _exc.exception_ipc(k, self._th, trap, code, _exc.code_ip_of_frame(k, 1))
+        assert r is not None  # no handler to take it: the thread was killed, not returned to
+        return r
 
     # --- interrupts -----------------------------------------------------------------
 
