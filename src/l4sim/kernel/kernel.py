@@ -886,12 +886,14 @@ class Kernel:
         if reason is not None:
             self.died.append((th, reason))
 
-    def kill(self, th: Thread, reason: str) -> ThreadKilled:
+    def kill(self, th: Thread, reason: str) -> BaseException:
         """End the running thread `th` now (a fault nobody resolves, an exception nobody
         handles) and return the exception that unwinds its chain: dead from here on, it
-        can make no system call while its `finally:` blocks run."""
-        if not th.state & DEAD:
-            self._end_thread(th, reason)
+        can make no system call while its `finally:` blocks run. A thread already dead
+        (its chain being closed) is only unwound."""
+        if th.state & DEAD:
+            return ThreadDeleted()
+        self._end_thread(th, reason)
         return ThreadKilled(reason)
 
     def delete_object(self, obj: KernelObject) -> None:
@@ -926,7 +928,7 @@ class Kernel:
                     coro.close()
                 except KernelInvariantError:
                     raise
-                except (Exception, ThreadDeleted):  # user code misbehaving while unwinding
+                except (Exception, ThreadDeleted, ThreadKilled):  # user code misbehaving
                     pass
         elif isinstance(obj, Irq):
             if obj.thread is not None:

@@ -68,6 +68,18 @@ def _check_access(addr: object, n: object) -> None:
         raise ValueError(f"addr and n must not be negative, got {addr:#x}, {n}")
 
 
+_EXPIRED = Timeout.at(0)
+
+
+def _raw_timeout(half: int, br: Sequence[int]) -> Timeout:
+    """One 16-bit half of the raw timeout word. An absolute timeout names the BR that
+    holds its point in time; one naming a BR the UTCB does not have (58..63) has no
+    point in time: it counts as already expired, like a relative one of m = 0."""
+    if half & 0x8000 and half & 0x3F >= BR_COUNT:
+        return _EXPIRED
+    return Timeout.from_raw(half, br)
+
+
 def _check_sel(sel: object) -> int:
     if type(sel) is not int:
         raise TypeError(f"a capability selector is an int, got {type(sel).__name__}")
@@ -373,24 +385,12 @@ class UserContext:
             raise ValueError(f"flags are IpcOp bits (0..15), got {flags!r}")
         if not isinstance(timeouts, int) or not 0 <= timeouts <= 0xFFFFFFFF:
             raise ValueError(f"timeouts is a 32-bit word, got {timeouts!r}")
-        # An absolute timeout names the BR holding its point in time; one that names a
-        # BR the UTCB does not have makes the IPC fail in that phase, having done nothing.
-        for half, phase, err in ((timeouts >> 16, IpcOp.SEND, IpcError.SETIMEOUT),
-                                 (timeouts & 0xFFFF, IpcOp.RECEIVE, IpcError.RETIMEOUT)):
-            if flags & phase and half & 0x8000 and half & 0x3F >= BR_COUNT:
-                return self._failed_entry(err)
         br = self._th.utcb.br
-        snd_to = Timeout.from_raw(timeouts >> 16, br) if flags & IpcOp.SEND else NEVER
-        rcv_to = Timeout.from_raw(timeouts & 0xFFFF, br) if flags & IpcOp.RECEIVE else NEVER
+        snd_to = _raw_timeout(timeouts >> 16, br) if flags & IpcOp.SEND else NEVER
+        rcv_to = _raw_timeout(timeouts & 0xFFFF, br) if flags & IpcOp.RECEIVE else NEVER
         if raw >= 1 << 63:
             raw -= 1 << 64
         return _ipc.ipc(self._k, self._th, flags, dest, raw, snd_to, rcv_to)
-
-    async def _failed_entry(self, err: IpcError) -> IpcResult:
-        """A kernel entry that fails at once with `err` and changes nothing."""
-        k, th = self._k, self._th
-        await k.enter(th)
-        return await k.leave(th, IpcResult(err))
 
     # --- other kernel operations --------------------------------------------------------
 
