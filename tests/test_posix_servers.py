@@ -26,9 +26,8 @@ from errno import (
 )
 from typing import Any
 
-from posix_helpers import CPUS, errno_of, run
-
-from l4sim import Timeout
+from l4sim import Kernel, Timeout
+from l4sim.lib.boot import System
 from l4sim.lib.framework import Env, PosixError
 from l4sim.lib.mqueue import MessageQueue
 from l4sim.lib.names import lookup, register
@@ -37,6 +36,7 @@ from l4sim.lib.semaphore import SEM_VALUE_MAX, Semaphore
 from l4sim.lib.shm import SharedMemory
 from l4sim.lib.signals import SIG_BLOCK, SIG_DFL, SIG_IGN, SIG_SETMASK, SIG_UNBLOCK, Signals
 from l4sim.lib.sync import Cond, Mutex
+from posix_helpers import CPUS, errno_of, kernel, run
 
 CREAT, EXCL = os.O_CREAT, os.O_EXCL
 US = Timeout.us
@@ -103,9 +103,6 @@ def test_semaphore_wakes_waiters_in_order_and_skips_the_dead(cpus: int) -> None:
         await t.sleep(US(50))
         woke.append(f"value {await s.value()}")
 
-    k = None
-    from posix_helpers import kernel
-    from l4sim.lib.boot import System
     k = kernel(cpus)
     system = System(k, ["sem"])
     for i, name in enumerate(["w1", "w2", "w3"]):
@@ -134,7 +131,7 @@ def test_semaphore_timed_out_waiter_does_not_swallow_a_post() -> None:
         s = await Semaphore.open(t, env, "/s", CREAT, 0)
         await s.post()
 
-    _, result, _, system = run([("w", waiter, ()), ("p", poster, ())], ["sem"])
+    _, result, _, _ = run([("w", waiter, ()), ("p", poster, ())], ["sem"])
     done(result)
     assert got == [ETIMEDOUT, 1]
 
@@ -195,8 +192,6 @@ def test_mutex_of_a_deleted_owner_goes_to_the_next_waiter(cpus: int) -> None:
         got.append(("delete", t.now))
         await t.delete(sel[0])
 
-    from posix_helpers import kernel
-    from l4sim.lib.boot import System
     k = kernel(cpus)
     system = System(k, ["sync"])
     o = system.process("owner").thread(owner, name="owner")
@@ -295,8 +290,6 @@ def test_message_queue_blocked_sender_that_dies_leaves_no_message() -> None:
         q.nonblock = True
         out.append(await errno_of(q.receive()))
 
-    from posix_helpers import kernel
-    from l4sim.lib.boot import System
     k = kernel()
     system = System(k, ["mq"])
     f = system.process("filler").thread(filler, name="filler")
@@ -380,8 +373,6 @@ def test_pipe_writers_of_pipe_buf_are_not_interleaved_and_eof_follows_a_deleted_
         if ch == ord("b"):
             await t.sleep(Timeout.never())       # never closes: deleted below
 
-    from posix_helpers import kernel
-    from l4sim.lib.boot import System
     k = kernel(cpus)
     system = System(k, ["pipe"])
     tokens: list[int] = []
@@ -438,6 +429,7 @@ def test_fifo_open_waits_for_the_other_side_and_reader_death_is_epipe() -> None:
         await t.delete(t.self_sel)
 
     _, result, _, system = run([("w", writer, ()), ("r", reader, ())], ["pipe"])
+    assert [(th.name, why) for th, why in result.died] == [("r", "deleted")]
     assert out["writer opened"] > out["reader opens"]
     assert out["blocked write"] == EPIPE and out["after"] == EPIPE
     assert system.servers["pipe"].stats["reaped"] == 1
@@ -523,8 +515,6 @@ def test_signals(cpus: int) -> None:
         await Signals.kill(t, env, pid, hup)                  # default: terminate
         out["survived"] = True
 
-    from posix_helpers import kernel
-    from l4sim.lib.boot import System
     k = kernel(cpus)
     system = System(k, ["signal"])
     proc = system.process("target")
@@ -550,8 +540,6 @@ def test_sigkill_cannot_be_blocked() -> None:
         await Signals.kill(t, env, pid, int(signal.SIGKILL))
         out.append("survived")
 
-    from posix_helpers import kernel
-    from l4sim.lib.boot import System
     k = kernel()
     proc = System(k, ["signal"]).process("p")
     proc.thread(sigs.thread_body, name="sig", priority=140)
@@ -592,7 +580,7 @@ def test_connection_pool_exhausted_is_emfile_and_closing_frees_a_gate() -> None:
 
     procs = [("closer", closer, ()), ("holder", holder, ()), ("third", body, ([],)),
              ("late", late, ())]
-    _, result, _, system = run(procs, ["sem"], pool=2)
+    _, result, _, _ = run(procs, ["sem"], pool=2)
     done(result)
     assert out == [("third", EMFILE), "closed", "late open"]
 
@@ -613,9 +601,6 @@ def test_name_server_lookup_waits_for_registration_and_errors() -> None:
         await register(t, env, "late-service", gate_sel[0])
         out["again"] = await errno_of(register(t, env, "late-service", gate_sel[0]))
 
-    from posix_helpers import kernel
-    from l4sim import Kernel
-    from l4sim.lib.boot import System
     k: Kernel = kernel()
     system = System(k, ["sem"])
     system.process("early").thread(early, name="early")
