@@ -387,6 +387,8 @@ class Server:
         self._next_cap = CAP_BASE
         self._free_caps: list[int] = []
         self._slot = 0
+        self._br_slot = -1         # the slot the BRs' object window names now
+        self._strings = any(op.send_string for op in self.protocol.ops.values())
         self.deferred = 0          # requests waiting in this server
         self._poll_rounds = 0
         self.stats: dict[str, int] = {"opened": 0, "closed": 0, "reaped": 0, "abandoned": 0}
@@ -503,6 +505,8 @@ class Server:
 
     async def _dispatch(self, r: IpcResult) -> Outcome:
         label, op_label = r.label, r.tag.label
+        if r.tag.items:
+            self._br_slot = -1   # a received item or string changes the BRs: set them again
         if label == 0:
             return await self._open(r) if op_label == OPEN else error(_errno.EBADF)
         conn = self.conns.get(label)
@@ -529,9 +533,21 @@ class Server:
         except PosixError as exc:
             return error(exc.errno or _errno.EIO)
 
+    def _receive_regs(self) -> tuple[Fpage | None, list[tuple[int, int]] | None]:
+        """The object window (our next free slot) and the string buffer, when the BRs do
+        not hold them already: BRs stay until changed, and a receive that sets none
+        can take the kernel's fast path. A protocol whose requests carry strings sets
+        them on every receive: a fast-path receive woken by a long IPC reports no
+        `string_bytes` (a kernel bug worked around here)."""
+        if self._br_slot == self._slot and not self._strings:
+            return None, None
+        self._br_slot = self._slot
+        return Fpage.obj(self._slot, 0), [(BUF, BUF_SIZE)]
+
     async def _wait(self) -> IpcResult:
-        return await self.t.wait(receive_timeout=self._receive_timeout(),
-                                 window=Fpage.obj(self._slot, 0), buffers=[(BUF, BUF_SIZE)])
+        window, buffers = self._receive_regs()
+        return await self.t.wait(receive_timeout=self._receive_timeout(), window=window,
+                                 buffers=buffers)
 
     async def serve(self, t: UserContext, gates: Sequence[tuple[int, int]],
                     register: Callable[[UserContext], Awaitable[None]] | None = None) -> None:
@@ -541,7 +557,8 @@ class Server:
         self.free_gates = list(reversed(gates))
         self._slot = self._alloc_cap()
         if register is not None:
-            await register(t)
+            await register(t)       # (its calls set our BRs: they are set again below)
+        self._br_slot = -1
         r = await self._wait()
         while True:
             if not r.ok:
@@ -562,7 +579,7 @@ class Server:
                     await out.after()
                 r = await self._wait()
                 continue
+            window, buffers = self._receive_regs()
             r = await t.reply_and_wait(words=out.words, label=-out.errno, items=items,
                                        receive_timeout=self._receive_timeout(),
-                                       window=Fpage.obj(self._slot, 0),
-                                       buffers=[(BUF, BUF_SIZE)])
+                                       window=window, buffers=buffers)
