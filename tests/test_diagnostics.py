@@ -217,17 +217,6 @@ def test_time_units() -> None:
         k.run(until=1.5)  # type: ignore[arg-type]
 
 
-def test_a_never_ending_program_ends_under_max_steps() -> None:
-    async def spin(t: UserContext) -> None:
-        while True:
-            await t.compute(10_000)
-
-    k = Kernel()
-    k.new_task("a").new_thread(spin, name="spin")
-    res = k.run(max_steps=50)
-    assert res.reason == "steps" and res.steps == 50
-
-
 def test_trace_is_a_bounded_ring_and_memory_stays_flat() -> None:
     async def ping(t: UserContext, sel: list[int]) -> None:
         while True:
