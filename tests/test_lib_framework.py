@@ -7,7 +7,6 @@ import errno
 from typing import Any
 
 import pytest
-from posix_helpers import errno_of, kernel
 
 from l4sim import Timeout
 from l4sim.lib.boot import System
@@ -26,6 +25,7 @@ from l4sim.lib.framework import (
     pack_name,
     unpack_name,
 )
+from posix_helpers import errno_of, kernel
 
 ADD = Op("add", 1, ("n",), ("total", "calls"))
 TAKE = Op("take", 2, ("n",))           # waits until the total reaches n
