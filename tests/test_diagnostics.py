@@ -186,6 +186,21 @@ def test_closed_receive_forever_is_told_apart_from_an_idle_server() -> None:
     assert all(w.startswith("idle") for w in res.waits.values())
 
 
+def test_a_dead_pager_is_named() -> None:
+    async def pager(t: UserContext) -> None:
+        return None
+
+    async def client(t: UserContext) -> None:
+        await t.compute(100)
+        await t.load(0x5000, 1)
+
+    k = Kernel(check=True)
+    p = k.new_task("p").new_thread(pager, name="pager")
+    k.new_task("c").new_thread(client, name="client", pager=p)
+    why = _died(k)["client"]
+    assert "its pager pager has ended (returned)" in why
+
+
 def test_sigma0_says_why_it_refuses() -> None:
     async def greedy(t: UserContext, s0: int) -> tuple[int, int]:
         r = await t.call(s0, words=[SIGMA0_FPAGE, Fpage.mem(1 << 40, 12).raw],
@@ -215,6 +230,17 @@ def test_time_units() -> None:
     assert fired and 3000 <= fired[0] < 3200
     with pytest.raises(ValueError, match=r"k.us\(n\) converts"):
         k.run(until=1.5)  # type: ignore[arg-type]
+
+
+def test_a_never_ending_program_ends_under_max_steps() -> None:
+    async def spin(t: UserContext) -> None:
+        while True:
+            await t.compute(10_000)
+
+    k = Kernel()
+    k.new_task("a").new_thread(spin, name="spin")
+    res = k.run(max_steps=50)
+    assert res.reason == "steps" and res.steps == 50
 
 
 def test_trace_is_a_bounded_ring_and_memory_stays_flat() -> None:
