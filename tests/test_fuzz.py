@@ -265,6 +265,21 @@ def test_oracle_hang(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "hang" in kinds(rep)
 
 
+def test_oracle_hang_swallowed_by_the_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body that catches the watchdog's exception still counts as a hang."""
+    monkeypatch.setattr(fuzz, "WATCHDOG_SECONDS", 0.5)
+
+    async def stuck(x: Any, sel: int) -> None:
+        try:
+            while True:
+                pass
+        except BaseException:
+            return
+
+    rep = check_build(_two_threads(_serve, stuck), {}, RUN, 0)
+    assert "hang" in kinds(rep)
+
+
 def test_hashseed_digests_match_in_process() -> None:
     seeds = [3, 4]
     other = hashseed_digests(seeds, other_hashseed())

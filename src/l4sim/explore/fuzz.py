@@ -76,7 +76,7 @@ from .fuzz_gen import SECRET_ADDR, Program, generate, render, shrinks
 
 Build = Callable[[Kernel, "FuzzRuntime"], None]
 
-WATCHDOG_SECONDS = 30.0   # wall-clock bound of one run
+WATCHDOG_SECONDS = 10.0   # wall-clock bound of one run (a normal run takes well under 1 s)
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _USER_SIDE = tuple(os.path.join(_PKG, p) for p in (
     os.path.join("user", "context.py"), os.path.join("kernel", "fastpath.py"),
@@ -535,19 +535,24 @@ class RunOutcome:
 
 
 @contextlib.contextmanager
-def _watchdog(seconds: float) -> Iterator[None]:
-    """Raise FuzzHang in this (main) thread after `seconds` of wall time."""
+def _watchdog(seconds: float) -> Iterator[dict[str, bool]]:
+    """Raise FuzzHang in this (main) thread after `seconds` of wall time, and again every
+    half second until the run ends (a `finally:` in a thread body may swallow one); the
+    state says whether it fired."""
+    state = {"fired": False}
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
 
     def fire(_sig: int, _frame: FrameType | None) -> None:
+        state["fired"] = True
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
         raise FuzzHang(f"no end after {seconds:g} s of wall time")
 
     old = signal.signal(signal.SIGALRM, fire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        yield state
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
@@ -564,8 +569,9 @@ def run_build(build: Build, kernel: dict[str, Any], run: dict[str, Any], seed: i
     k = Kernel(**kernel, **MODES[mode])
     rt = FuzzRuntime(k, seed, mode)
     reason = "?"
+    dog = {"fired": False}
     try:
-        with _watchdog(WATCHDOG_SECONDS if watchdog is None else watchdog):
+        with _watchdog(WATCHDOG_SECONDS if watchdog is None else watchdog) as dog:
             reason = "build"
             build(k, rt)
             reason = "run"
@@ -589,6 +595,9 @@ def run_build(build: Build, kernel: dict[str, Any], run: dict[str, Any], seed: i
         reason = "escape"
     finally:
         rt.finished = True
+    if dog["fired"] and reason != "hang":  # the watchdog's exception was swallowed
+        rt.anomaly("hang", "no end", f"no end within {WATCHDOG_SECONDS:g} s of wall time "
+                   f"(until={run.get('until')}, max_steps={run.get('max_steps')})")
     for what in rt.dead_pending.values():
         rt.anomaly("dead-syscall", "blocked", f"{what}: it blocked in the kernel")
     died = []
@@ -722,22 +731,27 @@ def check_seed(seed: int) -> SeedReport:
 def shrink(prog: Program, signature: str, budget: float = 60.0) -> Program:
     """The smallest variant of `prog` found within `budget` seconds that still shows an
     anomaly with this signature."""
+    global WATCHDOG_SECONDS
     deadline = time.monotonic() + budget
     best = prog
-    improved = True
-    while improved and time.monotonic() < deadline:
-        improved = False
-        for cand in shrinks(best):
-            if time.monotonic() >= deadline:
-                break
-            try:
-                rep = check_program(cand)
-            except Exception:  # a variant that does not even build
-                continue
-            if any(a.signature == signature for a in rep.anomalies):
-                best = cand
-                improved = True
-                break
+    saved, WATCHDOG_SECONDS = WATCHDOG_SECONDS, min(WATCHDOG_SECONDS, 3.0)  # hangs shrink too
+    try:
+        improved = True
+        while improved and time.monotonic() < deadline:
+            improved = False
+            for cand in shrinks(best):
+                if time.monotonic() >= deadline:
+                    break
+                try:
+                    rep = check_program(cand)
+                except Exception:  # a variant that does not even build
+                    continue
+                if any(a.signature == signature for a in rep.anomalies):
+                    best = cand
+                    improved = True
+                    break
+    finally:
+        WATCHDOG_SECONDS = saved
     return best
 
 
