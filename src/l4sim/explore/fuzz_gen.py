@@ -548,7 +548,7 @@ class _Gen:
         if name == "reply_map":
             return self.pager_reply(task)
         if name == "spin":
-            return Op(name, (r.choice((20_000, 100_000, 500_000)),))
+            return Op(name, (r.choice((2_000_000, 20_000_000, 100_000_000)),))  # few steps
         return Op(name)  # die, exit, plant_secret
 
     def raw_ipc(self, task: int, until: int) -> Op:
