@@ -47,11 +47,14 @@ def main() -> None:
               default=None, help="Also write the demo's trace as Chrome trace-event JSON.")
 @click.option("--mermaid", "mermaid_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the demo as a Mermaid sequence diagram.")
-def demo(trace_path: Path | None, mermaid_path: Path | None) -> None:
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the run report: one HTML page, no network needed.")
+def demo(trace_path: Path | None, mermaid_path: Path | None, html_path: Path | None) -> None:
     """Run a small built-in system that shows every IPC primitive, with a narrated log."""
     from .demo import run_demo
 
-    code = run_demo(_console(), trace_path=trace_path, mermaid_path=mermaid_path)
+    code = run_demo(_console(), trace_path=trace_path, mermaid_path=mermaid_path,
+                    html_path=html_path)
     if code:
         sys.exit(code)
 

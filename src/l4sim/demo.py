@@ -341,11 +341,14 @@ def _table(n: Narrator) -> Table:
 
 
 def run_demo(console: Console | None = None, *, check: bool = True,
-             trace_path: Path | None = None, mermaid_path: Path | None = None) -> int:
+             trace_path: Path | None = None, mermaid_path: Path | None = None,
+             html_path: Path | None = None) -> int:
     """Run the demo and print its narrated log; 0 if every outcome was as expected.
-    With `trace_path` / `mermaid_path`, also write its trace and sequence diagram."""
+    With `trace_path` / `mermaid_path` / `html_path`, also write its trace, sequence
+    diagram and run report."""
     console = console or Console()
-    k = Kernel(check=check, trace=trace_path is not None or mermaid_path is not None)
+    k = Kernel(check=check, trace=trace_path is not None or mermaid_path is not None
+               or html_path is not None)
     n = Narrator(k.mhz)
     threads = build(k, n)
     result: RunResult = k.run()
@@ -354,6 +357,11 @@ def run_demo(console: Console | None = None, *, check: bool = True,
         console.print(f"trace: {write_chrome(k, trace_path)} (open it in https://ui.perfetto.dev)")
     if mermaid_path is not None:
         console.print(f"sequence diagram: {write_mermaid(k, mermaid_path)}")
+    if html_path is not None:
+        from .trace.html import write_html
+
+        page = write_html(k, html_path, result, title="l4sim demo")
+        console.print(f"run report: {page} ({page.stat().st_size:,} bytes; open it in a browser)")
     died = ", ".join(f"{th.name} ({why})" for th, why in result.died) or "none"
     blocked = ", ".join(f"{th.name} ({th.state_name})" for th in result.blocked) or "none"
     console.print(f"run ended: [bold]{result.reason}[/] at {result.now} cycles "

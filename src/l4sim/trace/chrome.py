@@ -5,8 +5,10 @@ thread tid). Each track is a sequence of B/E slices named by what the thread is 
 "running" while it is the CPU's current thread, otherwise its state ("ready",
 "send_wait", "receive_wait", "canceled", "timed_out"). Every message is a flow arrow
 from the sender's track at the transfer to the receiver's track (ids unique per
-message); timeouts, interrupts, exceptions, preemptions and thread ends are instant
-events. Timestamps are microseconds: cycles / `k.mhz`.
+message) carrying the message (kind, label and protocol, words, items and what each map
+did, string bytes, errors), and an instant on both tracks named by it (`call PUT(3, 7)`);
+timeouts, interrupts, exceptions, preemptions, page faults, maps, errors and thread ends
+are instant events. Timestamps are microseconds: cycles / `k.mhz`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
 RUNNABLE = frozenset({"ready", "canceled", "timed_out"})
-INSTANTS = frozenset({"timeout", "irq", "exception", "preemption", "timeslice", "end"})
+INSTANTS = frozenset({"timeout", "irq", "exception", "preemption", "timeslice", "end", "error",
+                      "page fault", "map", "unmap"})
 _EPS_US = 0.001  # flow ends sit 1 ns inside the slices they bind to
 
 
@@ -132,18 +135,23 @@ def to_chrome(k: Kernel) -> dict[str, Any]:
             continue
         spid, stid = where[msg.sender]
         rpid, rtid = where[msg.receiver]
-        args = {"kind": msg.kind, "words": msg.words, "from": msg.sender,
-                "to": msg.receiver}
-        if msg.cut:
-            args["cut"] = True
+        args = msg.describe()
+        title = msg.title()
+        ts = us(msg.time)
         out.append({"name": msg.kind, "cat": "ipc", "ph": "s", "id": flow_id,
-                    "ts": max(0.0, round(us(msg.time) - _EPS_US, 6)), "pid": spid, "tid": stid, "args": args})
+                    "ts": max(0.0, round(ts - _EPS_US, 6)), "pid": spid, "tid": stid, "args": args})
         out.append({"name": msg.kind, "cat": "ipc", "ph": "f", "bp": "e", "id": flow_id,
-                    "ts": round(us(msg.time) + _EPS_US, 6), "pid": rpid, "tid": rtid})
+                    "ts": round(ts + _EPS_US, 6), "pid": rpid, "tid": rtid, "args": args})
+        # The message itself, on both tracks: click it to read label, words, items.
+        out.append({"name": f"{title} → {msg.receiver}", "cat": "message", "ph": "i", "s": "t",
+                    "ts": ts, "pid": spid, "tid": stid, "args": args})
+        out.append({"name": f"{title} ← {msg.sender}", "cat": "message", "ph": "i", "s": "t",
+                    "ts": ts, "pid": rpid, "tid": rtid, "args": args})
     # Stable: at one timestamp a slice's E stays before the next one's B.
     out.sort(key=lambda e: float(e["ts"]))
     return {"traceEvents": meta + out, "displayTimeUnit": "ns",
-            "otherData": {"l4sim": "trace", "mhz": mhz}}
+            "otherData": {"generator": "l4sim", "mhz": mhz,
+                          "dropped events": getattr(k.events, "dropped", 0)}}
 
 
 def write_chrome(k: Kernel, path: str | Path) -> Path:
