@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from .abi import NEVER, IpcError, IpcOp, Label
 from .errors import KernelInvariantError
-from .ipc import ipc, wake_waiter
+from .ipc import ipc
+from .lifecycle import kill as kill_thread
 from .result import IpcResult
 from .states import DEAD, RECEIVE_WAIT
+from .waits import wake_waiter
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -45,7 +47,7 @@ async def exception_ipc(k: Kernel, th: Thread, trap: int, code: int, ip: int,
     if handler is None or handler.state & DEAD or not handler.alive:
         if not kill:
             return None
-        raise k.kill(th, f"exception trap {trap} (code {code:#x}) at {where}, "
+        raise kill_thread(k, th, f"exception trap {trap} (code {code:#x}) at {where}, "
                          "and no exception handler")
     mr = th.mr
     mr[0] = trap
@@ -56,7 +58,7 @@ async def exception_ipc(k: Kernel, th: Thread, trap: int, code: int, ip: int,
     if r.error:
         if not kill:
             return None
-        raise k.kill(th, f"exception trap {trap} (code {code:#x}) at {where}: the exception "
+        raise kill_thread(k, th, f"exception trap {trap} (code {code:#x}) at {where}: the exception "
                            f"IPC to {handler.name} failed with {r.error.name}")
     return r
 

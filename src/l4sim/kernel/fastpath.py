@@ -39,7 +39,9 @@ from .diagnose import native_coroutine, word_error
 from .ipc import _result_of_wait, ipc
 from .objects import IpcGate, Thread
 from .result import IpcResult, new_result
+from .sched import update_prio
 from .states import READY, RECEIVE_WAIT
+from .waits import set_reply_cap
 
 if TYPE_CHECKING:
     from ..user.context import UserContext
@@ -151,7 +153,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     if dst.reply_caller is None:
                         dst.reply_caller = th
                     else:  # its previous caller waits on, without a reply capability
-                        t._k.set_reply_cap(dst, th)
+                        set_reply_cap(t._k, dst, th)
                     dst.partner = None
                     dst.state = READY
                     th.partner = dst
@@ -159,7 +161,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     cpu.entries += 1
                     cpu.now += cpu.ipc_costs[n]
                     if th.prio > dst.prio:
-                        t._k.update_prio(dst)
+                        update_prio(t._k, dst)
                     yield dst  # the switch
                     if (th.state == READY and not th.wake_error and cpu.now < cpu.slice_end
                             and cpu.now < cpu.next_event):
@@ -171,7 +173,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                         return r
                     k = t._k
                     # An error, the end of the timeslice or an event due: the general exit.
-                    return cast(IpcResult, (yield from k.leave(th, _result_of_wait(k, th))))
+                    return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
     return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, NEVER, NEVER)))
 
 
@@ -244,7 +246,7 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             cpu.entries += 1
             cpu.now += cpu.ipc_costs[n]
             if th.prio != th.priority:
-                t._k.update_prio(th)
+                update_prio(t._k, th)
             yield c  # the switch
             if (th.state == READY and not th.wake_error and cpu.now < cpu.slice_end
                     and cpu.now < cpu.next_event):
@@ -255,5 +257,5 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 r._words = th.in_words
                 return r
             k = t._k
-            return cast(IpcResult, (yield from k.leave(th, _result_of_wait(k, th))))
+            return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
     return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO, NEVER)))

@@ -19,11 +19,15 @@ from typing import TYPE_CHECKING, Any
 from . import longipc
 from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
 from .flexpage import transfer_items
+from .irq import deliver_irq
+from .irq import unmask as unmask_irq
 from .objects import IpcGate, Irq, Thread
 from .result import IpcResult, result_with
+from .sched import cancel_timer, make_ready, update_prio
 from .sendq import SenderQueue
 from .states import CANCEL, IPC_TRANSFER, READY, RECEIVE_WAIT, RECV_IN_PROGRESS, SEND_WAIT, TIMEOUT
 from .tracelog import message_text
+from .waits import add_waiter, end_wait, forget_waiter, set_reply_cap
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -46,7 +50,6 @@ _SEND, _RECEIVE, _OPEN_WAIT, _REPLY = (int(IpcOp.SEND), int(IpcOp.RECEIVE),
                                        int(IpcOp.OPEN_WAIT), int(IpcOp.REPLY))
 
 EMPTY_OK = IpcResult(OK)
-IRQ_TAG = -1 << 16  # MsgTag(label=-1): the IRQ protocol
 
 
 def resolve_send(th: Thread, sel: int) -> tuple[Thread, int, IpcGate | None] | None:
@@ -144,7 +147,7 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
         rcv.in_words = None
     rcv.in_tag = tag
     rcv.in_label = label
-    k.costs_transfer(snd.cpu, n)
+    snd.cpu.charge_transfer(n)
     nitems = (tag >> 6) & 0x3F
     if nitems:
         err = transfer_items(k, snd, rcv, n, nitems)
@@ -156,7 +159,7 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
             return err
     rcv.wake_error = OK
     if call:
-        k.set_reply_cap(rcv, snd)
+        set_reply_cap(k, rcv, snd)
     if k.trace:
         k.record(snd, "transfer", f"to {rcv.name}: {n} words" + (f", {nitems} items" if nitems else "")
                  + message_text(tag, label, rcv.in_words))
@@ -168,17 +171,17 @@ def _end_receive_wait(k: Kernel, snd: Thread, rcv: Thread) -> None:
     our reply and we sent it something else, the reply capability we hold for it ends
     with that wait."""
     if rcv.partner is snd:
-        k.forget_waiter(snd, rcv)
+        forget_waiter(k, snd, rcv)
     if snd.reply_caller is rcv:
         snd.reply_caller = None
         if snd.prio != snd.priority:
-            k.update_prio(snd)
+            update_prio(k, snd)
 
 
 def _wake_receiver(k: Kernel, snd: Thread, rcv: Thread) -> None:
     """The receiver's wait is over: it becomes ready (the caller decides where it runs)."""
     if rcv.timer is not None:
-        k.cancel_timer(rcv)
+        cancel_timer(rcv)
     _end_receive_wait(k, snd, rcv)
     rcv.partner = None
     k.set_state(rcv, READY)
@@ -213,34 +216,34 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                rcv_to: Timeout, unmask: Irq | None, dest: Thread | None,
                dest_label: int | None) -> IpcResult:
     op = int(op)
-    await k.enter(th)
+    await th.cpu.enter(th)
     if unmask is not None:
-        k.irq_unmask(unmask)
+        unmask_irq(k, unmask)
     woken: Thread | None = None  # the partner this operation made ready, not yet queued
     src: Thread | Irq | None = None
     if op & _SEND:
         # A malformed message fails before anything happens (a reply keeps its capability).
         if not tag_fits(tag):
-            return await k.leave(th, IpcResult(SEMSGCUT))
+            return await th.cpu.leave(th, IpcResult(SEMSGCUT))
         strings = longipc.string_items(th.mr, tag) if tag & 0xFC0 else None
         if strings is not None and not longipc.strings_fit(strings):
-            return await k.leave(th, result_with(SEMSGCUT, 0, 0, None, (0,) * len(strings)))
+            return await th.cpu.leave(th, result_with(SEMSGCUT, 0, 0, None, (0,) * len(strings)))
         call = bool(op & _RECEIVE) and not op & _OPEN_WAIT
         if op & _REPLY:
             # The one-shot reply capability: consumed by this reply, even a failed one.
             dst = th.reply_caller
             th.reply_caller = None
             if th.prio != th.priority:
-                k.update_prio(th)
+                update_prio(k, th)
             if dst is None or dst.state != RECEIVE_WAIT or dst.partner is not th:
-                return await k.leave(th, IpcResult(ENOT_EXISTENT))
+                return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
             label, gate, call = th.tid, None, False
         else:
             target = resolve_send(th, sel) if dest is None else (
                 (dest, th.tid if dest_label is None else dest_label, None)
                 if not dest.state & 0x200 else None)
             if target is None:
-                return await k.leave(th, IpcResult(ENOT_EXISTENT))
+                return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
             dst, label, gate = target
         if call:
             src = dst
@@ -254,19 +257,19 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                 longipc.begin(k, x)
                 err = longipc.end(k, x, await longipc.copy_strings(k, x))
                 if err or not op & _RECEIVE:
-                    return await k.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
+                    return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
             else:
                 err = _deliver(k, th, dst, label, tag, call)
                 _wake_receiver(k, th, dst)
                 woken = dst
                 if err:
-                    k.make_ready(dst)
-                    return await k.leave(th, IpcResult(err))
+                    make_ready(dst)
+                    return await th.cpu.leave(th, IpcResult(err))
         else:
             # The receiver is not ready: enqueue and block, unless we may not wait.
-            deadline = k.deadline_of(snd_to, th)
+            deadline = th.cpu.deadline_of(snd_to)
             if deadline is not None and deadline <= th.cpu.now:
-                return await k.leave(th, IpcResult(SETIMEOUT))
+                return await th.cpu.leave(th, IpcResult(SETIMEOUT))
             q = dst.sendq
             if q is None:
                 q = dst.sendq = SenderQueue()
@@ -279,17 +282,17 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
             th.rcv_timeout = rcv_to
             k.set_state(th, SEND_WAIT)
             if deadline is not None:
-                k.arm_timer(th, deadline)
+                th.cpu.arm_timer(th, deadline)
             if th.prio > dst.prio:
-                k.update_prio(dst)
-            await k.block(th, None)
+                update_prio(k, dst)
+            await th.cpu.block(th, None)
             th.snd_call = False
-            x = th.xfer
-            if x is not None and x.copier is th and not x.started:
+            mine: longipc.Transfer | None = th.xfer
+            if mine is not None and mine.copier is th and not mine.started:
                 # Sender-driven: the receiver took us and woke us to copy.
-                err = longipc.end(k, x, await longipc.copy_strings(k, x))
+                err = longipc.end(k, mine, await longipc.copy_strings(k, mine))
                 if err or not op & _RECEIVE:
-                    return await k.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
+                    return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(mine.done)))
                 woken = None
             elif th.in_strings is not None and not call:
                 # Our long message was taken (and copied by the receiver): its byte counts.
@@ -300,20 +303,20 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                 err = th.wake_error
                 th.wake_error = OK
                 if err or not op & _RECEIVE:
-                    return await k.leave(th, result_with(err, 0, 0, None, done))
+                    return await th.cpu.leave(th, result_with(err, 0, 0, None, done))
                 woken = None
             elif call or th.wake_error or th.state != READY:
-                return await k.leave(th, _result_of_wait(k, th))
+                return await th.cpu.leave(th, _result_of_wait(k, th))
             elif not op & _RECEIVE:
-                return await k.leave(th, EMPTY_OK)
+                return await th.cpu.leave(th, EMPTY_OK)
             else:
                 # A send-and-open-wait whose send was taken: go on to the receive phase.
                 woken = None
 
     if not op & _RECEIVE:
         if woken is not None:
-            k.wake_nonblocking(th, woken)
-        return await k.leave(th, EMPTY_OK)
+            make_ready(woken)
+        return await th.cpu.leave(th, EMPTY_OK)
 
     # Receive phase.
     if not op & _SEND:
@@ -322,7 +325,7 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
         else:
             src = resolve_source(th, sel)
             if src is None:
-                return await k.leave(th, IpcResult(ENOT_EXISTENT))
+                return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
     elif op & _OPEN_WAIT:
         src = None
     q = th.sendq
@@ -339,55 +342,41 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
             snd = None
         if snd is not None:
             if woken is not None:  # the partner of our send phase queues behind us
-                k.wake_nonblocking(th, woken)
+                make_ready(woken)
             if isinstance(snd, Irq):
                 q.remove(snd)
                 snd.queued = False
-                return await k.leave(th, deliver_irq(k, snd, th))
+                return await th.cpu.leave(th, deliver_irq(k, snd, th))
             stag = snd.snd_tag
             strings = longipc.string_items(snd.mr, stag) if stag & 0xFC0 else None
             if strings is not None:
-                return await k.leave(th, await take_long_sender(k, th, snd, strings))
-            return await k.leave(th, take_queued_sender(k, th, snd))
+                return await th.cpu.leave(th, await take_long_sender(k, th, snd, strings))
+            return await th.cpu.leave(th, take_queued_sender(k, th, snd))
     # Receiver arrives first (or a call's send is done): prepare to receive and block.
-    deadline = k.deadline_of(rcv_to, th)
+    deadline = th.cpu.deadline_of(rcv_to)
     if deadline is not None and deadline <= th.cpu.now:
         if type(src) is Thread and src.reply_caller is th:
             # A call that may not wait for its reply: the reply capability ends with it.
             src.reply_caller = None
             if src.prio != src.priority:
-                k.update_prio(src)
+                update_prio(k, src)
         if woken is not None:
-            k.wake_nonblocking(th, woken)
-        return await k.leave(th, IpcResult(RETIMEOUT))
+            make_ready(woken)
+        return await th.cpu.leave(th, IpcResult(RETIMEOUT))
     th.partner = src
     th.in_words = None
     th.in_tag = th.in_label = 0
     k.set_state(th, RECEIVE_WAIT)
     if deadline is not None:
-        k.arm_timer(th, deadline)
+        th.cpu.arm_timer(th, deadline)
     if type(src) is Thread and src is not th:
         if src.reply_caller is th:
             if th.prio > src.prio:
-                k.update_prio(src)  # the server now works for us: it inherits our priority
+                update_prio(k, src)  # the server now works for us: it inherits our priority
         else:
-            k.add_waiter(src, th)
-    await k.block(th, woken)
-    return await k.leave(th, _result_of_wait(k, th))
-
-
-def deliver_irq(k: Kernel, irq: Irq, th: Thread) -> IpcResult:
-    """Interrupt IPC: one bit of information, tag label -1 and the bound label; the
-    source is masked until its receiver unmasks it."""
-    irq.pending = False
-    irq.masked = True
-    th.in_tag = IRQ_TAG
-    th.in_label = irq.label
-    th.in_words = None
-    th.wake_error = OK
-    if k.trace:
-        k.record(th, "irq", f"{irq.name} delivered, masked")
-    return IpcResult(OK, irq.label, IRQ_TAG, None)
+            add_waiter(k, src, th)
+    await th.cpu.block(th, woken)
+    return await th.cpu.leave(th, _result_of_wait(k, th))
 
 
 def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
@@ -398,7 +387,7 @@ def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
     assert q is not None
     q.remove(snd)
     if snd.timer is not None:
-        k.cancel_timer(snd)
+        cancel_timer(snd)
     call = snd.snd_call
     err = _deliver(k, snd, th, snd.snd_label, snd.snd_tag, call)
     result = IpcResult(OK, th.in_label, th.in_tag, th.in_words)
@@ -414,16 +403,16 @@ def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
         snd.in_words = None
         snd.in_tag = snd.in_label = 0
         k.set_state(snd, RECEIVE_WAIT)
-        deadline = k.deadline_of(snd.rcv_timeout, snd)
+        deadline = snd.cpu.deadline_of(snd.rcv_timeout)
         snd.rcv_timeout = None
         if deadline is not None:
-            k.arm_timer(snd, deadline)  # an expired one fires at the next preemption point
+            snd.cpu.arm_timer(snd, deadline)  # an expired one fires at the next preemption point
     else:
         snd.partner = None
         k.set_state(snd, READY)
-        k.make_ready(snd)
+        make_ready(snd)
     if th.prio != th.priority or snd.prio > th.prio:
-        k.update_prio(th)
+        update_prio(k, th)
     return result
 
 
@@ -436,12 +425,12 @@ async def take_long_sender(k: Kernel, th: Thread, snd: Thread,
     assert q is not None
     q.remove(snd)
     if snd.timer is not None:
-        k.cancel_timer(snd)
+        cancel_timer(snd)
     x = longipc.Transfer(snd, th, snd, snd.snd_label, snd.snd_tag, snd.snd_call, strings)
     snd.snd_label = snd.snd_tag = 0
     snd.snd_gate = None
     if snd.prio > th.prio or th.prio != th.priority:
-        k.update_prio(th)
+        update_prio(k, th)
     if k.transfer == "sender-driven":
         snd.partner = None
         snd.rcv_timeout = None if not x.call else snd.rcv_timeout
@@ -449,7 +438,7 @@ async def take_long_sender(k: Kernel, th: Thread, snd: Thread,
         k.set_state(th, IPC_TRANSFER)
         th.partner = None
         longipc.begin(k, x)
-        await k.block(th, snd)  # wake up the sender and block
+        await th.cpu.block(th, snd)  # wake up the sender and block
         return _result_of_wait(k, th)
     x.copier = th
     k.set_state(snd, IPC_TRANSFER)
@@ -486,46 +475,3 @@ def expire(k: Kernel, victim: Thread) -> None:
         return
     err = SETIMEOUT if victim.state == SEND_WAIT else RETIMEOUT
     end_wait(k, victim, err, READY | TIMEOUT)
-
-
-def leave_queues(k: Kernel, victim: Thread) -> Thread | None:
-    """Take a waiting thread out of the sender queue it sits in, drop the reply capability
-    that names it, and disarm its timer. Returns the partner whose priority may drop."""
-    partner = victim.partner
-    if victim.state == SEND_WAIT:
-        assert isinstance(partner, Thread) and partner.sendq is not None
-        partner.sendq.remove(victim)
-        victim.snd_gate = None
-        victim.snd_call = False
-        victim.rcv_timeout = None
-    elif isinstance(partner, Thread) and partner.reply_caller is victim:
-        partner.reply_caller = None
-    else:
-        if isinstance(partner, Thread) and partner is not victim:
-            k.forget_waiter(partner, victim)
-        partner = None
-    if victim.timer is not None:
-        k.cancel_timer(victim)
-    victim.partner = None
-    return partner if isinstance(partner, Thread) else None
-
-
-def wake_waiter(k: Kernel, th: Thread, new_state: int = READY) -> None:
-    """A receive-wait ends with what the waker left in `th`'s TCB (a message, or
-    `wake_error`): disarm the timer, forget the partner, make it ready."""
-    if th.timer is not None:
-        k.cancel_timer(th)
-    th.partner = None
-    k.set_state(th, new_state)
-    k.make_ready(th)
-
-
-def end_wait(k: Kernel, victim: Thread, err: IpcError, new_state: int) -> None:
-    """End a wait abnormally: leave every queue, record the error for the victim to
-    report when it runs again, make it ready."""
-    partner = leave_queues(k, victim)
-    victim.wake_error = err
-    k.set_state(victim, new_state)
-    k.make_ready(victim)
-    if partner is not None and partner.prio != partner.priority:
-        k.update_prio(partner)

@@ -7,35 +7,25 @@ the IPC semantics live in `ipc.py`.
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import diagnose, longipc, states
-from .abi import NEVER, Timeout
+from . import diagnose, irq, states
+from .abi import Timeout
 from .costs import CostProfile
 from .costs import profile as get_profile
 from .errors import KernelInvariantError, ThreadDeleted, ThreadKilled
 from .exceptions import body_with_handler, report_preemption
-from .flexpage import release_task, sigma0_roots
-from .ipc import ENOT_EXISTENT, SECANCELED, deliver_irq, end_wait, leave_queues, wake_waiter
+from .flexpage import sigma0_roots
+from .ipc import expire
+from .lifecycle import delete_object, end_thread, foreign_await, thread_ended
 from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
 from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObject, Task, Thread
-from .result import IpcResult
-from .sched import INFINITY, Cpu
-from .sendq import SenderQueue
-from .states import CANCEL, DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT, SEND_WAIT, state_name
+from .sched import INFINITY, STOP, Cpu, make_ready
+from .states import DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT, SEND_WAIT, state_name
 from .tracelog import DEFAULT_TRACE_LIMIT, EventLog
-from .trap import switch
-
-_STOP = object()  # timer-heap marker: the end of a run(until=...)
-
-
-def _dead_resume(_: None) -> Thread | None:
-    raise RuntimeError("a deleted thread was resumed")
 
 
 class Event(NamedTuple):
@@ -145,7 +135,7 @@ class Kernel:
         self.ipc_costs = [self.costs.ipc_cost(n) for n in range(64)]
         # The fast path sets state words directly; checked or traced runs take the general path.
         self.fastpath = fastpath and not check and not trace
-        self.cpus = [Cpu(i) for i in range(cpus)]
+        self.cpus = [Cpu(self, i, expire, report_preemption) for i in range(cpus)]
         for c in self.cpus:
             c.ipc_costs = self.ipc_costs
         self.tasks: list[Task] = []
@@ -169,7 +159,7 @@ class Kernel:
         self._next_tid = 1
         self._next_task = 1
         self._seq = 0
-        self._stop: str | None = None
+        self.stop: str | None = None  # why the run ends, once decided
         self._running = False
         self._last_check_time = 0
 
@@ -332,6 +322,11 @@ class Kernel:
             raise ValueError(f"{ip:#x} is not a code location of this kernel")
         return f"{self._code_files[index]}:{line}"
 
+    def trigger(self, source: Irq) -> None:
+        """Raise an interrupt from host code (`irq.trigger()`: a device, a test)."""
+        irq.trigger(self, source)
+        self.after_host_op()
+
     def new_irq(self, name: str | None = None) -> Irq:
         """A software-triggerable interrupt source (host-level setup)."""
         self._irq_count += 1
@@ -347,7 +342,7 @@ class Kernel:
         cycles = when
         if not callable(callback):
             raise TypeError("callback must be callable")
-        self._push_event(self.cpus[0], [cycles, self._next_seq(), None, callback])
+        self.cpus[0].push_event([cycles, self.next_seq(), None, callback])
 
     def delete(self, obj: KernelObject) -> None:
         """Delete a thread, task or gate from host code (as a task holding D would)."""
@@ -355,7 +350,7 @@ class Kernel:
             raise TypeError(f"delete needs a kernel object, got {type(obj).__name__}")
         if not obj.alive:
             raise ValueError(f"{obj!r} has already been deleted")
-        self.delete_object(obj)
+        delete_object(self, obj)
 
     def _repr_html_(self) -> str:
         """The run report of this kernel (threads, trace, mapping database), inline in
@@ -388,13 +383,13 @@ class Kernel:
             until = self._time("until", until)
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
-        self._stop = None
+        self.stop = None
         stop_entry = None
         if until is not None:
             if until <= cpu.now:
                 return self._result("until")
-            stop_entry = [until, self._next_seq(), None, _STOP]
-            self._push_event(cpu, stop_entry)
+            stop_entry = [until, self.next_seq(), None, STOP]
+            cpu.push_event(stop_entry)
         self.entry_limit = self.entries + max_steps if max_steps is not None else INFINITY
         if max_steps is not None:
             self._set_fast(False)  # the fast path does not look at the step limit
@@ -412,9 +407,9 @@ class Kernel:
                 self._set_fast(self.fastpath)
             if stop_entry is not None:
                 stop_entry[3] = None
-        if self._stop == "until" and until is not None and cpu.now < until:
+        if self.stop == "until" and until is not None and cpu.now < until:
             cpu.now = until  # idle up to the end of the run (time never goes back)
-        reason = self._stop or self._end_reason()
+        reason = self.stop or self._end_reason()
         return self._result(reason)
 
     def _set_fast(self, on: bool) -> None:
@@ -447,7 +442,7 @@ class Kernel:
         same_space = costs.thread_switch
         other_space = costs.thread_switch + costs.space_switch
         plain = not (self.check or self.trace)
-        th = self._pick(cpu)
+        th = cpu.pick()
         last = cpu.last  # the thread that ran when the previous run() stopped
         if th is not None and last is not None and th is not last:
             cpu.now += same_space if th.task is last.task else other_space
@@ -458,18 +453,18 @@ class Kernel:
             try:
                 nxt = th.resume(None)
             except StopIteration as stop:
-                self._thread_ended(th, stop.value, None)
+                thread_ended(self, th, stop.value, None)
                 nxt = None
             except ThreadDeleted:
                 nxt = None
             except ThreadKilled as killed:
                 if not th.state & DEAD:
-                    self._end_thread(th, killed.reason)
+                    end_thread(self, th, killed.reason)
                 nxt = None
             except KernelInvariantError:
                 raise
             except Exception as exc:  # a user thread's exception: that thread dies, not the run
-                self._thread_ended(th, None, exc)
+                thread_ended(self, th, None, exc)
                 nxt = None
             now = cpu.now
             th.slice_left = cpu.slice_end - now
@@ -479,18 +474,18 @@ class Kernel:
                 th = nxt
                 continue
             if nxt is None and th.state == READY and th.rq_prio < 0:
-                self._foreign_await(th)  # it yielded to the loop without a kernel path
+                foreign_await(self, th)  # it yielded to the loop without a kernel path
             cpu.current = None  # it switched away: an event may wake it again now
             if now >= cpu.next_event:
-                self._process_events(cpu)
+                cpu.process_events()
                 if nxt is not None and nxt.state & DEAD:
                     nxt = None  # an event deleted the partner we were switching to
-                elif nxt is not None and (self._stop is not None
+                elif nxt is not None and (self.stop is not None
                                           or cpu.bitmap >> (nxt.prio + 1)):
-                    self.make_ready(nxt)
+                    make_ready(nxt)
                     nxt = None
             if nxt is None:
-                nxt = self._pick(cpu)
+                nxt = cpu.pick()
                 if nxt is None:
                     cpu.last = th
                     break
@@ -502,164 +497,12 @@ class Kernel:
                 self.check_invariants(incoming=nxt)
             th = nxt
 
-    def _pick(self, cpu: Cpu) -> Thread | None:
-        """Scheduler: the highest-priority ready thread; when none, idle to the next event."""
-        while True:
-            if cpu.now >= cpu.next_event:
-                self._process_events(cpu)
-            if self._stop is not None:
-                return None
-            th = cpu.pop_highest()
-            if th is not None:
-                return th
-            if cpu.next_event == INFINITY or not self._anything_pending(cpu):
-                return None  # no thread can ever run again: done or deadlock, not "until"
-            cpu.now = cpu.next_event  # idle until the next timer or host event
+    # --- state and trace -----------------------------------------------------------------
 
-    @staticmethod
-    def _anything_pending(cpu: Cpu) -> bool:
-        """Is a timer or host event pending, other than the end of this run?"""
-        return any(e[2] is not None or (e[3] is not None and e[3] is not _STOP)
-                   for e in cpu.timers)
-
-    def _next_seq(self) -> int:
+    def next_seq(self) -> int:
+        """The next number of this kernel's sequence (orders timer entries due together)."""
         self._seq += 1
         return self._seq
-
-    def _push_event(self, cpu: Cpu, entry: list[Any]) -> None:
-        heapq.heappush(cpu.timers, entry)
-        if entry[0] < cpu.next_event:
-            cpu.next_event = entry[0]
-
-    def _process_events(self, cpu: Cpu) -> None:
-        """Fire every timer and host event due by now (timer interrupt)."""
-        from .ipc import expire
-
-        heap = cpu.timers
-        ticked = False
-        while heap and heap[0][0] <= cpu.now:
-            entry = heapq.heappop(heap)
-            th, callback = entry[2], entry[3]
-            if th is not None:
-                self.record(th, "timeout", f"at {entry[0]}")
-                if not ticked:  # the timer interrupt: a kernel entry, tick accounting, exit
-                    cpu.now += self.costs.timer_tick
-                    cpu.entries += 1
-                    ticked = True
-                expire(self, th)
-            elif callback is _STOP:
-                self._stop = "until"
-            elif callback is not None:
-                callback()
-        while heap and heap[0][2] is None and heap[0][3] is None:
-            heapq.heappop(heap)
-        cpu.next_event = heap[0][0] if heap else INFINITY
-        if self.entries >= self.entry_limit and self._stop is None:
-            self._stop = "steps"
-
-    # --- kernel entry and exit ----------------------------------------------------------
-
-    async def enter(self, th: Thread, cost: int = 0) -> None:
-        """Kernel entry: count it, charge it; stop first if the step limit is reached.
-        A dead thread enters no more: its chain (a `finally:` block run while it is closed
-        or unwound) is unwound instead."""
-        if th.state & DEAD:
-            raise ThreadDeleted
-        while self.entry_limit < INFINITY and self.entries >= self.entry_limit:
-            if self._stop is None:
-                self._stop = "steps"
-            th.cpu.enqueue_front(th)
-            await switch(None)
-        th.cpu.entries += 1
-        th.cpu.now += cost or self.ipc_costs[0]
-
-    async def leave(self, th: Thread, result: IpcResult) -> IpcResult:
-        """Kernel exit: check the invariants; a preemption point if something is due."""
-        if self.check:
-            self.check_invariants()
-        if self.trace and result.error:
-            self.record(th, "error", result.error.name)  # each side's error, in the trace
-        cpu = th.cpu
-        now = cpu.now
-        if now >= cpu.slice_end or now >= cpu.next_event or cpu.bitmap >> (th.prio + 1):
-            await self.preemption_point(th)
-        return result
-
-    async def preemption_point(self, th: Thread) -> None:
-        """Timer interrupt and rescheduling: fire due events, then give the CPU to a
-        higher-priority thread (we stay at the front of our priority) or, at the end of
-        our timeslice, to the next one of our priority (we go to the back)."""
-        cpu = th.cpu
-        while True:
-            if cpu.now >= cpu.next_event:
-                self._process_events(cpu)
-            if th.state & DEAD:
-                raise ThreadDeleted
-            if self._stop is not None or cpu.bitmap >> (th.prio + 1):
-                if self._stop is None and th.preempter is not None:
-                    report_preemption(self, th)
-                cpu.enqueue_front(th)
-                await switch(None)
-                continue
-            if cpu.now >= cpu.slice_end:
-                cpu.now += self.costs.timer_tick  # the tick that ends the timeslice
-                cpu.slice_end = cpu.now + self.timeslice
-                cpu.entries += 1  # the timer interrupt is a kernel entry: a step
-                if self.entries >= self.entry_limit:
-                    self._stop = "steps"
-                if cpu.bitmap >> th.prio:
-                    self.record(th, "timeslice", "expired")
-                    if th.preempter is not None:
-                        report_preemption(self, th)
-                    cpu.enqueue_back(th)
-                    await switch(None)
-                    continue
-                if self._stop is not None:
-                    continue
-            return
-
-    async def compute(self, th: Thread, cycles: int) -> None:
-        """User computation of `cycles`, preemptible at any simulated time inside."""
-        if th.state & DEAD:
-            raise ThreadDeleted  # a dead thread's chain being unwound computes nothing
-        cpu = th.cpu
-        while True:
-            room = min(cpu.slice_end, cpu.next_event) - cpu.now
-            if cycles < room:
-                cpu.now += cycles
-                return
-            step = int(room) if room > 0 else 0
-            cpu.now += step
-            cycles -= step
-            await self.preemption_point(th)
-            if cycles == 0:
-                return
-
-    async def block(self, th: Thread, woken: Thread | None) -> None:
-        """`th` has blocked in IPC: switch directly to the partner it woke unless a ready
-        thread has a strictly higher priority; otherwise let the scheduler pick."""
-        cpu = th.cpu
-        nxt = None
-        if woken is not None:
-            if woken.cpu is cpu and not cpu.bitmap >> (woken.prio + 1):
-                nxt = woken
-            else:
-                self.make_ready(woken)
-        if self.check:
-            self.check_invariants(incoming=nxt, blocking=th)
-        await switch(nxt)
-
-    def make_ready(self, th: Thread) -> None:
-        """Put a thread that became ready at the back of its priority."""
-        if th.rq_prio < 0 and th.cpu.current is not th:
-            th.cpu.enqueue_back(th)
-
-    def wake_nonblocking(self, th: Thread, woken: Thread) -> None:
-        """The current thread goes on; the woken partner queues (a strictly higher one
-        preempts at the kernel exit)."""
-        self.make_ready(woken)
-
-    # --- state, timers, priorities -----------------------------------------------------
 
     def set_state(self, th: Thread, new: int) -> None:
         """The one function through which a state word changes."""
@@ -683,278 +526,9 @@ class Kernel:
         if self.trace:
             self.events.append(Event(th.cpu.now, th.cpu.index, th.name, event, detail, th.tid))
 
-    def deadline_of(self, timeout: Timeout, th: Thread) -> int | None:
-        if timeout is NEVER:
-            return None
-        deadline = timeout.deadline(th.cpu.now, self.mhz)
-        return deadline if deadline is not None and deadline < INFINITY else None
-
-    def arm_timer(self, th: Thread, deadline: int) -> None:
-        entry = [deadline, self._next_seq(), th, None]
-        th.timer = entry
-        self._push_event(th.cpu, entry)
-
-    def cancel_timer(self, th: Thread) -> None:
-        entry = th.timer
-        if entry is not None:
-            entry[2] = None
-            th.timer = None
-
-    def costs_transfer(self, cpu: Cpu, words: int) -> None:
-        cpu.now += self.ipc_costs[words] - self.ipc_costs[0]
-
-    def update_prio(self, th: Thread) -> None:
-        """Priority inheritance: a thread runs at the highest priority of itself, the
-        senders queued at it (it is needed to reach them) and the caller whose reply it
-        holds (it works for it); the change passes along call chains, stopping at a cycle."""
-        seen: set[Thread] = set()
-        t: Thread | None = th
-        while t is not None and t not in seen:
-            seen.add(t)
-            new = t.priority
-            if self.priority_inheritance:
-                q = t.sendq
-                if q:
-                    top = q.top_thread_prio()
-                    if top > new:
-                        new = top
-                c = t.reply_caller
-                if c is not None and c.prio > new and c.state == RECEIVE_WAIT and c.partner is t:
-                    new = c.prio
-            if new == t.prio:
-                return
-            t.prio = new
-            if t.rq_prio >= 0:
-                t.cpu.dequeue(t)
-                t.cpu.enqueue_back(t)
-            p = t.partner
-            if t.state == SEND_WAIT and isinstance(p, Thread) and p.sendq is not None:
-                # (not when `t` is being torn down: it has left its queue already)
-                p.sendq.remove(t)
-                p.sendq.enqueue(t, new)
-                t = p
-            elif t.state == RECEIVE_WAIT and isinstance(p, Thread) and p.reply_caller is t:
-                t = p
-            else:
-                return
-
-    # --- interrupts -----------------------------------------------------------------
-
-    def irq_trigger(self, irq: Irq) -> None:
-        """The source fires: deliver to its thread if that waits for it, else queue the
-        IRQ in its sender queue at priority 255; masked, unbound or already pending, the
-        trigger only sets (or coalesces into) the pending bit."""
-        if irq.pending or irq.masked or irq.thread is None:
-            irq.pending = True
-            return
-        th = irq.thread
-        if th.state == RECEIVE_WAIT and (th.partner is None or th.partner is irq):
-            deliver_irq(self, irq, th)
-            wake_waiter(self, th)
-            return
-        irq.pending = True
-        irq.queued = True
-        q = th.sendq
-        if q is None:
-            q = th.sendq = SenderQueue()
-        q.enqueue(irq, 255)  # kernel senders queue at the top priority
-        self.record(th, "irq", f"{irq.name} queued")
-
-    def irq_unmask(self, irq: Irq) -> None:
-        """Enable the source again; a trigger held while it was masked is delivered now."""
-        if not irq.masked:
-            return
-        irq.masked = False
-        if irq.pending and not irq.queued:
-            irq.pending = False
-            self.irq_trigger(irq)
-
-    def irq_bind(self, irq: Irq, th: Thread, label: int) -> None:
-        """Attach `th` to the IRQ with `label`; a pending trigger is delivered now."""
-        if irq.thread is not None:
-            self.irq_detach(irq)
-        irq.thread = th
-        irq.label = label
-        th.irqs.append(irq)
-        if irq.pending and not irq.masked:
-            irq.pending = False
-            self.irq_trigger(irq)
-
-    def irq_detach(self, irq: Irq) -> None:
-        """Detach the IRQ from its thread; a queued delivery goes back to pending."""
-        th = irq.thread
-        if th is None:
-            return
-        if irq.queued:
-            assert th.sendq is not None
-            th.sendq.remove(irq)
-            irq.queued = False
-        th.irqs.remove(irq)
-        irq.thread = None
-
-    # --- deletion and the end of threads --------------------------------------------------
-
-    def set_reply_cap(self, holder: Thread, caller: Thread) -> None:
-        """`holder` received a call from `caller`: it now holds the one-shot reply
-        capability to it. A previous caller still waiting keeps waiting, without one
-        (found through the waiter index) and no longer lends its priority."""
-        old = holder.reply_caller
-        holder.reply_caller = caller
-        if old is not None and old is not caller:
-            if old.state == RECEIVE_WAIT and old.partner is holder:
-                self.waiters.setdefault(holder, {})[old] = None
-            if holder.prio != holder.priority:
-                self.update_prio(holder)
-
-    def add_waiter(self, partner: Thread, waiter: Thread) -> None:
-        """`waiter` waits in a closed receive on `partner` without holding its reply
-        capability: remember it, so that `partner`'s end can tell it."""
-        if partner.reply_caller is not waiter:
-            self.waiters.setdefault(partner, {})[waiter] = None
-
-    def forget_waiter(self, partner: Thread, waiter: Thread) -> None:
-        ws = self.waiters.get(partner)
-        if ws is not None:
-            ws.pop(waiter, None)
-            if not ws:
-                del self.waiters[partner]
-
     def after_host_op(self) -> None:
         if self.check and not self._running:
             self.check_invariants()
-
-    def _thread_ended(self, th: Thread, value: Any, exc: BaseException | None) -> None:
-        if th.state & DEAD:
-            return  # killed already: its chain only finished unwinding
-        if exc is None:
-            th.result = value
-            th.returned = True
-            self._end_thread(th, None)
-        else:
-            self._end_thread(th, diagnose.exception_reason(exc))
-
-    def _foreign_await(self, th: Thread) -> None:
-        """`th` awaited something that is not an l4sim operation: it dies of it."""
-        coro = th.coro
-        where = diagnose.suspended_at(coro)
-        self._end_thread(th, f"{where}: {diagnose.FOREIGN_AWAIT}" if where
-                         else diagnose.FOREIGN_AWAIT)
-        if coro is not None:
-            th.coro = None
-            th.resume = _dead_resume
-            with contextlib.suppress(BaseException):
-                coro.close()
-
-    def _end_thread(self, th: Thread, reason: str | None) -> None:
-        """A thread ends (returned, died or deleted): leave every queue, tell every partner."""
-        if th.xfer is not None:
-            longipc.thread_ends(self, th)
-        if th.state & (SEND_WAIT | RECEIVE_WAIT):
-            partner = leave_queues(self, th)
-            # (a thread sending to itself is its own partner: nothing to pass on)
-            if partner is not None and partner is not th and partner.prio != partner.priority:
-                self.update_prio(partner)
-        if th.timer is not None:
-            self.cancel_timer(th)
-        if th.rq_prio >= 0:
-            th.cpu.dequeue(th)
-        for irq in list(th.irqs):  # its interrupts stay pending until bound again
-            self.irq_detach(irq)
-        q = th.sendq
-        if q:
-            for s in list(q):  # senders queued at a dying receiver end SECANCELED
-                if isinstance(s, Thread):
-                    end_wait(self, s, SECANCELED, READY | CANCEL)
-        waiting = dict(self.waiters.pop(th, {}))
-        if th.reply_caller is not None:
-            waiting[th.reply_caller] = None
-        for other in sorted(waiting, key=lambda w: w.tid):
-            if other.state == RECEIVE_WAIT and other.partner is th:
-                other.wake_error = ENOT_EXISTENT  # its reply (or closed) partner is gone
-                wake_waiter(self, other)
-        th.reply_caller = None
-        th.partner = None
-        th.prio = th.priority  # nobody lends priority to a dead thread
-        for gate in th.gates:
-            gate.thread = None
-        th.gates.clear()
-        self.set_state(th, DEAD)
-        if th.user is not None:
-            th.user.fast = False  # the fast path must not run for it either
-        self.record(th, "end", reason or "returned")
-        th.exit_reason = reason
-        if reason is not None:
-            self.died.append((th, reason))
-
-    def kill(self, th: Thread, reason: str) -> BaseException:
-        """End the running thread `th` now (a fault nobody resolves, an exception nobody
-        handles) and return the exception that unwinds its chain: dead from here on, it
-        can make no system call while its `finally:` blocks run. A thread already dead
-        (its chain being closed) is only unwound."""
-        if th.state & DEAD:
-            return ThreadDeleted()
-        self._end_thread(th, reason)
-        return ThreadKilled(reason)
-
-    def delete_object(self, obj: KernelObject) -> None:
-        """Delete a thread, task or gate: no reference to it is left anywhere."""
-        if isinstance(obj, Task):
-            release_task(obj)
-            # The calling thread (if it is in this task) goes last: it unwinds after.
-            for th in sorted(obj.threads, key=lambda t: t.cpu.current is t):
-                if th.alive:
-                    if th.xfer is not None:
-                        th.xfer.abort = longipc.SEABORTED  # a task goes at once, lock or not
-                        th.xfer.locked = False
-                    self.delete_object(th)
-            obj.caps.clear()
-            obj.caps.append(None)
-            self.tasks.remove(obj)
-        elif isinstance(obj, Thread):
-            if obj.xfer is not None and longipc.defer_delete(self, obj):
-                return  # locked in a long IPC: deleted when the copier releases the lock
-            if not obj.state & DEAD:
-                self._end_thread(obj, "deleted")
-            elif obj.exit_reason is None and not obj.returned:
-                self.died.append((obj, "deleted"))
-            self.threads.pop(obj.tid, None)
-            coro = obj.coro
-            obj.coro = None
-            obj.resume = _dead_resume
-            if coro is not None and obj.cpu.current is not obj:
-                # Closing runs the body's `finally:` blocks; a system call there raises
-                # ThreadDeleted (`enter`), so the dead thread does nothing in the kernel.
-                try:
-                    coro.close()
-                except KernelInvariantError:
-                    raise
-                except (Exception, ThreadDeleted, ThreadKilled):  # user code misbehaving
-                    pass
-        elif isinstance(obj, Irq):
-            if obj.thread is not None:
-                self.irq_detach(obj)
-            obj.pending = False
-            for th in list(self.threads.values()):
-                if th.state == RECEIVE_WAIT and th.partner is obj:  # a closed receive on it
-                    end_wait(self, th, ENOT_EXISTENT, READY | CANCEL)
-        elif isinstance(obj, IpcGate):
-            bound = obj.thread
-            if bound is not None:
-                if bound.sendq:
-                    for sender in list(bound.sendq):
-                        if isinstance(sender, Thread) and sender.snd_gate is obj:
-                            end_wait(self, sender, ENOT_EXISTENT, READY | CANCEL)
-                bound.gates.remove(obj)
-            obj.thread = None
-            self.gates.remove(obj)
-        obj.alive = False
-        for task, sel in obj.cap_refs:
-            caps = task.caps
-            if sel < len(caps):
-                cap = caps[sel]
-                if cap is not None and cap.obj is obj:
-                    caps[sel] = None
-        obj.cap_refs.clear()
 
     def check_invariants(self, incoming: Thread | None = None,
                          blocking: Thread | None = None) -> None:

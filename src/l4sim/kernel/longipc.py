@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from .abi import BR_COUNT, NEVER, IpcError, IpcOp, Label, Timeout
 from .memory import USER_SPACE_BITS
+from .sched import cancel_timer, make_ready, update_prio
 from .states import CANCEL, DEAD, DYING, IPC_TRANSFER, READY, RECEIVE_WAIT, RECV_IN_PROGRESS
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ async def copy_strings(k: Kernel, x: Transfer) -> IpcError:
             x.done[i] = off
             if (cpu.now >= cpu.slice_end or cpu.now >= cpu.next_event
                     or cpu.bitmap >> (copier.prio + 1)):
-                await k.preemption_point(copier)
+                await copier.cpu.preemption_point(copier)
                 x.window = False  # flushed by the switch
                 err = revalidate(x)
                 if err:
@@ -241,8 +242,8 @@ async def _fault(k: Kernel, x: Transfer, owner: Thread, addr: int, write: bool) 
     mr[1] = _KERNEL_IP
     br[0], br[1], utcb.bdr = 8, _ALL, 0
     copier.pf_target = owner
-    k.cpus[0].now += k.costs.page_fault
-    to = NEVER if limit is NEVER else Timeout.at(k.deadline_of(limit, copier) or 0)
+    copier.cpu.now += k.costs.page_fault
+    to = NEVER if limit is NEVER else Timeout.at(copier.cpu.deadline_of(limit) or 0)
     r = await ipc(k, copier, int(IpcOp.CALL), 0, PF_TAG, to, to, dest=pager,
                   dest_label=owner.tid)
     copier.pf_target = None
@@ -270,7 +271,9 @@ def _unlock(k: Kernel, x: Transfer) -> None:
         x.delete_pending = False
         victim = x.passive()
         k.record(victim, "delete", "the transfer lock is released: deleted now")
-        k.delete_object(victim)
+        from .lifecycle import delete_object  # (the IPC path's lower layer calls up)
+
+        delete_object(k, victim)
 
 
 def begin(k: Kernel, x: Transfer) -> None:
@@ -332,29 +335,29 @@ def end(k: Kernel, x: Transfer, err: IpcError) -> IpcError:
         rcv_err = rcv.wake_error
         _wake_receiver(k, snd, rcv)
         rcv.wake_error = rcv_err
-        k.make_ready(rcv)
+        make_ready(rcv)
     else:
         snd.in_strings = strings
         if snd.timer is not None:
-            k.cancel_timer(snd)
+            cancel_timer(snd)
         if x.call and not err:
             snd.partner = rcv
             snd.in_words = None
             snd.in_tag = snd.in_label = 0
             snd.in_strings = None
             k.set_state(snd, RECEIVE_WAIT)
-            deadline = k.deadline_of(snd.rcv_timeout, snd)
+            deadline = snd.cpu.deadline_of(snd.rcv_timeout)
             snd.rcv_timeout = None
             if deadline is not None:
-                k.arm_timer(snd, deadline)
+                snd.cpu.arm_timer(snd, deadline)
         else:
             snd.partner = None
             snd.rcv_timeout = None
             snd.wake_error = err
             k.set_state(snd, READY)
-            k.make_ready(snd)
+            make_ready(snd)
         if rcv.prio != rcv.priority or snd.prio > rcv.prio:
-            k.update_prio(rcv)  # a caller now waits for our reply: we work for it
+            update_prio(k, rcv)  # a caller now waits for our reply: we work for it
     return err
 
 
@@ -383,19 +386,21 @@ def abort_passive(k: Kernel, victim: Thread, why: str) -> None:
         # Its deletion waited for the transfer lock, which goes with the transfer.
         x.delete_pending = False
         k.record(victim, "transfer", f"aborted: {why}; the deletion that waited goes now")
-        k.delete_object(victim)
+        from .lifecycle import delete_object  # (the IPC path's lower layer calls up)
+
+        delete_object(k, victim)
         return
     victim.in_strings = tuple(x.done)
     victim.wake_error = SEABORTED if victim is x.snd else IpcError.REABORTED
     victim.in_words = None
     if victim.timer is not None:
-        k.cancel_timer(victim)
+        cancel_timer(victim)
     victim.partner = None
     victim.rcv_timeout = None
     if k.trace:
         k.record(victim, "transfer", f"aborted: {why}")
     k.set_state(victim, READY | CANCEL)
-    k.make_ready(victim)
+    make_ready(victim)
 
 
 def cancel(k: Kernel, victim: Thread) -> bool:

@@ -216,7 +216,7 @@ class Irq(KernelObject):
         """Raise the interrupt from host code (a device, a test)."""
         if not self.alive:
             raise ValueError(f"{self!r} has been deleted")
-        self.kernel.irq_trigger(self)
+        self.kernel.trigger(self)
 
     def __repr__(self) -> str:
         return f"<Irq {self.name}>"

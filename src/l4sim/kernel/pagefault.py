@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .abi import NEVER, IpcOp, Label
 from .ipc import ipc
+from .lifecycle import kill
 from .memory import USER_SPACE_BITS, W
 from .states import DEAD
 
@@ -55,7 +56,7 @@ def translate(th: Thread, addr: int, n: int, need: int) -> tuple[list[tuple[int,
 async def access(k: Kernel, th: Thread, addr: int, n: int, write: bool) -> list[tuple[int, int]]:
     """Translate an access, faulting in what is missing; the physical pieces."""
     if addr < 0 or n < 0 or addr + n > _SPACE_END:
-        raise k.kill(th, f"access to {addr:#x}+{n} outside the address space at "
+        raise kill(k, th, f"access to {addr:#x}+{n} outside the address space at "
                            f"{k.code_location(_caller_ip(k))}")
     need = W if write else R
     while True:
@@ -81,9 +82,9 @@ async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: boo
     kind = "write" if write else "read"
     what = f"{kind} page fault at {addr:#x} ({k.code_location(ip)})"
     if pager is None:
-        raise k.kill(th, f"{what}, and no pager")
+        raise kill(k, th, f"{what}, and no pager")
     if pager.state & DEAD or not pager.alive:
-        raise k.kill(th, f"{what}: its pager {pager.name} has ended "
+        raise kill(k, th, f"{what}: its pager {pager.name} has ended "
                      f"({pager.exit_reason or 'returned'}), so nobody resolves it")
     utcb = th.utcb
     mr = th.mr
@@ -100,10 +101,10 @@ async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: boo
     r = await ipc(k, th, IpcOp.CALL, 0, PF_TAG, NEVER, NEVER, dest=pager)
     mr[0], mr[1], utcb.bdr, br[0], br[1] = saved
     if r.error:
-        raise k.kill(th, f"{what}: the page-fault IPC to {pager.name} failed with "
+        raise kill(k, th, f"{what}: the page-fault IPC to {pager.name} failed with "
                            f"{r.error.name}")
     if r.tag.label < 0:
-        raise k.kill(th, f"{what}: refused by {pager.name}{_why_refused(k, pager, r.words)}")
+        raise kill(k, th, f"{what}: refused by {pager.name}{_why_refused(k, pager, r.words)}")
 
 
 def _why_refused(k: Kernel, pager: Thread, words: tuple[int, ...]) -> str:

@@ -1,29 +1,55 @@
-"""Per-CPU scheduling state: the clock, the current thread and the ready queues.
+"""Scheduling, per CPU: the clock, the current thread, the ready queues, the timers, and
+the services built on them -- kernel entry and exit, preemption points, computation,
+blocking in IPC, waking, and priority inheritance.
 
 Fixed priorities 0-255, round robin within one priority. The ready queues are one
 deque per priority and a bitmap of the non-empty ones, so the highest ready priority
 is one `int.bit_length()`. The current thread is never in a ready queue.
+
+Each CPU has its own timer heap of `[time, seq, thread, callback]` entries: a thread's
+timeout (thread set), a host event (callback set), or a cancelled entry (neither). The
+sequence number, a counter of the kernel, orders entries due at the same time.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .abi import NEVER, Timeout
+from .errors import ThreadDeleted
+from .objects import Thread
+from .states import DEAD, RECEIVE_WAIT, SEND_WAIT
+from .trap import switch
+
 if TYPE_CHECKING:
-    from .objects import Thread
+    from .kernel import Kernel
+    from .result import IpcResult
+
+# What the scheduler calls back into the layers above it (the kernel sets them; the
+# scheduler imports nothing of IPC): a thread's timeout expired; a thread with a
+# preempter was preempted.
+Hook = Callable[["Kernel", Thread], None]
 
 PRIORITIES = 256
 # "No event": later than any simulated time (an int, so the hot comparisons stay int-int).
 INFINITY = 1 << 62
+STOP = object()  # timer-heap marker: the end of a run(until=...)
 
 
 class Cpu:
-    __slots__ = ("index", "now", "current", "queues", "bitmap", "slice_end", "timers",
-                 "next_event", "entries", "ipc_costs", "last")
+    """One CPU of the kernel `k` and its scheduler."""
 
-    def __init__(self, index: int) -> None:
+    __slots__ = ("k", "index", "now", "current", "queues", "bitmap", "slice_end", "timers",
+                 "next_event", "entries", "ipc_costs", "last", "on_timeout", "on_preemption")
+
+    def __init__(self, k: Kernel, index: int, on_timeout: Hook, on_preemption: Hook) -> None:
+        self.k = k
         self.index = index
+        self.on_timeout = on_timeout
+        self.on_preemption = on_preemption
         self.now = 0                      # this CPU's clock, in simulated cycles
         self.current: Thread | None = None
         self.last: Thread | None = None   # the thread that ran last when a run() ended
@@ -78,3 +104,218 @@ class Cpu:
         for p in range(PRIORITIES - 1, -1, -1):
             out.extend(self.queues[p])
         return out
+
+    # --- timers and host events ---------------------------------------------------------
+
+    def deadline_of(self, timeout: Timeout) -> int | None:
+        """The point in time a timeout starting now ends; None for never."""
+        if timeout is NEVER:
+            return None
+        deadline = timeout.deadline(self.now, self.k.mhz)
+        return deadline if deadline is not None and deadline < INFINITY else None
+
+    def arm_timer(self, th: Thread, deadline: int) -> None:
+        entry = [deadline, self.k.next_seq(), th, None]
+        th.timer = entry
+        self.push_event(entry)
+
+    def push_event(self, entry: list[Any]) -> None:
+        heapq.heappush(self.timers, entry)
+        if entry[0] < self.next_event:
+            self.next_event = entry[0]
+
+    def anything_pending(self) -> bool:
+        """Is a timer or host event pending, other than the end of this run?"""
+        return any(e[2] is not None or (e[3] is not None and e[3] is not STOP)
+                   for e in self.timers)
+
+    def process_events(self) -> None:
+        """Fire every timer and host event due by now (the timer interrupt)."""
+        k = self.k
+        heap = self.timers
+        ticked = False
+        while heap and heap[0][0] <= self.now:
+            entry = heapq.heappop(heap)
+            th, callback = entry[2], entry[3]
+            if th is not None:
+                k.record(th, "timeout", f"at {entry[0]}")
+                if not ticked:  # the timer interrupt: a kernel entry, tick accounting, exit
+                    self.now += k.costs.timer_tick
+                    self.entries += 1
+                    ticked = True
+                self.on_timeout(k, th)
+            elif callback is STOP:
+                k.stop = "until"
+            elif callback is not None:
+                callback()
+        while heap and heap[0][2] is None and heap[0][3] is None:
+            heapq.heappop(heap)
+        self.next_event = heap[0][0] if heap else INFINITY
+        if k.entries >= k.entry_limit and k.stop is None:
+            k.stop = "steps"
+
+    # --- the scheduler's choice ---------------------------------------------------------
+
+    def pick(self) -> Thread | None:
+        """The highest-priority ready thread; when none, idle to the next event. None when
+        the run stops or no thread of this CPU can ever run again."""
+        k = self.k
+        while True:
+            if self.now >= self.next_event:
+                self.process_events()
+            if k.stop is not None:
+                return None
+            th = self.pop_highest()
+            if th is not None:
+                return th
+            if self.next_event == INFINITY or not self.anything_pending():
+                return None  # no thread can ever run again: done or deadlock, not "until"
+            self.now = self.next_event  # idle until the next timer or host event
+
+    # --- kernel entry and exit, preemption points -----------------------------------------
+
+    async def enter(self, th: Thread, cost: int = 0) -> None:
+        """Kernel entry: count it, charge it; stop first if the step limit is reached.
+        A dead thread enters no more: its chain (a `finally:` block run while it is closed
+        or unwound) is unwound instead."""
+        if th.state & DEAD:
+            raise ThreadDeleted
+        k = self.k
+        while k.entry_limit < INFINITY and k.entries >= k.entry_limit:
+            if k.stop is None:
+                k.stop = "steps"
+            self.enqueue_front(th)
+            await switch(None)
+        self.entries += 1
+        self.now += cost or self.ipc_costs[0]
+
+    async def leave(self, th: Thread, result: IpcResult) -> IpcResult:
+        """Kernel exit: check the invariants; a preemption point if something is due."""
+        k = self.k
+        if k.check:
+            k.check_invariants()
+        if k.trace and result.error:
+            k.record(th, "error", result.error.name)  # each side's error, in the trace
+        now = self.now
+        if now >= self.slice_end or now >= self.next_event or self.bitmap >> (th.prio + 1):
+            await self.preemption_point(th)
+        return result
+
+    async def preemption_point(self, th: Thread) -> None:
+        """Timer interrupt and rescheduling: fire due events, then give the CPU to a
+        higher-priority thread (we stay at the front of our priority) or, at the end of
+        our timeslice, to the next one of our priority (we go to the back)."""
+        k = self.k
+        while True:
+            if self.now >= self.next_event:
+                self.process_events()
+            if th.state & DEAD:
+                raise ThreadDeleted
+            if k.stop is not None or self.bitmap >> (th.prio + 1):
+                if k.stop is None and th.preempter is not None:
+                    self.on_preemption(k, th)
+                self.enqueue_front(th)
+                await switch(None)
+                continue
+            if self.now >= self.slice_end:
+                self.now += k.costs.timer_tick  # the tick that ends the timeslice
+                self.slice_end = self.now + k.timeslice
+                self.entries += 1  # the timer interrupt is a kernel entry: a step
+                if k.entries >= k.entry_limit:
+                    k.stop = "steps"
+                if self.bitmap >> th.prio:
+                    k.record(th, "timeslice", "expired")
+                    if th.preempter is not None:
+                        self.on_preemption(k, th)
+                    self.enqueue_back(th)
+                    await switch(None)
+                    continue
+                if k.stop is not None:
+                    continue
+            return
+
+    async def compute(self, th: Thread, cycles: int) -> None:
+        """User computation of `cycles`, preemptible at any simulated time inside."""
+        if th.state & DEAD:
+            raise ThreadDeleted  # a dead thread's chain being unwound computes nothing
+        while True:
+            room = min(self.slice_end, self.next_event) - self.now
+            if cycles < room:
+                self.now += cycles
+                return
+            step = int(room) if room > 0 else 0
+            self.now += step
+            cycles -= step
+            await self.preemption_point(th)
+            if cycles == 0:
+                return
+
+    def charge_transfer(self, words: int) -> None:
+        """The cycles of copying `words` MRs, beyond the IPC's base cost."""
+        self.now += self.ipc_costs[words] - self.ipc_costs[0]
+
+    # --- blocking and waking --------------------------------------------------------------
+
+    async def block(self, th: Thread, woken: Thread | None) -> None:
+        """`th` has blocked in IPC: switch directly to the partner it woke unless a ready
+        thread has a strictly higher priority; otherwise let the scheduler pick."""
+        nxt = None
+        if woken is not None:
+            if woken.cpu is self and not self.bitmap >> (woken.prio + 1):
+                nxt = woken
+            else:
+                make_ready(woken)
+        k = self.k
+        if k.check:
+            k.check_invariants(incoming=nxt, blocking=th)
+        await switch(nxt)
+
+
+def make_ready(th: Thread) -> None:
+    """Put a thread that became ready at the back of its priority on its CPU."""
+    if th.rq_prio < 0 and th.cpu.current is not th:
+        th.cpu.enqueue_back(th)
+
+
+def cancel_timer(th: Thread) -> None:
+    """Disarm `th`'s timeout (the heap entry stays, dead, until it comes up)."""
+    entry = th.timer
+    if entry is not None:
+        entry[2] = None
+        th.timer = None
+
+
+def update_prio(k: Kernel, th: Thread) -> None:
+    """Priority inheritance: a thread runs at the highest priority of itself, the
+    senders queued at it (it is needed to reach them) and the caller whose reply it
+    holds (it works for it); the change passes along call chains, stopping at a cycle."""
+    seen: set[Thread] = set()
+    t: Thread | None = th
+    while t is not None and t not in seen:
+        seen.add(t)
+        new = t.priority
+        if k.priority_inheritance:
+            q = t.sendq
+            if q:
+                top = q.top_thread_prio()
+                if top > new:
+                    new = top
+            c = t.reply_caller
+            if c is not None and c.prio > new and c.state == RECEIVE_WAIT and c.partner is t:
+                new = c.prio
+        if new == t.prio:
+            return
+        t.prio = new
+        if t.rq_prio >= 0:
+            t.cpu.dequeue(t)
+            t.cpu.enqueue_back(t)
+        p = t.partner
+        if t.state == SEND_WAIT and isinstance(p, Thread) and p.sendq is not None:
+            # (not when `t` is being torn down: it has left its queue already)
+            p.sendq.remove(t)
+            p.sendq.enqueue(t, new)
+            t = p
+        elif t.state == RECEIVE_WAIT and isinstance(p, Thread) and p.reply_caller is t:
+            t = p
+        else:
+            return

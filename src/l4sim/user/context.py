@@ -16,6 +16,7 @@ from ..kernel import exceptions as _exc
 from ..kernel import fastpath
 from ..kernel import flexpage as _flexpage
 from ..kernel import ipc as _ipc
+from ..kernel import irq as _irqs
 from ..kernel import pagefault as _pf
 from ..kernel.abi import (
     BR_COUNT,
@@ -34,6 +35,7 @@ from ..kernel.abi import (
 from ..kernel.diagnose import word_error
 from ..kernel.errors import ThreadDeleted
 from ..kernel.fastpath import Buffers, Windows
+from ..kernel.lifecycle import delete_object
 from ..kernel.objects import Irq, Thread, Utcb
 from ..kernel.result import IpcResult
 from ..kernel.states import DEAD
@@ -286,11 +288,11 @@ class UserContext:
         if not isinstance(fpage, Fpage):
             raise TypeError(f"unmap needs an Fpage, got {type(fpage).__name__}")
         k, th = self._k, self._th
-        await k.enter(th, k.costs.kernel_op)
+        await th.cpu.enter(th, k.costs.kernel_op)
         n = _flexpage.unmap(k, th, fpage.raw, bool(self_too))
         if k.trace:
             k.record(th, "unmap", f"{fpage!r}{' self too' if self_too else ''}: {n} removed")
-        await k.leave(th, _ipc.EMPTY_OK)
+        await th.cpu.leave(th, _ipc.EMPTY_OK)
         return n
 
     # --- the IPC primitives -------------------------------------------------------------
@@ -401,14 +403,14 @@ class UserContext:
         if cycles < 0:
             raise ValueError(f"cycles must not be negative, got {cycles}")
         if cycles:
-            await self._k.compute(self._th, cycles)
+            await self._th.cpu.compute(self._th, cycles)
 
     async def ex_regs(self, thread_sel: int, cancel: bool = False) -> IpcError:
         """Cancel the IPC of a thread (before rendezvous: canceled). OK, or ENOT_EXISTENT
         for a selector that does not name a thread this task may invoke."""
         _check_sel(thread_sel)
         k, th = self._k, self._th
-        await k.enter(th, k.costs.kernel_op)
+        await th.cpu.enter(th, k.costs.kernel_op)
         victim = _ipc.resolve_thread(th, thread_sel)
         if victim is None:
             err = IpcError.ENOT_EXISTENT
@@ -416,23 +418,23 @@ class UserContext:
             if cancel:
                 _ipc.cancel_ipc(k, victim)
             err = IpcError.OK
-        await k.leave(th, _ipc.EMPTY_OK)
+        await th.cpu.leave(th, _ipc.EMPTY_OK)
         return err
 
     async def delete(self, sel: int) -> IpcError:
         """Delete the object `sel` names (needs the D right): OK or ENOT_EXISTENT."""
         _check_sel(sel)
         k, th = self._k, self._th
-        await k.enter(th, k.costs.kernel_op)
+        await th.cpu.enter(th, k.costs.kernel_op)
         caps = th.task.caps
         cap = caps[sel] if 0 < sel < len(caps) else None
         if cap is None or not cap.rights & 8 or not cap.obj.alive:
-            await k.leave(th, _ipc.EMPTY_OK)
+            await th.cpu.leave(th, _ipc.EMPTY_OK)
             return IpcError.ENOT_EXISTENT
-        k.delete_object(cap.obj)
+        delete_object(k, cap.obj)
         if th.state & DEAD:
             raise ThreadDeleted  # we deleted ourselves (or our task)
-        await k.leave(th, _ipc.EMPTY_OK)
+        await th.cpu.leave(th, _ipc.EMPTY_OK)
         return IpcError.OK
 
     async def raise_exception(self, trap: int, code: int = 0) -> IpcResult:
@@ -456,11 +458,11 @@ class UserContext:
         capability needs `right`): OK, or ENOT_EXISTENT for a bad selector."""
         _check_sel(irq_sel)
         k, th = self._k, self._th
-        await k.enter(th, k.costs.kernel_op)
+        await th.cpu.enter(th, k.costs.kernel_op)
         irq = _ipc.resolve_irq(th, irq_sel, right)
         if irq is not None:
             action(irq)
-        await k.leave(th, _ipc.EMPTY_OK)
+        await th.cpu.leave(th, _ipc.EMPTY_OK)
         return IpcError.OK if irq is not None else IpcError.ENOT_EXISTENT
 
     async def irq_bind(self, irq_sel: int, label: int = 0) -> IpcError:
@@ -469,19 +471,19 @@ class UserContext:
             raise TypeError(f"a label is an int, got {type(label).__name__}")
         if not _LABEL_MIN <= label < _LABEL_MAX:
             raise OverflowError(f"label {label} does not fit 48 signed bits")
-        return await self._irq_op(irq_sel, _S, lambda irq: self._k.irq_bind(irq, self._th, label))
+        return await self._irq_op(irq_sel, _S, lambda irq: _irqs.bind(self._k, irq, self._th, label))
 
     async def irq_detach(self, irq_sel: int) -> IpcError:
         """Detach the IRQ from its thread (needs the S right); it stays pending if it was."""
-        return await self._irq_op(irq_sel, _S, self._k.irq_detach)
+        return await self._irq_op(irq_sel, _S, lambda irq: _irqs.detach(self._k, irq))
 
     async def irq_trigger(self, irq_sel: int) -> IpcError:
         """Trigger the IRQ (a software interrupt)."""
-        return await self._irq_op(irq_sel, _R, self._k.irq_trigger)
+        return await self._irq_op(irq_sel, _R, lambda irq: _irqs.trigger(self._k, irq))
 
     async def irq_unmask(self, irq_sel: int) -> IpcError:
         """Enable the IRQ again after a delivery; a held trigger is delivered now."""
-        return await self._irq_op(irq_sel, _R, self._k.irq_unmask)
+        return await self._irq_op(irq_sel, _R, lambda irq: _irqs.unmask(self._k, irq))
 
     async def irq_receive(self, irq_sel: int, receive_timeout: Timeout = NEVER) -> IpcResult:
         """Unmask the IRQ and wait for it only (closed wait), in one kernel entry."""
