@@ -23,6 +23,7 @@ from .kernel import (
     Thread,
     Timeout,
 )
+from .lib import boot_servers as _boot_servers  # noqa: F401 (registers sigma0 and the pager)
 from .user import UserContext
 
 __version__ = "0.1.0"

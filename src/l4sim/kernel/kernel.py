@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from . import diagnose, irq, states
 from .abi import Timeout
+from .boot import boot_servers
 from .costs import CostProfile
 from .costs import profile as get_profile
 from .errors import KernelInvariantError, ThreadDeleted, ThreadKilled
@@ -277,12 +278,9 @@ class Kernel:
     def sigma0(self) -> Thread:
         """The root pager: owns all physical memory and I/O ports, maps them 1:1 on request."""
         if self._sigma0 is None:
-            from ..lib.sigma0 import sigma0_body
-
             task = self._root_task = self.new_task("sigma0")
             sigma0_roots(self, task)
-            self._sigma0 = task.new_thread(sigma0_body, self.memory, name="sigma0",
-                                           priority=254, pager=None)
+            self._sigma0 = boot_servers().start_sigma0(self, task)
         return self._sigma0
 
     @property
@@ -290,13 +288,7 @@ class Kernel:
         """The anonymous-memory pager: zero-filled pages from sigma0, for every thread
         created without an explicit pager."""
         if self._anon_pager is None:
-            from ..lib.anon_pager import anon_pager_body
-
-            sigma0 = self.sigma0
-            task = self.new_task("anon-pager")
-            sel = task.add_cap(sigma0)
-            self._anon_pager = task.new_thread(anon_pager_body, sel, name="anon-pager",
-                                               priority=250, pager=sigma0)
+            self._anon_pager = boot_servers().start_anon_pager(self, self.sigma0)
         return self._anon_pager
 
     def default_pager(self) -> Thread | None:

@@ -17,6 +17,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from .abi import NEVER, IpcOp, Label
+from .boot import boot_servers
 from .ipc import ipc
 from .lifecycle import kill
 from .memory import USER_SPACE_BITS, W
@@ -109,10 +110,5 @@ async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: boo
 
 def _why_refused(k: Kernel, pager: Thread, words: tuple[int, ...]) -> str:
     """sigma0 says why it refuses in MR0 of its reply."""
-    if pager is k._sigma0 and words:
-        from ..lib.sigma0 import REASONS
-
-        why = REASONS.get(words[0])
-        if why:
-            return f" ({why})"
-    return ""
+    why = boot_servers().refusal_reason(k, pager, words)
+    return f" ({why})" if why else ""
