@@ -447,3 +447,33 @@ def test_a_timer_due_during_the_switch_preempts_like_on_the_general_path() -> No
                    (ClientSpec(50, (("call", 0, False, 0, 0, None),)),),
                    extra_threads=(("ticker", 100, 1_500),))
     assert_equivalent(prog)
+
+
+def test_a_long_call_waking_a_fast_path_server_reports_its_string_bytes() -> None:
+    """A server waiting in the fast path's reply_and_wait (its string buffer still in the
+    BRs from an earlier receive) is woken by a call carrying a string: it reports the
+    string's byte count, as on the general path."""
+    from l4sim import StringItem
+
+    def run(check: bool) -> list[tuple[int, ...]]:
+        seen: list[tuple[int, ...]] = []
+
+        async def server(t: Any) -> None:
+            r = await t.wait(buffers=[(0x100000, 4096)])   # the BRs are set once, here
+            while True:
+                seen.append(r.string_bytes)
+                r = await t.reply_and_wait(words=[1])     # no buffers=: the fast path
+
+        async def client(t: Any, srv: int) -> None:
+            await t.store(0x10000, b"hello")
+            for _ in range(2):
+                await t.call(srv, items=[StringItem(0x10000, 5)])
+
+        k = Kernel(check=check)
+        s = k.new_task("s").new_thread(server, name="s", priority=120)
+        ct = k.new_task("c")
+        ct.new_thread(client, ct.add_cap(s), name="c")
+        k.run()
+        return seen
+
+    assert run(check=False) == run(check=True) == [(5,), (5,)]

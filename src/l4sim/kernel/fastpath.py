@@ -163,8 +163,9 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     if th.prio > dst.prio:
                         update_prio(t._k, dst)
                     yield dst  # the switch
-                    if (th.state == READY and not th.wake_error and cpu.now < cpu.slice_end
-                            and cpu.now < cpu.next_event):
+                    # (a long message's string counts take the general exit)
+                    if (th.state == READY and not th.wake_error and th.in_strings is None
+                            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
                         r = new_result(IpcResult)
                         r.error = OK
                         r.label = th.in_label
@@ -248,8 +249,8 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             if th.prio != th.priority:
                 update_prio(t._k, th)
             yield c  # the switch
-            if (th.state == READY and not th.wake_error and cpu.now < cpu.slice_end
-                    and cpu.now < cpu.next_event):
+            if (th.state == READY and not th.wake_error and th.in_strings is None
+                    and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
                 r = new_result(IpcResult)
                 r.error = OK
                 r.label = th.in_label
