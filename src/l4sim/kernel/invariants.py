@@ -109,7 +109,8 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
         if st & DEAD and (th in in_ready or th.sendq or th.reply_caller is not None):
             raise Bad("no queue holds a dead thread", th.name)
         if st & READY and not st & DEAD:
-            expected = th is cpu.current or th is incoming or th is blocking
+            expected = (th is cpu.current or th is incoming or th is blocking
+                        or th is cpu.action)
             if (th in in_ready) == expected:
                 raise Bad("a ready thread is running or in the ready queue (exactly one)",
                           f"{th.name} ({state_name(st)})")

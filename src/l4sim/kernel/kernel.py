@@ -24,7 +24,7 @@ from .ipc import expire
 from .lifecycle import delete_object, end_thread, foreign_await, thread_ended
 from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
 from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObject, Task, Thread
-from .sched import INFINITY, STOP, Cpu, make_ready
+from .sched import INFINITY, STOP, Cpu
 from .states import DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT, SEND_WAIT, state_name
 from .tracelog import DEFAULT_TRACE_LIMIT, EventLog
 
@@ -424,23 +424,66 @@ class Kernel:
                 return "deadlock"  # in a transfer whose copier waits forever
         return "done"
 
-    def _loop(self, cpu: Cpu) -> None:
-        """The CPU loop: resume the current thread's chain until it switches, then pick.
+    def step(self) -> Thread | None:
+        """Run one atomic step: resume one thread's chain until it yields (kernel code up
+        to a preemption point, or a piece of user computation), then decide who runs next
+        on its CPU. Returns the thread that ran, or None when no thread can run (see
+        `peek`). `run` is a loop over steps; `step` lets a test or a debugger drive it."""
+        if self._running:
+            raise RuntimeError("Kernel.step() inside a run")
+        cpu = self._next_cpu()
+        if cpu is None:
+            return None
+        self.stop = None
+        self._running = True
+        try:
+            return self._loop(cpu, 1)
+        finally:
+            self._running = False
+
+    def peek(self) -> tuple[int, int] | None:
+        """When and where the next step happens: (simulated time in cycles, CPU index),
+        or None when no thread can ever run again."""
+        cpu = self._next_cpu()
+        if cpu is None:
+            return None
+        if cpu.action is not None or cpu.bitmap:
+            return cpu.now, cpu.index
+        return cpu.next_event, cpu.index
+
+    def _next_cpu(self) -> Cpu | None:
+        """The CPU whose next step comes first (None: nothing can run)."""
+        cpu = self.cpus[0]
+        if cpu.action is None and not cpu.bitmap and not cpu.anything_pending():
+            return None
+        return cpu
+
+    def _loop(self, cpu: Cpu, budget: int = INFINITY) -> Thread | None:
+        """The CPU loop: resume the current thread's chain until it switches, then let the
+        scheduler decide; at most `budget` steps. Returns the thread that ran last.
 
         The chain yields the thread to switch to directly (after a rendezvous) or None
-        (let the scheduler pick). Per switch the loop only moves the timeslice
-        accounting and charges the switch; everything else is off the common path."""
+        (let the scheduler pick): the decision the IPC path recorded. Per switch the loop
+        only moves the timeslice accounting and charges the switch; `Cpu.schedule` makes
+        every other decision, off the common path. Between two `step()`s the decision is
+        kept in `cpu.action`."""
         costs = self.costs
         same_space = costs.thread_switch
         other_space = costs.thread_switch + costs.space_switch
         plain = not (self.check or self.trace)
-        th = cpu.pick()
-        last = cpu.last  # the thread that ran when the previous run() stopped
-        if th is not None and last is not None and th is not last:
-            cpu.now += same_space if th.task is last.task else other_space
-            self.record(th, "switch", f"from {last.name}")
+        th = cpu.action
+        cpu.action = None
+        if th is not None and th.state & DEAD:
+            th = None  # deleted between two steps
+        if th is None:
+            th = cpu.pick()
+            last = cpu.last  # the thread that ran when the previous run() stopped
+            if th is not None and last is not None and th is not last:
+                cpu.now += same_space if th.task is last.task else other_space
+                self.record(th, "switch", f"from {last.name}")
+        ran = th
         while th is not None:
-            cpu.current = th
+            cpu.current = ran = th
             cpu.slice_end = cpu.now + th.slice_left
             try:
                 nxt = th.resume(None)
@@ -460,27 +503,24 @@ class Kernel:
                 nxt = None
             now = cpu.now
             th.slice_left = cpu.slice_end - now
+            budget -= 1
             if nxt is not None and plain and now < cpu.next_event:
-                # Direct switch to the partner of a rendezvous.
+                # The decision of the common case, inlined: nothing is due, so the
+                # partner of the rendezvous runs next (the IPC path checked priorities).
                 cpu.now = now + (same_space if nxt.task is th.task else other_space)
                 th = nxt
+                if not budget:
+                    cpu.current = None
+                    cpu.action = nxt
+                    break
                 continue
             if nxt is None and th.state == READY and th.rq_prio < 0:
                 foreign_await(self, th)  # it yielded to the loop without a kernel path
             cpu.current = None  # it switched away: an event may wake it again now
-            if now >= cpu.next_event:
-                cpu.process_events()
-                if nxt is not None and nxt.state & DEAD:
-                    nxt = None  # an event deleted the partner we were switching to
-                elif nxt is not None and (self.stop is not None
-                                          or cpu.bitmap >> (nxt.prio + 1)):
-                    make_ready(nxt)
-                    nxt = None
+            nxt = cpu.schedule(nxt)
             if nxt is None:
-                nxt = cpu.pick()
-                if nxt is None:
-                    cpu.last = th
-                    break
+                cpu.last = th
+                break
             if nxt is not th:
                 cpu.now += same_space if nxt.task is th.task else other_space
                 if self.trace:
@@ -488,6 +528,10 @@ class Kernel:
             if self.check:
                 self.check_invariants(incoming=nxt)
             th = nxt
+            if not budget:
+                cpu.action = nxt
+                break
+        return ran
 
     # --- state and trace -----------------------------------------------------------------
 

@@ -43,7 +43,8 @@ class Cpu:
     """One CPU of the kernel `k` and its scheduler."""
 
     __slots__ = ("k", "index", "now", "current", "queues", "bitmap", "slice_end", "timers",
-                 "next_event", "entries", "ipc_costs", "last", "on_timeout", "on_preemption")
+                 "next_event", "entries", "ipc_costs", "last", "action", "on_timeout",
+                 "on_preemption")
 
     def __init__(self, k: Kernel, index: int, on_timeout: Hook, on_preemption: Hook) -> None:
         self.k = k
@@ -53,6 +54,9 @@ class Cpu:
         self.now = 0                      # this CPU's clock, in simulated cycles
         self.current: Thread | None = None
         self.last: Thread | None = None   # the thread that ran last when a run() ended
+        # The scheduler's decision between two steps: the thread that runs next (already
+        # charged its switch), or None (decide when the next step begins).
+        self.action: Thread | None = None
         self.queues: list[deque[Thread]] = [deque() for _ in range(PRIORITIES)]
         self.bitmap = 0                   # bit p set <=> queues[p] is not empty
         self.slice_end = 0                # when the current thread's timeslice ends
@@ -155,6 +159,22 @@ class Cpu:
             k.stop = "steps"
 
     # --- the scheduler's choice ---------------------------------------------------------
+
+    def schedule(self, intent: Thread | None) -> Thread | None:
+        """The one decision of who runs next on this CPU, after its current thread
+        switched away. `intent` is the partner the IPC path would switch to directly
+        (seL4's possibleSwitchTo); it runs unless an event due now deleted it, stops the
+        run, or readied a thread of strictly higher priority. Otherwise the highest ready
+        thread runs; with none, the CPU idles to its next event. None: nothing runs."""
+        if self.now >= self.next_event:
+            self.process_events()
+            if intent is not None:
+                if intent.state & DEAD:
+                    intent = None  # an event deleted the partner we were switching to
+                elif self.k.stop is not None or self.bitmap >> (intent.prio + 1):
+                    make_ready(intent)
+                    intent = None
+        return intent if intent is not None else self.pick()
 
     def pick(self) -> Thread | None:
         """The highest-priority ready thread; when none, idle to the next event. None when
@@ -273,8 +293,9 @@ class Cpu:
 
 def make_ready(th: Thread) -> None:
     """Put a thread that became ready at the back of its priority on its CPU."""
-    if th.rq_prio < 0 and th.cpu.current is not th:
-        th.cpu.enqueue_back(th)
+    cpu = th.cpu
+    if th.rq_prio < 0 and cpu.current is not th and cpu.action is not th:
+        cpu.enqueue_back(th)
 
 
 def cancel_timer(th: Thread) -> None:

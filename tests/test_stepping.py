@@ -1,0 +1,103 @@
+"""`k.step()` and `k.peek()`: the run as a sequence of atomic steps, in the manner of
+SimPy. Stepping a program to its end gives exactly the run in one piece: the same
+results, times and event record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helpers import make_kernel
+
+from l4sim import IpcError, Kernel, Timeout
+
+
+def _system(k: Kernel) -> dict[str, list[Any]]:
+    log: dict[str, list[Any]] = {"srv": [], "cli": [], "hog": []}
+
+    async def server(t: Any) -> None:
+        r = await t.wait()
+        while True:
+            log["srv"].append((t.now, r.words))
+            await t.compute(3_000)
+            r = await t.reply_and_wait(words=[r.words[0] * 2],
+                                       receive_timeout=Timeout.us(40))
+            if r.error == IpcError.RETIMEOUT:
+                log["srv"].append((t.now, "idle"))
+                return
+
+    async def client(t: Any, srv: int) -> None:
+        for i in range(4):
+            r = await t.call(srv, words=[i])
+            log["cli"].append((t.now, r.error, r.words))
+            await t.sleep(Timeout.us(3))
+
+    async def hog(t: Any) -> None:
+        for _ in range(3):
+            await t.compute(20_000)
+            log["hog"].append(t.now)
+
+    s = k.new_task("s").new_thread(server, name="srv", priority=120)
+    ct = k.new_task("c")
+    ct.new_thread(client, ct.add_cap(s), name="cli", priority=100)
+    k.new_task("h").new_thread(hog, name="hog", priority=100)
+    k.at(30_000, lambda: log["hog"].append(("host", k.now)))
+    return log
+
+
+def test_stepping_to_the_end_is_the_run_in_one_piece() -> None:
+    whole = make_kernel()
+    whole_log = _system(whole)
+    res = whole.run()
+
+    k = make_kernel()
+    log = _system(k)
+    ran: list[str] = []
+    while (th := k.step()) is not None:
+        ran.append(th.name)
+    assert log == whole_log
+    assert k.now == res.now and k.entries == res.steps
+    assert list(k.events) == list(whole.events)
+    assert {"srv", "cli", "hog"} <= set(ran)
+    assert k.peek() is None and k.step() is None
+    assert k.run().reason == res.reason == "done"
+
+
+def test_peek_says_when_and_where_the_next_step_is() -> None:
+    k = make_kernel()
+
+    async def sleeper(t: Any) -> None:
+        await t.sleep(Timeout.cycles(5_000))
+
+    k.new_task("a").new_thread(sleeper, name="a")
+    assert k.peek() == (0, 0)            # a is ready now, on CPU 0
+    assert k.step() is not None          # it enters the kernel and sleeps
+    when, cpu = k.peek() or (None, None)
+    assert cpu == 0 and when is not None and when >= 5_000  # its timeout: the next event
+    while k.step() is not None:
+        pass
+    assert k.peek() is None
+
+
+def test_a_step_between_a_rendezvous_and_the_direct_switch_keeps_the_decision() -> None:
+    """After a step that ends in a direct switch (call to a waiting server), the server
+    is the decided next thread: neither running nor queued, and the invariants (checked
+    after every operation) accept it; deleting it then drops the decision."""
+    k = make_kernel(check=True, trace=False)
+
+    async def server(t: Any) -> None:
+        await t.wait()
+        await t.reply(words=[1])
+
+    async def client(t: Any, srv: int) -> IpcError:
+        return (await t.call(srv, words=[7])).error
+
+    s = k.new_task("s").new_thread(server, name="srv", priority=100)
+    ct = k.new_task("c")
+    c = ct.new_thread(client, ct.add_cap(s), name="cli", priority=100)
+    assert k.step() is s                 # the server waits
+    assert k.step() is c                 # the call: the server is decided next
+    assert k.cpus[0].action is s and s.rq_prio < 0
+    k.delete(s)
+    assert k.cpus[0].action is s         # (dropped when the next step begins)
+    assert k.run().reason == "done"
+    assert c.result == IpcError.ENOT_EXISTENT
