@@ -460,7 +460,8 @@ class Kernel:
 
     def _loop(self, cpu: Cpu, budget: int = INFINITY) -> Thread | None:
         """The CPU loop: resume the current thread's chain until it switches, then let the
-        scheduler decide; at most `budget` steps. Returns the thread that ran last.
+        scheduler decide; at most `budget` steps (a finite budget takes every decision
+        through `Cpu.schedule`). Returns the thread that ran first.
 
         The chain yields the thread to switch to directly (after a rendezvous) or None
         (let the scheduler pick): the decision the IPC path recorded. Per switch the loop
@@ -470,7 +471,7 @@ class Kernel:
         costs = self.costs
         same_space = costs.thread_switch
         other_space = costs.thread_switch + costs.space_switch
-        plain = not (self.check or self.trace)
+        plain = not (self.check or self.trace) and budget == INFINITY
         th = cpu.action
         cpu.action = None
         if th is not None and th.state & DEAD:
@@ -481,9 +482,9 @@ class Kernel:
             if th is not None and last is not None and th is not last:
                 cpu.now += same_space if th.task is last.task else other_space
                 self.record(th, "switch", f"from {last.name}")
-        ran = th
+        first = th
         while th is not None:
-            cpu.current = ran = th
+            cpu.current = th
             cpu.slice_end = cpu.now + th.slice_left
             try:
                 nxt = th.resume(None)
@@ -503,16 +504,11 @@ class Kernel:
                 nxt = None
             now = cpu.now
             th.slice_left = cpu.slice_end - now
-            budget -= 1
             if nxt is not None and plain and now < cpu.next_event:
                 # The decision of the common case, inlined: nothing is due, so the
                 # partner of the rendezvous runs next (the IPC path checked priorities).
                 cpu.now = now + (same_space if nxt.task is th.task else other_space)
                 th = nxt
-                if not budget:
-                    cpu.current = None
-                    cpu.action = nxt
-                    break
                 continue
             if nxt is None and th.state == READY and th.rq_prio < 0:
                 foreign_await(self, th)  # it yielded to the loop without a kernel path
@@ -528,10 +524,11 @@ class Kernel:
             if self.check:
                 self.check_invariants(incoming=nxt)
             th = nxt
+            budget -= 1
             if not budget:
                 cpu.action = nxt
                 break
-        return ran
+        return first
 
     # --- state and trace -----------------------------------------------------------------
 
