@@ -140,7 +140,7 @@ def test_run_builds_runs_and_reports(tmp_path: Path) -> None:
     assert code == 0, out
     assert "CLIENT GOT 42" in out
     assert re.search(r"reason\s*│\s*done", out)
-    assert re.search(r"blocked\s*│\s*echo \(tid 1, receive_wait\)", out)
+    assert re.search(r"blocked\s*│\s*echo \(tid 1\): idle: waits for a message from anyone", out)
     assert re.search(r"died\s*│\s*none", out)
 
 
@@ -190,8 +190,9 @@ def build(k):
     code, out = invoke("run", str(path), "--check")
     assert code == 0, out                  # no report: the run itself is the outcome
     assert re.search(r"reason\s*│\s*deadlock", out)
-    assert re.search(r"blocked\s*│\s*deaf \(tid 1, receive_wait\)", out)
-    assert re.search(r"a \(tid 3, send_wait\)", out)
+    assert re.search(r"blocked\s*│\s*deaf \(tid 1\): sleeps with no end", out)
+    assert re.search(r"a \(tid 3\): waits to send to deaf", out)
+    assert re.search(r"wait-for\s*│\s*a → deaf \(deaf sleeps with no end", out)
     assert re.search(r"died\s*│\s*b \(tid 2\): RuntimeError: boom", out)
 
 
@@ -199,8 +200,8 @@ def test_run_rejects_a_file_without_build(tmp_path: Path) -> None:
     path = tmp_path / "nobuild.py"
     path.write_text("x = 1\n")
     code, out = invoke("run", str(path))
-    assert code != 0
-    assert "build" in out
+    assert code != 0  # a plain script, but one that runs no kernel: surely a mistake
+    assert "ran no kernel" in out and "build(k)" in out
 
 
 def test_run_rejects_bad_kernel_options(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_traceback_names_the_users_file_and_line() -> None:
     k = Kernel(check=True)
     k.new_task("a").new_thread(body, name="a")
     res = k.run()
-    (th, why), = res.died
+    (_, why), = res.died
     assert why == "KeyError: 'missing'"  # still equal to the plain reason
     tb = why.traceback  # type: ignore[attr-defined]
     assert f'File "{THIS_FILE}"' in tb and 'table["missing"] += 1' in tb

@@ -139,9 +139,9 @@ def forgotten_await_hook(k: Kernel, previous: Callable[[Any], None]) -> Callable
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
             return
         filename, line = dropper.f_code.co_filename, dropper.f_lineno
-        msg = (f"{filename}:{line}: t.{name}(...) was never awaited in thread {cur.name}, "
-               f"so it did nothing: did you forget `await`?")
-        k.warnings.append(msg)
+        msg = (f"t.{name}(...) was never awaited in thread {cur.name}, so it did nothing: "
+               "did you forget `await`?")
+        k.warnings.append(f"{filename}:{line}: {msg}")
         warnings.warn_explicit(msg, RuntimeWarning, filename, line, module="l4sim")
 
     return hook

@@ -10,8 +10,8 @@ it 1:1 (the send base is the physical address):
   naturally aligned region of that size; the reply's MR0 is its physical address.
 
 A request for memory that does not exist or that another client owns is refused:
-the reply has label -12 (ENOMEM), maps nothing, and its MR0 says why (`REASONS`). Clients are told apart by the label
-they arrive with (their thread id).
+the reply has label -12 (ENOMEM), maps nothing, and its MR0 says why (`REASONS`).
+Clients are told apart by the label they arrive with (their thread id).
 """
 
 from __future__ import annotations
