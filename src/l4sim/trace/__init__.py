@@ -8,6 +8,8 @@ time in cycles, CPU, thread name, event, detail). The exporters read that record
     write_chrome(k, "out.json")     # open in https://ui.perfetto.dev
     write_mermaid(k, "out.md")      # a ```mermaid block (raw diagram for other suffixes)
     print(to_text(k))
+    write_html(k, "report.html", result)   # the run report: one page, no network needed
+    Report(k, result)               # the same report, inline in Jupyter
 """
 
 from __future__ import annotations
@@ -181,8 +183,22 @@ def _waits_next(events: list[Event], i: int, snd: str) -> bool:
 
 
 from .chrome import to_chrome, write_chrome  # noqa: E402
+from .html import Report, report_html, write_html  # noqa: E402
 from .mermaid import to_mermaid, write_mermaid  # noqa: E402
 from .text import to_text, write_text  # noqa: E402
 
-__all__ = ["PROTOCOLS", "Message", "messages", "parse_transfer", "to_chrome", "to_mermaid", "to_text",
-           "write_chrome", "write_mermaid", "write_text"]
+__all__ = [
+    "PROTOCOLS",
+    "Message",
+    "Report",
+    "messages",
+    "parse_transfer",
+    "report_html",
+    "to_chrome",
+    "to_mermaid",
+    "to_text",
+    "write_chrome",
+    "write_html",
+    "write_mermaid",
+    "write_text",
+]
