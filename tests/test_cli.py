@@ -12,6 +12,7 @@ from rich.console import Console
 from l4sim.cli import main
 from l4sim.demo import run_demo
 from l4sim.kernel import states
+from l4sim.trace.states_view import to_dot_slide
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -87,17 +88,22 @@ def test_states_dot_writes_a_valid_digraph(tmp_path: Path) -> None:
     code, out = invoke("states", "--dot", str(dot))
     assert code == 0, out
     text = dot.read_text()
-    assert text == states.to_dot()
+    assert text == to_dot_slide()
     assert text.startswith("digraph ")
     assert text.rstrip().endswith("}")
-    assert text.count("{") == text.count("}") == 1
-    edges = re.findall(r"^\s+(\w+) -> (\w+) \[", text, re.M)
+    assert text.count("{") == text.count("}") == 2  # the graph and the long-IPC cluster
+    edges = re.findall(r"^\s+(\w+) -> (\w+) \[label=\"([^\"]*)\", tooltip=\"([^\"]*)\"", text, re.M)
     assert len(edges) == len(states.TRANSITIONS)
     assert {(states.state_name(t.old), states.state_name(t.new)) for t in states.TRANSITIONS} \
-        == set(edges)
-    nodes = set(re.findall(r"^\s+(\w+) \[label=", text, re.M))
+        == {(a, b) for a, b, _, _ in edges}
+    # fits a slide: a few words per edge, the lecture's sentence kept as the tooltip
+    assert all(0 < len(label) <= 20 for _, _, label, _ in edges)
+    assert {why for _, _, _, why in edges} == {t.why.replace('"', "'") for t in states.TRANSITIONS}
+    nodes = set(re.findall(r"^\s+(\w+) \[tooltip=", text, re.M))
     assert nodes == set(states.STATES)
-    assert {a for a, _ in edges} | {b for _, b in edges} <= nodes
+    cluster = text[text.index("subgraph cluster_long_ipc"):]
+    cluster = cluster[:cluster.index("}")]
+    assert all(n in cluster for n in ("receive_in_progress", "ipc_transfer", "transfer_dying"))
     # every quoted string is closed on its line
     for line in text.splitlines():
         assert line.count('"') % 2 == 0, line

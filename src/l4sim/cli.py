@@ -220,13 +220,16 @@ def run(file: Path, seed: int, cpus: int, until: str | None, max_steps: int | No
 
 @main.command()
 @click.option("--dot", "dot", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              default=None, help="Write the state machine as Graphviz DOT to this file.")
+              default=None, help="Write the state machine as Graphviz DOT to this file: a "
+                                 "diagram that fits a slide (the sentences become tooltips).")
 def states(dot: Path | None) -> None:
     """Print the declared IPC state machine; optionally write it as DOT."""
+    from .trace.states_view import to_dot_slide
+
     click.echo(_states.to_text())
     if dot is not None:
-        dot.write_text(_states.to_dot())
-        click.echo(f"\nwrote {dot}")
+        dot.write_text(to_dot_slide())
+        click.echo(f"\nwrote {dot} (render it: dot -Tsvg {dot} -o ipc.svg)")
 
 
 try:
