@@ -180,7 +180,7 @@ def memory(as_json: bool, quick: bool, maps: int | None, repeats: int | None,
     them), map + unmap of a 2^30-byte fpage (ms, peak Python heap), one recursive unmap
     of a tree of 100,000 mappings built by IPC across 101 tasks, and page faults served
     per second by the anonymous-memory pager. Wall-clock, on Kernel(check=False,
-    trace=False), beside the issue's targets."""
+    trace=False): figures of this machine, not a pass or a fail."""
     sizes = QUICK if quick else FULL
     sizes = dataclasses.replace(sizes, maps=maps or sizes.maps,
                                 repeats=repeats or sizes.repeats,
@@ -190,16 +190,15 @@ def memory(as_json: bool, quick: bool, maps: int | None, repeats: int | None,
         click.echo(json.dumps(result, indent=2))
         return
     table = Table(title=f"l4sim memory: Kernel(check=False, trace=False), "
-                        f"Python {result['python']}")
+                        f"Python {result['python']}",
+                  caption="wall-clock figures of this machine and Python: they vary from one "
+                          "machine to another (--json also gives reference figures)")
     table.add_column("case", no_wrap=True)
     table.add_column("size")
     table.add_column("figure", justify="right", no_wrap=True)
-    table.add_column("target", no_wrap=True)
-    table.add_column("met", justify="center")
     for r in result["rows"]:
         size, figure = _memory_figures(r)
-        met = "-" if r["met"] is None else ("yes" if r["met"] else "[red]no[/red]")
-        table.add_row(r["case"], size, figure, r["target"] or "-", met)
+        table.add_row(r["case"], size, figure)
     Console(width=max(Console().width, 120)).print(table)
 
 
