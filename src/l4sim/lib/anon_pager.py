@@ -1,4 +1,4 @@
-"""The anonymous-memory pager (S2, S10, S20): every thread created without an explicit
+"""The anonymous-memory pager: every thread created without an explicit
 pager has it. A fault on an unmapped page is served with a zero-filled page that the
 pager obtained from sigma0 (into a pool in its own address space) and maps on, read and
 write; the same page again for a later fault there. A protection fault (a write to a

@@ -1,4 +1,4 @@
-"""sigma0, the root pager, as a user-level server (S2, S10, S20).
+"""sigma0, the root pager, as a user-level server.
 
 At boot the kernel gives sigma0's task all physical memory 1:1 (the roots of the mapping
 database). sigma0 hands each region out once, to the first client that asks, and maps
