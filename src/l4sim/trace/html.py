@@ -29,7 +29,7 @@ from ..kernel import states as _states
 from ..kernel.diagnose import wait_description
 from . import Message, messages
 from .chrome import to_chrome
-from .mermaid import arrow_text
+from .mermaid import arrow_text, map_text
 from .states_view import SHORT_LABELS, STATE_LAYOUT
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ def _sequence_svg(k: Kernel, data: dict[str, Any]) -> str:
     for i, m in enumerate(msgs):
         rows.append(("msg", i))
         for what in m["detail"].get("maps", []):
-            rows.append(("note", (m["to_row"], what)))
+            rows.append(("note", (m["to_row"], map_text(what))))
     top, step = 50, 30
     height = top + step * (len(rows) + 1)
     x = [60 + col * i + col // 2 for i in range(len(threads))]

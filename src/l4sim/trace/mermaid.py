@@ -47,6 +47,34 @@ def _participants(k: Kernel) -> tuple[dict[str, str], list[str]]:
     return ids, lines
 
 
+_MAP = re.compile(r"^(?P<op>map|grant) (?P<kind>mem|io|obj) (?P<src>\S+)/(?P<order>\d+) (?P<r>0x[0-9a-f]+) "
+                  r"-> (?:(?P<kind2>mem|io|obj) (?P<dst>\S+)/(?P<order2>\d+) (?P<r2>0x[0-9a-f]+)|nothing)$")
+
+
+def _size(order: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if order >= shift:
+            return f"{1 << (order - shift)} {unit}"
+    return f"{1 << order} B"
+
+
+def map_text(what: str) -> str:
+    """A map event for people: `map 0x10000 4 KiB r-- landed at 0x800000`."""
+    m = _MAP.match(what)
+    if m is None:
+        return what
+    order = int(m.group("order"))
+    if m.group("kind") == "mem":
+        r = int(m.group("r"), 16)
+        rights = ("r" if r & 4 else "-") + ("w" if r & 2 else "-") + ("x" if r & 1 else "-")
+        head = f"{m.group('op')} {m.group('src')} {_size(order)} {rights}"
+    else:
+        head = f"{m.group('op')} {m.group('kind')} {m.group('src')}/{order}"
+    if m.group("dst") is None:
+        return f"{head}: nothing landed"
+    return f"{head} landed at {m.group('dst')}"
+
+
 def arrow_text(msg: Message, labels: dict[int, str] | None = None) -> str:
     """What an arrow says: `call PUT(3, 7)`, `reply(1)`, `page fault write 0x10000`."""
     if msg.protocol == "page fault" and msg.values and msg.kind == "call":
@@ -86,7 +114,7 @@ def to_mermaid(k: Kernel, limit: int | None = DEFAULT_LIMIT,
                 continue
             arrow = "-->>" if msg.kind == "reply" else "->>"
             add.append(f"    {who}{arrow}{ids[msg.receiver]}: {_clean(arrow_text(msg, labels))}")
-            add += [f"    Note over {ids[msg.receiver]}: {_clean(what)}" for what in msg.maps]
+            add += [f"    Note over {ids[msg.receiver]}: {_clean(map_text(what))}" for what in msg.maps]
             drawn += 1
         elif ev.event == "timeout" and not ev.detail.startswith("ignored"):
             add.append(f"    Note over {who}: timeout")
