@@ -92,3 +92,27 @@ def test_mermaid_limit_says_what_was_cut() -> None:
     text = to_mermaid(k, limit=2)
     assert text.count("->>") == 2
     assert f"{n - 2} more messages" in text and "--mermaid-limit N" in text
+
+
+def test_report_of_a_long_run_shows_its_end_only() -> None:
+    from l4sim.trace import html
+
+    async def ping(t: Any, srv: int) -> None:
+        while True:
+            await t.call(srv, words=[1])
+
+    async def pong(t: Any) -> None:
+        await t.wait()
+        while True:
+            await t.reply_and_wait(words=[2])
+
+    k = Kernel(trace=True)
+    s = k.new_task("s").new_thread(pong, name="pong")
+    c = k.new_task("c")
+    c.new_thread(ping, c.add_cap(s), name="ping")
+    res = k.run(until=k.ms(5))
+    data = html.report_data(k, res)
+    assert len(data["messages"]) == html.MAX_MESSAGES
+    assert data["start_us"] > 0 and all(m["t"] >= data["start_us"] for m in data["messages"])
+    assert len(data["slices"]) <= html.MAX_SLICES + 2 * len(data["threads"])
+    assert "the timeline shows the run from" in html.report_html(k, res)

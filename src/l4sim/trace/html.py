@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Kernel, RunResult
 
 SEQUENCE_LIMIT = 400  # messages drawn in the sequence diagram
+MAX_MESSAGES = 5_000   # the timeline shows the run's end: at most this many messages ...
+MAX_SLICES = 40_000    # ... and state slices (a browser stays quick, the page small)
 
 
 @cache
@@ -181,6 +183,15 @@ def report_data(k: Kernel, result: RunResult | None = None) -> dict[str, Any]:
                   "from_row": rows[m.sender], "to_row": rows[m.receiver], "kind": m.kind,
                   "title": arrow_text(m), "detail": m.describe()} for m in msgs]
     end = max([k.now / mhz] + [s[2] for s in slices]) if slices else k.now / mhz
+    cut = 0.0  # the timeline starts here (µs): earlier slices and messages are left out
+    if len(data_msgs) > MAX_MESSAGES:
+        cut = data_msgs[-MAX_MESSAGES]["t"]
+    if len(slices) > MAX_SLICES:
+        cut = max(cut, sorted(s[1] for s in slices)[-MAX_SLICES])
+    if cut:
+        slices = [s for s in slices if s[2] >= cut]
+        instants = [i for i in instants if i[1] >= cut]
+        data_msgs = [m for m in data_msgs if m["t"] >= cut]
     res: dict[str, Any] = {}
     if result is not None:
         res = {"reason": result.reason, "now": result.now, "steps": result.steps,
@@ -190,7 +201,7 @@ def report_data(k: Kernel, result: RunResult | None = None) -> dict[str, Any]:
                         for t, why in result.died],
                "warnings": list(result.warnings)}
     return {"threads": threads, "slices": slices, "instants": instants, "messages": data_msgs,
-            "end_us": round(end, 6), "mhz": mhz, "now": k.now, "entries": k.entries,
+            "end_us": round(end, 6), "start_us": cut, "mhz": mhz, "now": k.now, "entries": k.entries,
             "events": len(k.events), "dropped": getattr(k.events, "dropped", 0),
             "traced": k.trace, "mapdb": _mapdb_tree(k), "states": _state_machine(k),
             "costs": _costs(k, slices, threads, msgs), "result": res}
@@ -309,6 +320,9 @@ def report_html(k: Kernel, result: RunResult | None = None, title: str = "l4sim 
                f"({data['now'] / data['mhz']:,.3f} µs at {data['mhz']} MHz)")
     if data["dropped"]:
         summary += f" · the first {data['dropped']:,} events were dropped by the trace ring"
+    if data["start_us"]:
+        summary += (f" · the timeline shows the run from {data['start_us']:,.3f} µs on "
+                    f"(at most {MAX_MESSAGES:,} messages, {MAX_SLICES:,} state slices)")
     untraced = ("" if data["traced"] else
                 "<p class='note'>This kernel was not traced: the timeline, the sequence diagram "
                 "and the transitions taken need <code>Kernel(trace=True)</code> "

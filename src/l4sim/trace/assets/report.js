@@ -103,7 +103,7 @@
           m.t.toFixed(3) + " µs";
       }},
       grid: {left: 150, right: 40, top: 20, bottom: 70},
-      xAxis: {type: "value", name: "µs", min: 0, max: D.end_us, axisLabel: {formatter: "{value}"}},
+      xAxis: {type: "value", name: "µs", min: D.start_us, max: D.end_us, axisLabel: {formatter: "{value}"}},
       yAxis: {type: "category", inverse: true, data: D.threads.map(function (t) { return t.name; }),
               axisLabel: {fontSize: 12}},
       dataZoom: [{type: "slider", xAxisIndex: 0, filterMode: "weakFilter", bottom: 15},
