@@ -218,3 +218,35 @@ def build(k):
 """)
     code, out = invoke("run", str(path), "--until", "1ms")
     assert code == 0 and "simulated" not in out and "kernel entries ·" not in out
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize("index", range(len(re.findall(r"```python\n", README.read_text()))))
+def test_every_readme_snippet_runs_under_l4sim_run(tmp_path: Path, index: int) -> None:
+    """The README's snippets are plain scripts: `l4sim run` runs each as `python` would."""
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[index]
+    path = tmp_path / f"snippet{index}.py"
+    path.write_text(code)
+    exit_code, out = invoke("run", str(path), "--until", "100ms")
+    assert exit_code == 0, out
+    assert "run result" in out and "defines no build" not in out
+
+
+def test_progress_line_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    import l4sim.cli as cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "_console", lambda: Console(file=buf, force_terminal=True, width=120))
+    path = write(tmp_path, "spin.py", SPIN + """
+def build(k):
+    k.new_task("a").new_thread(spin, name="spin")
+""")
+    code, _ = invoke("run", str(path), "--until", "5ms")
+    assert code == 0
+    assert "simulated 5,000.0 µs" in buf.getvalue() and "events recorded" in buf.getvalue()
