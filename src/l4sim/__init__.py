@@ -5,6 +5,7 @@ Everything of the public API is importable from here.
 
 from .kernel import (
     CapRights,
+    Chooser,
     Event,
     Fpage,
     IpcError,
@@ -18,6 +19,8 @@ from .kernel import (
     MsgTag,
     Rights,
     RunResult,
+    Schedule,
+    ScheduleError,
     StringItem,
     Task,
     Thread,
@@ -29,7 +32,8 @@ from .user import UserContext
 __version__ = "0.1.0"
 
 __all__ = [
-    "CapRights", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Irq", "Kernel",
-    "KernelInvariantError", "Label", "MapItem", "MsgTag", "Rights", "RunResult", "StringItem",
+    "CapRights", "Chooser", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Irq", "Kernel",
+    "KernelInvariantError", "Label", "MapItem", "MsgTag", "Rights", "RunResult", "Schedule",
+    "ScheduleError", "StringItem",
     "Task", "Thread", "Timeout", "UserContext", "__version__",
 ]

@@ -31,13 +31,15 @@ cycle cost model), `trap` (the switch).
 """
 
 from .abi import CapRights, Fpage, IpcError, Label, MapItem, MsgTag, Rights, StringItem, Timeout
+from .chooser import Chooser, Schedule, ScheduleError
 from .errors import KernelInvariantError
 from .kernel import Event, Kernel, RunResult
 from .objects import IpcGate, Irq, Task, Thread
 from .result import IpcResult
 
 __all__ = [
-    "CapRights", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Irq", "Kernel",
-    "KernelInvariantError", "Label", "MapItem", "MsgTag", "Rights", "RunResult", "StringItem",
+    "CapRights", "Chooser", "Event", "Fpage", "IpcError", "IpcGate", "IpcResult", "Irq", "Kernel",
+    "KernelInvariantError", "Label", "MapItem", "MsgTag", "Rights", "RunResult", "Schedule",
+    "ScheduleError", "StringItem",
     "Task", "Thread", "Timeout",
 ]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from . import diagnose, irq, states
 from .abi import Timeout
 from .boot import boot_servers
+from .chooser import Chooser, Schedule
 from .costs import CostProfile
 from .costs import profile as get_profile
 from .errors import KernelInvariantError, ThreadDeleted, ThreadKilled
@@ -110,7 +111,9 @@ class Kernel:
                  transfer: str = "symmetric", seed: int = 0, check: bool = False,
                  trace: bool = False, priority_inheritance: bool = True,
                  timeslice: int | None = None, frequency_mhz: int = 2663,
-                 fastpath: bool = True, trace_limit: int | None = DEFAULT_TRACE_LIMIT) -> None:
+                 fastpath: bool = True, trace_limit: int | None = DEFAULT_TRACE_LIMIT,
+                 schedule: str | Iterable[tuple[str, int]] | None = None,
+                 chooser: Chooser | None = None) -> None:
         if cpus != 1:
             raise ValueError("l4sim runs one CPU until the multiprocessor part lands")
         if copy not in ("window", "kernel-buffer"):
@@ -134,8 +137,14 @@ class Kernel:
             raise ValueError("timeslice must be positive")
         self.costs = get_profile(profile)
         self.ipc_costs = [self.costs.ipc_cost(n) for n in range(64)]
-        # The fast path sets state words directly; checked or traced runs take the general path.
-        self.fastpath = fastpath and not check and not trace
+        # Every timing-dependent decision asks the chooser: the seeded policy, a replay of
+        # `schedule`, or an explorer's own.
+        if chooser is not None and schedule is not None:
+            raise ValueError("give a schedule or a chooser, not both")
+        self.chooser = chooser if chooser is not None else Chooser(seed, schedule)
+        # The fast path sets state words directly; checked or traced runs take the general
+        # path, and so do runs whose chooser preempts at preemption points.
+        self.fastpath = fastpath and not check and not trace and not self.chooser.preempts
         self.cpus = [Cpu(self, i, expire, report_preemption) for i in range(cpus)]
         for c in self.cpus:
             c.ipc_costs = self.ipc_costs
@@ -165,6 +174,12 @@ class Kernel:
         self._last_check_time = 0
 
     # --- host API: building the system ------------------------------------------------
+
+    @property
+    def schedule(self) -> Schedule:
+        """The choices this kernel's runs made so far (`str()` prints them as
+        `Kernel(schedule=...)` and `l4sim run --schedule` take them back)."""
+        return self.chooser.made
 
     @property
     def entries(self) -> int:
@@ -402,6 +417,8 @@ class Kernel:
         if self.stop == "until" and until is not None and cpu.now < until:
             cpu.now = until  # idle up to the end of the run (time never goes back)
         reason = self.stop or self._end_reason()
+        if reason in ("done", "deadlock"):
+            self.chooser.finish()  # a replayed schedule must have been used up
         return self._result(reason)
 
     def _set_fast(self, on: bool) -> None:

@@ -44,13 +44,14 @@ class Cpu:
 
     __slots__ = ("k", "index", "now", "current", "queues", "bitmap", "slice_end", "timers",
                  "next_event", "entries", "ipc_costs", "last", "action", "on_timeout",
-                 "on_preemption")
+                 "on_preemption", "preempts")
 
     def __init__(self, k: Kernel, index: int, on_timeout: Hook, on_preemption: Hook) -> None:
         self.k = k
         self.index = index
         self.on_timeout = on_timeout
         self.on_preemption = on_preemption
+        self.preempts = k.chooser.preempts  # asks the chooser at every preemption point
         self.now = 0                      # this CPU's clock, in simulated cycles
         self.current: Thread | None = None
         self.last: Thread | None = None   # the thread that ran last when a run() ended
@@ -140,6 +141,8 @@ class Cpu:
         ticked = False
         while heap and heap[0][0] <= self.now:
             entry = heapq.heappop(heap)
+            if heap and heap[0][0] == entry[0] and entry[3] is not STOP:
+                entry = self._first_of_simultaneous(entry)
             th, callback = entry[2], entry[3]
             if th is not None:
                 k.record(th, "timeout", f"at {entry[0]}")
@@ -157,6 +160,21 @@ class Cpu:
         self.next_event = heap[0][0] if heap else INFINITY
         if k.entries >= k.entry_limit and k.stop is None:
             k.stop = "steps"
+
+    def _first_of_simultaneous(self, entry: list[Any]) -> list[Any]:
+        """Several events due at the same time: the chooser says which fires first (the
+        policy: in arming order); the others go back to the heap."""
+        heap = self.timers
+        due = [entry] if entry[2] is not None or entry[3] is not None else []
+        while heap and heap[0][0] == entry[0] and heap[0][3] is not STOP:
+            e = heapq.heappop(heap)
+            if e[2] is not None or e[3] is not None:
+                due.append(e)
+        first = due.pop(self.k.chooser.choose("e", len(due))) if len(due) > 1 else (
+            due.pop() if due else entry)
+        for e in due:
+            heapq.heappush(heap, e)
+        return first
 
     # --- the scheduler's choice ---------------------------------------------------------
 
@@ -217,7 +235,8 @@ class Cpu:
         if k.trace and result.error:
             k.record(th, "error", result.error.name)  # each side's error, in the trace
         now = self.now
-        if now >= self.slice_end or now >= self.next_event or self.bitmap >> (th.prio + 1):
+        if (now >= self.slice_end or now >= self.next_event or self.bitmap >> (th.prio + 1)
+                or self.preempts):
             await self.preemption_point(th)
         return result
 
@@ -226,6 +245,7 @@ class Cpu:
         higher-priority thread (we stay at the front of our priority) or, at the end of
         our timeslice, to the next one of our priority (we go to the back)."""
         k = self.k
+        asked = False
         while True:
             if self.now >= self.next_event:
                 self.process_events()
@@ -252,6 +272,14 @@ class Cpu:
                     continue
                 if k.stop is not None:
                     continue
+            if (self.preempts and not asked and self.bitmap >> th.prio
+                    and k.chooser.choose("p", 2)):
+                # The chooser ends our timeslice here: the next of our priority runs.
+                k.record(th, "preempted", "at a preemption point, by the chooser")
+                asked = True  # (once per preemption point: back here, we go on)
+                self.enqueue_back(th)
+                await switch(None)
+                continue
             return
 
     async def compute(self, th: Thread, cycles: int) -> None:

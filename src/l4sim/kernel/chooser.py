@@ -1,0 +1,114 @@
+"""One chooser behind every point where a real kernel's behaviour depends on timing.
+
+A real kernel's run depends on timing at a few kinds of points; here each is a *choice
+point* where the kernel asks `k.chooser`:
+
+- `e` -- several timer or host events fall due at the same simulated time: which fires
+  first (the policy: in the order they were armed);
+- `p` -- a preemption point of a thread that another ready thread of its priority could
+  replace (its timeslice could end here): go on (0, the policy) or yield to it (1).
+  Asked only by a chooser that explores preemption (`preempts`), as CHESS does;
+- `c` -- several CPUs could take the next step: which (the policy: the seeded order).
+
+Options are listed in the policy's order, so the deterministic policy mostly takes 0;
+where it has no natural order (CPUs ready at the same time) the seed of `Kernel(seed=)`
+decides, through this chooser's own generator. A point with one option is no choice.
+
+Every choice made is recorded, and the list is the run's *schedule*: `k.schedule`,
+printed as `c1 e0 p1` (point letter, option). `Kernel(schedule=...)` replays one
+exactly; a schedule that does not fit the program -- another point asked, an option
+that does not exist, choices left over or missing -- raises `ScheduleError`, which says
+where.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+POINTS = {"e": "simultaneous events", "p": "preemption", "c": "CPU"}
+
+
+class ScheduleError(ValueError):
+    """A schedule given to replay does not fit the program."""
+
+
+class Schedule(list[tuple[str, int]]):
+    """The choices of a run: (point letter, option) pairs; `str()` is the printable form
+    that `Kernel(schedule=...)` and `l4sim run --schedule` take back."""
+
+    def __str__(self) -> str:
+        return " ".join(f"{point}{option}" for point, option in self)
+
+    @classmethod
+    def parse(cls, text: str | Iterable[tuple[str, int]]) -> Schedule:
+        """A schedule from its printed form (or from a list of pairs)."""
+        if not isinstance(text, str):
+            out = cls()
+            for point, option in text:
+                out.append(cls._checked(str(point), option))
+            return out
+        out = cls()
+        for word in text.replace(",", " ").split():
+            point, digits = word[:1], word[1:]
+            if not digits.isdigit():
+                raise ScheduleError(f"{word!r} is not a choice: a point letter "
+                                    f"({', '.join(POINTS)}) and an option number, as in 'e1'")
+            out.append(cls._checked(point, int(digits)))
+        return out
+
+    @staticmethod
+    def _checked(point: str, option: object) -> tuple[str, int]:
+        if point not in POINTS:
+            raise ScheduleError(f"unknown choice point {point!r}: the points are "
+                                + ", ".join(f"{p} ({what})" for p, what in POINTS.items()))
+        if type(option) is not int or option < 0:
+            raise ScheduleError(f"the option of a choice is a non-negative int, got {option!r}")
+        return point, option
+
+
+class Chooser:
+    """The default chooser: the kernel's deterministic policy, seeded; or, given a
+    schedule, the replay of it. Subclass and override `decide` to explore."""
+
+    preempts = False  # asked at preemption points ('p')? The policy never preempts there.
+
+    def __init__(self, seed: int = 0, schedule: str | Iterable[tuple[str, int]] | None = None
+                 ) -> None:
+        self.random = random.Random(seed)
+        self.replay: Schedule | None = None if schedule is None else Schedule.parse(schedule)
+        if self.replay is not None and any(p == "p" for p, _ in self.replay):
+            self.preempts = True
+        self.made = Schedule()
+
+    def choose(self, point: str, options: int) -> int:
+        """Which of `options` (> 1) is taken at a choice point; recorded."""
+        replay = self.replay
+        if replay is not None:
+            at = len(self.made)
+            if at >= len(replay):
+                raise ScheduleError(
+                    f"the schedule has {len(replay)} choices, but the program makes more: "
+                    f"choice {at + 1} is a {POINTS[point]} choice of {options} options")
+            want, option = replay[at]
+            if want != point or option >= options:
+                raise ScheduleError(
+                    f"choice {at + 1} of the schedule is {want}{option}, but the program "
+                    f"asks a {POINTS[point]} choice ({point}) of {options} options there")
+        else:
+            option = self.decide(point, options)
+        self.made.append((point, option))
+        return option
+
+    def decide(self, point: str, options: int) -> int:
+        """The policy: events in arming order, no extra preemption, CPUs in a seeded order."""
+        if point == "c":
+            return self.random.randrange(options)
+        return 0
+
+    def finish(self) -> None:
+        """At the end of a run that could not go on: a replay must have been used up."""
+        if self.replay is not None and len(self.made) < len(self.replay):
+            raise ScheduleError(
+                f"the program ended after {len(self.made)} of the schedule's "
+                f"{len(self.replay)} choices: the schedule does not fit it")

@@ -1,0 +1,127 @@
+"""One chooser behind every timing-dependent decision: the seeded policy by default, its
+choices recorded as a schedule that replays exactly, and a clear error for a schedule
+that does not fit the program."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from helpers import make_kernel
+from l4sim import Chooser, IpcError, Kernel, Schedule, ScheduleError, Timeout
+
+
+def _sleepers(k: Kernel, log: list[Any]) -> None:
+    """Three threads whose timeouts fall due at the same moment, twice."""
+
+    async def sleeper(t: Any, name: str) -> None:
+        for when in (10_000, 20_000):
+            r = await t.sleep(Timeout.at(when))
+            assert r.error == IpcError.RETIMEOUT
+            log.append((name, t.now))
+
+    for name in ("a", "b", "c"):
+        k.new_task(name).new_thread(sleeper, name, name=name)
+
+
+def _order(log: list[Any]) -> list[str]:
+    return [name for name, _ in log]
+
+
+def test_the_policy_fires_simultaneous_events_in_arming_order_and_records_it() -> None:
+    k = make_kernel()
+    log: list[Any] = []
+    _sleepers(k, log)
+    assert k.run().reason == "done"
+    assert _order(log) == ["a", "b", "c", "a", "b", "c"]
+    # Each batch of three simultaneous timeouts is two choices (the last is no choice).
+    assert str(k.schedule) == "e0 e0 e0 e0"
+
+
+def test_a_schedule_replays_to_the_same_event_record() -> None:
+    k = make_kernel(schedule="e2 e0 e1 e0")
+    log: list[Any] = []
+    _sleepers(k, log)
+    k.run()
+    assert _order(log) == ["c", "a", "b", "a", "c", "b"]  # the second batch armed c, a, b
+    assert str(k.schedule) == "e2 e0 e1 e0"
+
+    again = make_kernel(schedule=Schedule.parse(str(k.schedule)))
+    log2: list[Any] = []
+    _sleepers(again, log2)
+    again.run()
+    assert log2 == log and list(again.events) == list(k.events)
+
+
+class PreemptEverywhere(Chooser):
+    """An explorer's chooser: ends the timeslice at every preemption point it may."""
+
+    preempts = True
+
+    def decide(self, point: str, options: int) -> int:
+        return 1 if point == "p" else 0
+
+
+def _counters(k: Kernel, log: list[str]) -> None:
+    async def counter(t: Any, name: str) -> None:
+        for _ in range(3):
+            await t.sleep(Timeout.zero())  # a kernel entry: a preemption point at its exit
+            log.append(name)
+
+    for name in ("x", "y"):
+        k.new_task(name).new_thread(counter, name, name=name)
+
+
+def test_a_chooser_that_preempts_at_preemption_points_interleaves_equal_threads() -> None:
+    plain = make_kernel()
+    log: list[str] = []
+    _counters(plain, log)
+    plain.run()
+    assert log == ["x", "x", "x", "y", "y", "y"]  # no preemption without a timeslice end
+    assert str(plain.schedule) == ""
+
+    k = make_kernel(chooser=PreemptEverywhere())
+    log = []
+    _counters(k, log)
+    k.run()
+    assert log == ["x", "y", "x", "y", "x", "y"]
+    assert set(k.schedule) == {("p", 1)}
+    assert any(e.event == "preempted" for e in k.events)
+
+    replay = make_kernel(schedule=str(k.schedule))
+    assert replay.chooser.preempts and not replay.fastpath
+    log2: list[str] = []
+    _counters(replay, log2)
+    replay.run()
+    assert log2 == log and list(replay.events) == list(k.events)
+
+
+@pytest.mark.parametrize(("schedule", "message"), [
+    ("e0 e0 e0", "ended after 4 of the schedule's 5 choices"),
+    ("e0 e0", "the schedule has 2 choices, but the program makes more"),
+    ("e0 p1 e0 e0", "choice 2 of the schedule is p1, but the program asks a simultaneous "
+                    "events choice"),
+    ("e0 e5 e0 e0", "choice 2 of the schedule is e5, but the program asks a simultaneous "
+                    "events choice (e) of 2 options"),
+])
+def test_a_schedule_that_does_not_fit_the_program_is_a_clear_error(schedule: str,
+                                                                    message: str) -> None:
+    if schedule == "e0 e0 e0":
+        schedule = "e0 e0 e0 e0 e0"
+    k = make_kernel(schedule=schedule)
+    _sleepers(k, [])
+    with pytest.raises(ScheduleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        k.run()
+
+
+def test_schedules_parse_and_print() -> None:
+    s = Schedule.parse("c1 e0, p1")
+    assert list(s) == [("c", 1), ("e", 0), ("p", 1)] and str(s) == "c1 e0 p1"
+    assert Schedule.parse([("e", 2)]) == [("e", 2)]
+    for bad, why in (("x1", "unknown choice point"), ("e", "not a choice"),
+                     ("e-1", "not a choice")):
+        with pytest.raises(ScheduleError, match=why):
+            Schedule.parse(bad)
+    with pytest.raises(ValueError, match="not both"):
+        Kernel(schedule="e0", chooser=Chooser())
