@@ -219,7 +219,7 @@ def _sequence_svg(k: Kernel, data: dict[str, Any]) -> str:
     msgs = data["messages"][:SEQUENCE_LIMIT]
     if not msgs:
         return "<p class='note'>No messages were recorded.</p>"
-    col = 150
+    col = 130
     width = 80 + col * len(threads)
     rows: list[tuple[str, Any]] = []
     for i, m in enumerate(msgs):
