@@ -250,3 +250,11 @@ def build(k):
     code, _ = invoke("run", str(path), "--until", "5ms")
     assert code == 0
     assert "simulated 5,000.0 µs" in buf.getvalue() and "events recorded" in buf.getvalue()
+
+
+def test_demo_html(tmp_path: Path) -> None:
+    page = tmp_path / "demo.html"
+    code, out = invoke("demo", "--html", str(page))
+    assert code == 0, out
+    assert "run report:" in out and page.stat().st_size > 100_000
+    assert "l4sim demo" in page.read_text()[:2000]
