@@ -185,13 +185,14 @@ def report_data(k: Kernel, result: RunResult | None = None) -> dict[str, Any]:
     end = max([k.now / mhz] + [s[2] for s in slices]) if slices else k.now / mhz
     cut = 0.0  # the timeline starts here (µs): earlier slices and messages are left out
     if len(data_msgs) > MAX_MESSAGES:
-        cut = msgs[-MAX_MESSAGES].time / mhz
+        cut = round(msgs[-MAX_MESSAGES].time / mhz, 6)  # as the messages' "t" are
     if len(slices) > MAX_SLICES:
         cut = max(cut, sorted(s[1] for s in slices)[-MAX_SLICES])
     if cut:
         slices = [s for s in slices if s[2] >= cut]
         instants = [i for i in instants if i[1] >= cut]
-        data_msgs = [d for m, d in zip(msgs, data_msgs, strict=True) if m.time / mhz >= cut]
+        data_msgs = [d for m, d in zip(msgs, data_msgs, strict=True)
+                     if round(m.time / mhz, 6) >= cut]
     res: dict[str, Any] = {}
     if result is not None:
         res = {"reason": result.reason, "now": result.now, "steps": result.steps,
