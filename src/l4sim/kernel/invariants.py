@@ -30,10 +30,12 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
     in no queue); `blocking` is the thread that is switching away (not yet descheduled)."""
     Bad = KernelInvariantError
 
-    cpu = k.cpus[0]
-    if cpu.now < k._last_check_time:
-        raise Bad("time never goes back", f"{cpu.now} < {k._last_check_time}")
-    k._last_check_time = cpu.now
+    seen_times = k._last_check_times
+    for cpu in k.cpus:
+        if cpu.now < seen_times[cpu.index]:
+            raise Bad("time never goes back", f"cpu{cpu.index}: {cpu.now} < "
+                      f"{seen_times[cpu.index]}")
+        seen_times[cpu.index] = cpu.now
 
     queued: dict[Thread, Thread] = {}
     for owner in k.threads.values():
@@ -57,17 +59,26 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
                           f"{s.name} queued at {s.queued_prio}, runs at {s.prio}")
 
     in_ready: set[Thread] = set()
-    for level, rq in enumerate(cpu.queues):
-        if bool(rq) != bool(cpu.bitmap >> level & 1):
-            raise Bad("the ready bitmap matches the ready queues", f"priority {level}")
-        for th in rq:
-            if th in in_ready:
-                raise Bad("a thread is in the ready queue at most once", th.name)
-            in_ready.add(th)
-            if (not th.state & READY or th.state & DEAD or th.rq_prio != level
-                    or th.prio != level):
-                raise Bad("the ready queues hold ready threads at their priority",
-                          f"{th.name} ({state_name(th.state)}) at {level}, prio {th.prio}")
+    for cpu in k.cpus:
+        for level, rq in enumerate(cpu.queues):
+            if bool(rq) != bool(cpu.bitmap >> level & 1):
+                raise Bad("the ready bitmap matches the ready queues",
+                          f"cpu{cpu.index} priority {level}")
+            for th in rq:
+                if th in in_ready:
+                    raise Bad("a thread is in at most one ready queue of one CPU", th.name)
+                in_ready.add(th)
+                if (not th.state & READY or th.state & DEAD or th.rq_prio != level
+                        or th.prio != level):
+                    raise Bad("the ready queues hold ready threads at their priority",
+                              f"{th.name} ({state_name(th.state)}) at {level}, prio {th.prio}")
+                if th.cpu is not cpu:
+                    raise Bad("a thread is queued on its own CPU",
+                              f"{th.name} of cpu{th.cpu.index} on cpu{cpu.index}")
+        c = cpu.current
+        if c is not None and c.cpu is not cpu:
+            raise Bad("a running thread is current on its own CPU",
+                      f"{c.name} of cpu{c.cpu.index} runs on cpu{cpu.index}")
 
     for th in k.threads.values():
         st = th.state
@@ -109,8 +120,9 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
         if st & DEAD and (th in in_ready or th.sendq or th.reply_caller is not None):
             raise Bad("no queue holds a dead thread", th.name)
         if st & READY and not st & DEAD:
-            expected = (th is cpu.current or th is incoming or th is blocking
-                        or th is cpu.action)
+            home = th.cpu
+            expected = (th is home.current or th is incoming or th is blocking
+                        or th is home.action or th in home.incoming)
             if (th in in_ready) == expected:
                 raise Bad("a ready thread is running or in the ready queue (exactly one)",
                           f"{th.name} ({state_name(st)})")

@@ -25,7 +25,7 @@ from .ipc import expire
 from .lifecycle import delete_object, end_thread, foreign_await, thread_ended
 from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
 from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObject, Task, Thread
-from .sched import INFINITY, STOP, Cpu
+from .sched import INFINITY, STOP, Cpu, migrate
 from .states import DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT, SEND_WAIT, state_name
 from .tracelog import DEFAULT_TRACE_LIMIT, EventLog
 
@@ -113,9 +113,9 @@ class Kernel:
                  timeslice: int | None = None, frequency_mhz: int = 2663,
                  fastpath: bool = True, trace_limit: int | None = DEFAULT_TRACE_LIMIT,
                  schedule: str | Iterable[tuple[str, int]] | None = None,
-                 chooser: Chooser | None = None) -> None:
-        if cpus != 1:
-            raise ValueError("l4sim runs one CPU until the multiprocessor part lands")
+                 chooser: Chooser | None = None, quantum: int | None = None) -> None:
+        if not isinstance(cpus, int) or not 1 <= cpus <= 64:
+            raise ValueError(f"cpus must be an int in 1..64, got {cpus!r}")
         if copy not in ("window", "kernel-buffer"):
             raise ValueError(f"copy must be 'window' or 'kernel-buffer', got {copy!r}")
         if transfer not in ("symmetric", "sender-driven"):
@@ -145,6 +145,11 @@ class Kernel:
         # The fast path sets state words directly; checked or traced runs take the general
         # path, and so do runs whose chooser preempts at preemption points.
         self.fastpath = fastpath and not check and not trace and not self.chooser.preempts
+        # Several CPUs: the CPU that runs the current step (a wake-up of a thread on
+        # another one is an inter-processor interrupt), and the most a step may compute,
+        # which keeps the CPUs' clocks within about an IPI latency of each other.
+        self.executing: Cpu | None = None
+        self.quantum = INFINITY if cpus == 1 else (quantum or self.costs.ipi)
         self.cpus = [Cpu(self, i, expire, report_preemption) for i in range(cpus)]
         for c in self.cpus:
             c.ipc_costs = self.ipc_costs
@@ -171,7 +176,7 @@ class Kernel:
         self._seq = 0
         self.stop: str | None = None  # why the run ends, once decided
         self._running = False
-        self._last_check_time = 0
+        self._last_check_times = [0] * cpus
 
     # --- host API: building the system ------------------------------------------------
 
@@ -188,8 +193,9 @@ class Kernel:
 
     @property
     def now(self) -> int:
-        """Simulated time in cycles (`k.cycles_to_us(k.now)` in µs)."""
-        return self.cpus[0].now
+        """Simulated time in cycles (`k.cycles_to_us(k.now)` in µs): the latest CPU clock."""
+        cpus = self.cpus
+        return cpus[0].now if len(cpus) == 1 else max(c.now for c in cpus)
 
     def us(self, n: float) -> int:
         """`n` microseconds of simulated time in cycles, at this kernel's clock (`k.mhz`)."""
@@ -359,6 +365,24 @@ class Kernel:
             raise ValueError(f"{obj!r} has already been deleted")
         delete_object(self, obj)
 
+    def migrate(self, th: Thread, cpu: int) -> None:
+        """Give `th` the affinity `cpu` (host code; `th.migrate(cpu)`)."""
+        if not isinstance(th, Thread):
+            raise TypeError(f"migrate needs a Thread, got {type(th).__name__}")
+        target = self.cpu_of(cpu)
+        if th.state & DEAD:
+            raise ValueError(f"{th!r} is dead")
+        if th.cpu.current is th:
+            raise RuntimeError(f"{th.name} is running: it moves itself with await t.migrate(cpu)")
+        migrate(th, target)
+        self.after_host_op()
+
+    def cpu_of(self, cpu: object) -> Cpu:
+        """The CPU numbered `cpu` (misuse raises)."""
+        if type(cpu) is not int or not 0 <= cpu < len(self.cpus):
+            raise ValueError(f"cpu must be an int in 0..{len(self.cpus) - 1}, got {cpu!r}")
+        return self.cpus[cpu]
+
     def _repr_html_(self) -> str:
         """The run report of this kernel (threads, trace, mapping database), inline in
         Jupyter."""
@@ -395,8 +419,9 @@ class Kernel:
         if until is not None:
             if until <= cpu.now:
                 return self._result("until")
-            stop_entry = [until, self.next_seq(), None, STOP]
-            cpu.push_event(stop_entry)
+            if len(self.cpus) == 1:  # (several CPUs: the loop over steps stops at `until`)
+                stop_entry = [until, self.next_seq(), None, STOP]
+                cpu.push_event(stop_entry)
         self.entry_limit = self.entries + max_steps if max_steps is not None else INFINITY
         if max_steps is not None:
             self._set_fast(False)  # the fast path does not look at the step limit
@@ -405,7 +430,10 @@ class Kernel:
         warnings._warn_unawaited_coroutine = (  # type: ignore[attr-defined]
             diagnose.forgotten_await_hook(self, unawaited))
         try:
-            self._loop(cpu)
+            if len(self.cpus) == 1:
+                self._loop(cpu)
+            else:
+                self._run_cpus(until)
         finally:
             warnings._warn_unawaited_coroutine = unawaited  # type: ignore[attr-defined]
             self._running = False
@@ -414,8 +442,9 @@ class Kernel:
                 self._set_fast(self.fastpath)
             if stop_entry is not None:
                 stop_entry[3] = None
-        if self.stop == "until" and until is not None and cpu.now < until:
-            cpu.now = until  # idle up to the end of the run (time never goes back)
+        if self.stop == "until" and until is not None:
+            for c in self.cpus:
+                c.now = max(c.now, until)  # idle up to the end of the run (never back)
         reason = self.stop or self._end_reason()
         if reason in ("done", "deadlock"):
             self.chooser.finish()  # a replayed schedule must have been used up
@@ -453,10 +482,13 @@ class Kernel:
             return None
         self.stop = None
         self._running = True
+        if len(self.cpus) > 1:
+            self.executing = cpu
         try:
             return self._loop(cpu, 1)
         finally:
             self._running = False
+            self.executing = None
 
     def peek(self) -> tuple[int, int] | None:
         """When and where the next step happens: (simulated time in cycles, CPU index),
@@ -464,16 +496,37 @@ class Kernel:
         cpu = self._next_cpu()
         if cpu is None:
             return None
-        if cpu.action is not None or cpu.bitmap:
-            return cpu.now, cpu.index
-        return cpu.next_event, cpu.index
+        return cpu.step_time(), cpu.index
 
     def _next_cpu(self) -> Cpu | None:
-        """The CPU whose next step comes first (None: nothing can run)."""
-        cpu = self.cpus[0]
-        if cpu.action is None and not cpu.bitmap and not cpu.anything_pending():
+        """The CPU whose next step comes first (None: nothing can run). Steps go in the
+        order of the CPUs' clocks; CPUs due at the same time are the chooser's choice."""
+        best: list[Cpu] = []
+        when = INFINITY
+        for cpu in self.cpus:
+            t = cpu.step_time()
+            if t < when:
+                best, when = [cpu], t
+            elif t == when and t < INFINITY:
+                best.append(cpu)
+        if not best:
             return None
-        return cpu
+        return best[self.chooser.choose("c", len(best))] if len(best) > 1 else best[0]
+
+    def _run_cpus(self, until: int | None) -> None:
+        """Several CPUs: one step at a time, on the CPU whose clock is earliest."""
+        try:
+            while self.stop is None:
+                cpu = self._next_cpu()
+                if cpu is None:
+                    break
+                if until is not None and cpu.step_time() >= until:
+                    self.stop = "until"
+                    break
+                self.executing = cpu
+                self._loop(cpu, 1)
+        finally:
+            self.executing = None
 
     def _loop(self, cpu: Cpu, budget: int = INFINITY) -> Thread | None:
         """The CPU loop: resume the current thread's chain until it switches, then let the
@@ -494,7 +547,7 @@ class Kernel:
         if th is not None and th.state & DEAD:
             th = None  # deleted between two steps
         if th is None:
-            th = cpu.pick()
+            th = cpu.pick(first=True)
             last = cpu.last  # the thread that ran when the previous run() stopped
             if th is not None and last is not None and th is not last:
                 cpu.now += same_space if th.task is last.task else other_space
@@ -527,7 +580,7 @@ class Kernel:
                 cpu.now = now + (same_space if nxt.task is th.task else other_space)
                 th = nxt
                 continue
-            if nxt is None and th.state == READY and th.rq_prio < 0:
+            if nxt is None and th.state == READY and th.rq_prio < 0 and th.cpu is cpu:
                 foreign_await(self, th)  # it yielded to the loop without a kernel path
             cpu.current = None  # it switched away: an event may wake it again now
             nxt = cpu.schedule(nxt)
@@ -567,14 +620,16 @@ class Kernel:
                 cov.add((old, new))
         th.state = new
         if self.trace:
-            self.events.append(Event(th.cpu.now, th.cpu.index, th.name, "state", state_name(new),
+            cpu = self.executing or th.cpu  # the CPU that made the change, at its time
+            self.events.append(Event(cpu.now, cpu.index, th.name, "state", state_name(new),
                                      th.tid))
 
     def record(self, th: Thread, event: str, detail: str = "") -> None:
         """Append an event when tracing. Callers test `k.trace` first where the detail is
         an f-string: formatting it costs more than the work it describes."""
         if self.trace:
-            self.events.append(Event(th.cpu.now, th.cpu.index, th.name, event, detail, th.tid))
+            cpu = self.executing or th.cpu
+            self.events.append(Event(cpu.now, cpu.index, th.name, event, detail, th.tid))
 
     def after_host_op(self) -> None:
         if self.check and not self._running:

@@ -222,6 +222,7 @@ class Irq(KernelObject):
         return f"<Irq {self.name}>"
 
 
+
 class Thread(KernelObject):
     """A thread control block. Its kernel stack is the coroutine chain `coro`."""
 
@@ -297,6 +298,11 @@ class Thread(KernelObject):
         self.pager_sel = 0
         self.gates: list[IpcGate] = []  # gates bound to this thread
         self.irqs: list[Irq] = []       # interrupts bound to this thread
+
+    def migrate(self, cpu: int) -> None:
+        """Give this thread the affinity `cpu` from host code (the thread itself: `await
+        t.migrate(cpu)`)."""
+        self.kernel.migrate(self, cpu)
 
     @property
     def state_name(self) -> str:

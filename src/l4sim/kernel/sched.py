@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .abi import NEVER, Timeout
 from .errors import ThreadDeleted
 from .objects import Thread
-from .states import DEAD, RECEIVE_WAIT, SEND_WAIT
+from .states import DEAD, READY, RECEIVE_WAIT, SEND_WAIT
 from .trap import switch
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Cpu:
 
     __slots__ = ("k", "index", "now", "current", "queues", "bitmap", "slice_end", "timers",
                  "next_event", "entries", "ipc_costs", "last", "action", "on_timeout",
-                 "on_preemption", "preempts")
+                 "on_preemption", "preempts", "incoming")
 
     def __init__(self, k: Kernel, index: int, on_timeout: Hook, on_preemption: Hook) -> None:
         self.k = k
@@ -52,6 +52,7 @@ class Cpu:
         self.on_timeout = on_timeout
         self.on_preemption = on_preemption
         self.preempts = k.chooser.preempts  # asks the chooser at every preemption point
+        self.incoming: set[Thread] = set()   # woken from another CPU, the IPI on its way
         self.now = 0                      # this CPU's clock, in simulated cycles
         self.current: Thread | None = None
         self.last: Thread | None = None   # the thread that ran last when a run() ended
@@ -109,6 +110,15 @@ class Cpu:
         for p in range(PRIORITIES - 1, -1, -1):
             out.extend(self.queues[p])
         return out
+
+    def step_time(self) -> int:
+        """When this CPU's next step begins: now if a thread is ready (or decided), else
+        at its next event; INFINITY when nothing can ever run here."""
+        if self.action is not None or self.bitmap:
+            return self.now
+        if self.next_event < INFINITY and self.anything_pending():
+            return max(self.now, self.next_event)
+        return INFINITY
 
     # --- timers and host events ---------------------------------------------------------
 
@@ -194,10 +204,13 @@ class Cpu:
                     intent = None
         return intent if intent is not None else self.pick()
 
-    def pick(self) -> Thread | None:
+    def pick(self, first: bool = False) -> Thread | None:
         """The highest-priority ready thread; when none, idle to the next event. None when
-        the run stops or no thread of this CPU can ever run again."""
+        the run stops or no thread of this CPU can ever run again. With several CPUs
+        the others may act meanwhile, so a CPU idles only when a step begins (`first`),
+        to the time its step was chosen for, and only once."""
         k = self.k
+        jumps = INFINITY if k.executing is None else (1 if first else 0)
         while True:
             if self.now >= self.next_event:
                 self.process_events()
@@ -206,9 +219,10 @@ class Cpu:
             th = self.pop_highest()
             if th is not None:
                 return th
-            if self.next_event == INFINITY or not self.anything_pending():
+            if self.next_event == INFINITY or not self.anything_pending() or not jumps:
                 return None  # no thread can ever run again: done or deadlock, not "until"
-            self.now = self.next_event  # idle until the next timer or host event
+            self.now = max(self.now, self.next_event)  # idle until the next timer or event
+            jumps -= 1
 
     # --- kernel entry and exit, preemption points -----------------------------------------
 
@@ -286,17 +300,29 @@ class Cpu:
         """User computation of `cycles`, preemptible at any simulated time inside."""
         if th.state & DEAD:
             raise ThreadDeleted  # a dead thread's chain being unwound computes nothing
+        quantum = self.k.quantum
         while True:
-            room = min(self.slice_end, self.next_event) - self.now
+            room = min(self.slice_end, self.next_event, self.now + quantum) - self.now
             if cycles < room:
                 self.now += cycles
                 return
             step = int(room) if room > 0 else 0
             self.now += step
             cycles -= step
-            await self.preemption_point(th)
+            if step == quantum and self.now < min(self.slice_end, self.next_event):
+                await self.boundary(th)  # several CPUs: a step computes a quantum at most
+            else:
+                await self.preemption_point(th)
             if cycles == 0:
                 return
+
+    async def boundary(self, th: Thread) -> None:
+        """End this step here (several CPUs keep their clocks within a quantum of each
+        other): `th` stays first of its priority, and the next step goes on with it
+        unless an event readied a thread of higher priority meanwhile."""
+        self.enqueue_front(th)
+        await switch(None)
+        await self.preemption_point(th)
 
     def charge_transfer(self, words: int) -> None:
         """The cycles of copying `words` MRs, beyond the IPC's base cost."""
@@ -320,10 +346,34 @@ class Cpu:
 
 
 def make_ready(th: Thread) -> None:
-    """Put a thread that became ready at the back of its priority on its CPU."""
+    """Put a thread that became ready at the back of its priority on its CPU. From
+    another CPU this is a remote request: an inter-processor interrupt, charged to the
+    sender, that makes the thread ready on its CPU no earlier than the IPI latency
+    later."""
     cpu = th.cpu
     if th.rq_prio < 0 and cpu.current is not th and cpu.action is not th:
-        cpu.enqueue_back(th)
+        here = cpu.k.executing
+        if here is None or here is cpu:
+            cpu.enqueue_back(th)
+        elif th not in cpu.incoming:
+            send_ipi(here, cpu, th)
+
+
+def send_ipi(here: Cpu, there: Cpu, th: Thread) -> None:
+    """Wake `th` on CPU `there` from CPU `here`: it is in flight (`there.incoming`) until
+    the interrupt arrives, the cost model's `ipi` later (sending and taking it), then
+    joins the back of its priority there."""
+    k = here.k
+    there.incoming.add(th)
+    k.record(th, "ipi", f"from cpu{here.index} to cpu{there.index}")
+
+    def arrive() -> None:
+        there.incoming.discard(th)
+        if (th.cpu is there and th.state & READY and not th.state & DEAD and th.rq_prio < 0
+                and there.current is not th and there.action is not th):
+            there.enqueue_back(th)
+
+    there.push_event([here.now + k.costs.ipi, k.next_seq(), None, arrive])
 
 
 def cancel_timer(th: Thread) -> None:
@@ -368,3 +418,32 @@ def update_prio(k: Kernel, th: Thread) -> None:
             t = p
         else:
             return
+
+
+def migrate(th: Thread, target: Cpu) -> None:
+    """Give `th` the affinity `target`. A ready thread leaves this CPU's ready queue and
+    joins the target's (by an IPI from another CPU); a blocked one runs there once its
+    wait ends (a timer armed here still fires here, and wakes it there). The running
+    thread moves itself: `migrate_self`."""
+    old = th.cpu
+    if old is target:
+        return
+    moving = th.rq_prio >= 0 or old.action is th or th in old.incoming
+    if th.rq_prio >= 0:
+        old.dequeue(th)
+    if old.action is th:
+        old.action = None
+    old.incoming.discard(th)  # (an IPI on its way there finds the thread gone)
+    th.cpu = target
+    if moving:
+        make_ready(th)
+
+
+async def migrate_self(th: Thread, target: Cpu) -> None:
+    """The running thread moves to CPU `target`: it leaves this one at once, and goes on
+    there when the IPI arrives and that CPU's scheduler picks it."""
+    if th.cpu is target:
+        return
+    th.cpu = target
+    make_ready(th)
+    await switch(None)

@@ -18,6 +18,7 @@ from ..kernel import flexpage as _flexpage
 from ..kernel import ipc as _ipc
 from ..kernel import irq as _irqs
 from ..kernel import pagefault as _pf
+from ..kernel import sched as _sched
 from ..kernel.abi import (
     BR_COUNT,
     MR_COUNT,
@@ -42,6 +43,7 @@ from ..kernel.states import DEAD
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
+    from ..kernel.sched import Cpu
 
 Item = MapItem | StringItem
 Op = Awaitable[IpcResult]
@@ -80,6 +82,12 @@ def _raw_timeout(half: int, br: Sequence[int]) -> Timeout:
     if half & 0x8000 and half & 0x3F >= BR_COUNT:
         return _EXPIRED
     return Timeout.from_raw(half, br)
+
+
+def _check_cpu(k: Kernel, cpu: object) -> Cpu:
+    if type(cpu) is not int or not 0 <= cpu < len(k.cpus):
+        raise ValueError(f"cpu must be an int in 0..{len(k.cpus) - 1}, got {cpu!r}")
+    return k.cpus[cpu]
 
 
 def _check_sel(sel: object) -> int:
@@ -405,11 +413,14 @@ class UserContext:
         if cycles:
             await self._th.cpu.compute(self._th, cycles)
 
-    async def ex_regs(self, thread_sel: int, cancel: bool = False) -> IpcError:
-        """Cancel the IPC of a thread (before rendezvous: canceled). OK, or ENOT_EXISTENT
-        for a selector that does not name a thread this task may invoke."""
+    async def ex_regs(self, thread_sel: int, cancel: bool = False,
+                      cpu: int | None = None) -> IpcError:
+        """Cancel the IPC of a thread (before rendezvous: canceled), and with `cpu` give
+        it that affinity. OK, or ENOT_EXISTENT for a selector that does not name a thread
+        this task may invoke."""
         _check_sel(thread_sel)
         k, th = self._k, self._th
+        target = _check_cpu(k, cpu) if cpu is not None else None
         await th.cpu.enter(th, k.costs.kernel_op)
         victim = _ipc.resolve_thread(th, thread_sel)
         if victim is None:
@@ -417,9 +428,22 @@ class UserContext:
         else:
             if cancel:
                 _ipc.cancel_ipc(k, victim)
+            if target is not None:
+                if victim is th:
+                    await _sched.migrate_self(th, target)
+                else:
+                    _sched.migrate(victim, target)
             err = IpcError.OK
         await th.cpu.leave(th, _ipc.EMPTY_OK)
         return err
+
+    async def migrate(self, cpu: int) -> None:
+        """Move this thread to CPU `cpu`: it goes on there (an IPI away)."""
+        k, th = self._k, self._th
+        target = _check_cpu(k, cpu)
+        await th.cpu.enter(th, k.costs.kernel_op)
+        await _sched.migrate_self(th, target)
+        await th.cpu.leave(th, _ipc.EMPTY_OK)
 
     async def delete(self, sel: int) -> IpcError:
         """Delete the object `sel` names (needs the D right): OK or ENOT_EXISTENT."""
