@@ -415,13 +415,13 @@ class Kernel:
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
         self.stop = None
-        stop_entry = None
+        stop_entries = []
         if until is not None:
-            if until <= cpu.now:
+            if until <= min(c.now for c in self.cpus):
                 return self._result("until")
-            if len(self.cpus) == 1:  # (several CPUs: the loop over steps stops at `until`)
-                stop_entry = [until, self.next_seq(), None, STOP]
-                cpu.push_event(stop_entry)
+            for c in self.cpus:  # (a step that computes past `until` stops there)
+                stop_entries.append([until, self.next_seq(), None, STOP])
+                c.push_event(stop_entries[-1])
         self.entry_limit = self.entries + max_steps if max_steps is not None else INFINITY
         if max_steps is not None:
             self._set_fast(False)  # the fast path does not look at the step limit
@@ -440,8 +440,8 @@ class Kernel:
             self.entry_limit = INFINITY
             if max_steps is not None:
                 self._set_fast(self.fastpath)
-            if stop_entry is not None:
-                stop_entry[3] = None
+            for entry in stop_entries:
+                entry[3] = None
         if self.stop == "until" and until is not None:
             for c in self.cpus:
                 c.now = max(c.now, until)  # idle up to the end of the run (never back)

@@ -300,21 +300,32 @@ class Cpu:
         """User computation of `cycles`, preemptible at any simulated time inside."""
         if th.state & DEAD:
             raise ThreadDeleted  # a dead thread's chain being unwound computes nothing
-        quantum = self.k.quantum
+        several = self.k.quantum < INFINITY
         while True:
-            room = min(self.slice_end, self.next_event, self.now + quantum) - self.now
+            limit = min(self.slice_end, self.next_event)
+            ahead = several and (horizon := self.horizon()) < limit
+            if ahead:
+                limit = horizon
+            room = limit - self.now
             if cycles < room:
                 self.now += cycles
                 return
             step = int(room) if room > 0 else 0
             self.now += step
             cycles -= step
-            if step == quantum and self.now < min(self.slice_end, self.next_event):
-                await self.boundary(th)  # several CPUs: a step computes a quantum at most
+            if ahead:
+                await self.boundary(th)  # the other CPUs catch up first
             else:
                 await self.preemption_point(th)
             if cycles == 0:
                 return
+
+    def horizon(self) -> int:
+        """How far this CPU may run ahead of the others: a quantum past the earliest next
+        step of another CPU (INFINITY when all others are idle for good)."""
+        k = self.k
+        first = min((c.step_time() for c in k.cpus if c is not self), default=INFINITY)
+        return first + k.quantum if first < INFINITY else INFINITY
 
     async def boundary(self, th: Thread) -> None:
         """End this step here (several CPUs keep their clocks within a quantum of each

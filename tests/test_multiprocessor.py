@@ -1,0 +1,222 @@
+"""Several CPUs: each with its own clock, ready queues, timers and current thread; a run
+is a sequence of steps on the CPU whose clock is earliest; a wake-up across CPUs is an
+inter-processor interrupt that arrives the cost model's `ipi` later. Every kernel runs
+with `check=True`: the invariants cover every CPU after every operation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from helpers import make_kernel
+from l4sim import IpcError, Kernel, Timeout
+from test_stepping import _system
+
+
+def _pingpong(k: Kernel, server_cpu: int, client_cpu: int, rounds: int = 3) -> Any:
+    async def server(t: Any) -> None:
+        r = await t.wait()
+        while True:
+            r = await t.reply_and_wait(words=[r.words[0] + 1])
+
+    async def client(t: Any, srv: int) -> list[Any]:
+        out = []
+        for i in range(rounds):
+            r = await t.call(srv, words=[i])
+            out.append((t.now, r.error, r.words))
+        return out
+
+    s = k.new_task("s").new_thread(server, name="srv", cpu=server_cpu)
+    ct = k.new_task("c")
+    return ct.new_thread(client, ct.add_cap(s), name="cli", cpu=client_cpu)
+
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_everything_on_one_cpu_runs_as_on_a_uniprocessor(cpus: int) -> None:
+    """The other CPUs idle: results, times and the event record are the uniprocessor's."""
+    one = make_kernel()
+    log1 = _system(one)
+    res1 = one.run()
+    k = make_kernel(cpus=cpus)
+    log = _system(k)
+    res = k.run()
+    assert log == log1 and (res.reason, res.now, res.steps) == (res1.reason, res1.now, res1.steps)
+    assert list(k.events) == list(one.events)
+
+
+def test_a_call_across_cpus_waits_an_ipi_each_way() -> None:
+    """Client on CPU 0, server on CPU 1: each direction is the IPC path plus the IPI that
+    wakes the partner on its CPU (no direct switch across CPUs)."""
+    k = make_kernel(cpus=2)
+    cli = _pingpong(k, server_cpu=1, client_cpu=0)
+    assert k.run().reason == "done"
+    ipc, ipi = k.costs.ipc_cost(1), k.costs.ipi
+    rt = 2 * (ipc + ipi)
+    first = cli.result[0][0]
+    assert [r[1:] for r in cli.result] == [(IpcError.OK, (1,)), (IpcError.OK, (2,)),
+                                           (IpcError.OK, (3,))]
+    assert [r[0] - first for r in cli.result] == [0, rt, 2 * rt]
+    ipis = [(e.cpu, e.detail) for e in k.events if e.event == "ipi"]
+    assert ipis[:2] == [(0, "from cpu0 to cpu1"), (1, "from cpu1 to cpu0")]
+    # The same pair on one CPU: no IPI, a direct switch.
+    one = make_kernel(cpus=2)
+    same = _pingpong(one, server_cpu=1, client_cpu=1)
+    one.run()
+    assert not [e for e in one.events if e.event == "ipi"]
+    assert same.result[1][0] - same.result[0][0] < rt
+
+
+def test_clocks_stay_within_a_quantum_and_steps_go_in_clock_order() -> None:
+    """Two threads compute on two CPUs: a step computes one quantum at most, the next
+    step is on the CPU whose clock is earliest, so the clocks never drift further apart
+    than a quantum (plus the kernel work of one step)."""
+    k = make_kernel(cpus=2, trace=False)
+
+    async def spin(t: Any, n: int) -> int:
+        for _ in range(n):
+            await t.compute(10_000)
+        return t.now
+
+    a = k.new_task("a").new_thread(spin, 30, name="a", cpu=0)
+    b = k.new_task("b").new_thread(spin, 20, name="b", cpu=1)
+    bound = k.quantum + 2 * k.costs.timer_tick
+    worst = 0
+    while (th := k.step()) is not None:
+        c0, c1 = k.cpus[0].now, k.cpus[1].now
+        if a.alive and b.alive and not (a.state_name == "dead" or b.state_name == "dead"):
+            worst = max(worst, abs(c0 - c1))
+        assert th.cpu.index in (0, 1)
+    assert worst <= bound
+    assert a.result == 300_000 and b.result == 200_000  # no one else ran on their CPUs
+
+
+def test_migration_from_the_thread_the_host_and_ex_regs() -> None:
+    where: list[tuple[str, int]] = []
+
+    async def mover(t: Any) -> None:
+        where.append(("start", t._th.cpu.index))
+        await t.migrate(1)
+        where.append(("after t.migrate", t._th.cpu.index))
+        await t.sleep(Timeout.us(5))           # the host moves it meanwhile
+        where.append(("after th.migrate", t._th.cpu.index))
+        await t.sleep(Timeout.us(5))           # the boss moves it by ex_regs meanwhile
+        where.append(("after ex_regs", t._th.cpu.index))
+
+    async def boss(t: Any, sel: int) -> None:
+        await t.sleep(Timeout.us(7))
+        assert await t.ex_regs(sel, cpu=3) == IpcError.OK
+        with pytest.raises(ValueError, match="cpu must be"):
+            await t.ex_regs(sel, cpu=4)
+
+    k = make_kernel(cpus=4)
+    m = k.new_task("m").new_thread(mover, name="mover", cpu=0)
+    bt = k.new_task("b")
+    bt.new_thread(boss, bt.add_cap(m), name="boss", cpu=2)
+    k.at(k.us(3), lambda: m.migrate(2))
+    res = k.run()
+    assert res.reason == "done" and not res.died
+    assert where == [("start", 0), ("after t.migrate", 1), ("after th.migrate", 2),
+                     ("after ex_regs", 3)]
+    # It ended on the last CPU it was given.
+    assert [e.cpu for e in k.events if e.thread == "mover" and e.event == "end"] == [3]
+    with pytest.raises(ValueError, match="cpu must be"):
+        m.migrate(9)
+
+
+def test_cancel_from_the_other_cpu_before_the_rendezvous() -> None:
+    """A receiver on CPU 1 waits; a thread on CPU 0 cancels it: the cancel bit is set
+    at once, and the receiver reports RECANCELED on its own CPU after the IPI."""
+    k = make_kernel(cpus=2)
+
+    async def receiver(t: Any) -> tuple[IpcError, int, int]:
+        r = await t.wait()
+        return r.error, t.now, t._th.cpu.index
+
+    async def canceller(t: Any, sel: int) -> int:
+        await t.sleep(Timeout.us(10))
+        assert await t.ex_regs(sel, cancel=True) == IpcError.OK
+        return t.now
+
+    r = k.new_task("r").new_thread(receiver, name="rcv", cpu=1)
+    ct = k.new_task("c")
+    c = ct.new_thread(canceller, ct.add_cap(r), name="canceller", cpu=0)
+    k.run()
+    err, when, cpu = r.result
+    assert (err, cpu) == (IpcError.RECANCELED, 1)
+    assert when >= c.result + k.costs.ipi
+    states = [(e.cpu, e.detail) for e in k.events if e.event == "state" and e.thread == "rcv"]
+    assert (0, "canceled") in states    # set by CPU 0, where the cancel ran
+
+
+def test_deleting_a_server_on_another_cpu_tells_its_caller() -> None:
+    k = make_kernel(cpus=2)
+
+    async def server(t: Any) -> None:
+        await t.wait()
+        await t.sleep(Timeout.never())        # holds the call, never replies
+
+    async def client(t: Any, srv: int) -> IpcError:
+        return (await t.call(srv, words=[1])).error
+
+    async def killer(t: Any, sel: int) -> IpcError:
+        await t.sleep(Timeout.us(20))
+        return await t.delete(sel)
+
+    s = k.new_task("s").new_thread(server, name="srv", cpu=1)
+    ct = k.new_task("c")
+    c = ct.new_thread(client, ct.add_cap(s), name="cli", cpu=0)
+    kt = k.new_task("k")
+    kt.new_thread(killer, kt.add_cap(s), name="killer", cpu=1)
+    res = k.run()
+    assert c.result == IpcError.ENOT_EXISTENT
+    assert [(t.name, why) for t, why in res.died] == [("srv", "deleted")]
+
+
+def _racy(seed: int, schedule: str | None = None) -> tuple[list[Any], Kernel]:
+    """Four threads on four CPUs, started together, racing to call one server."""
+    k = make_kernel(cpus=4, seed=seed, schedule=schedule)
+    order: list[Any] = []
+
+    async def server(t: Any) -> None:
+        r = await t.wait()
+        while True:
+            order.append(r.label)
+            r = await t.reply_and_wait()
+
+    s = k.new_task("s").new_thread(server, name="srv", cpu=0)
+
+    async def client(t: Any, gate: int) -> None:
+        await t.call(gate)
+
+    for i in range(4):
+        ct = k.new_task(f"c{i}")
+        ct.new_thread(client, ct.add_cap(k.new_gate(s, label=i)), name=f"c{i}", cpu=i)
+    k.run()
+    return order, k
+
+
+def test_determinism_seeds_and_schedules_on_four_cpus() -> None:
+    order, k = _racy(seed=1)
+    again, k2 = _racy(seed=1)
+    assert again == order and list(k2.events) == list(k.events)
+    replay, k3 = _racy(seed=99, schedule=str(k.schedule))
+    assert replay == order and list(k3.events) == list(k.events)
+    orders = {tuple(_racy(seed=s)[0]) for s in range(8)}
+    assert len(orders) > 1   # the seed decides the races: different seeds, other orders
+
+
+def test_same_record_under_another_hash_seed() -> None:
+    code = ("import hashlib, sys; sys.path[:0] = ['tests']; "
+            "from test_multiprocessor import _racy; o, k = _racy(5); "
+            "print(o, k.schedule, hashlib.sha256(repr(list(k.events)).encode()).hexdigest())")
+    outs = set()
+    for hashseed in ("0", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=hashseed)
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+        outs.add(p.stdout)
+    assert len(outs) == 1
