@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from helpers import make_kernel
-
 from l4sim import IpcError, Kernel, Timeout
 
 

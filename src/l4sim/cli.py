@@ -26,7 +26,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .kernel import Kernel, RunResult
+from .kernel import Kernel, RunResult, Schedule
 from .kernel import states as _states
 from .kernel.diagnose import user_traceback
 from .runner import Options, load_module, on_sys_path, parse_time, run_file
@@ -129,6 +129,9 @@ def _progress(console: Console) -> tuple[Callable[[Kernel], None] | None, Callab
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run.")
 @click.option("--cpus", type=int, default=1, show_default=True, help="Emulated CPUs.")
+@click.option("--schedule", default=None, metavar="S",
+              help="Replay a recorded schedule: the choices of a run as the report prints "
+                   "them (e.g. 'c1 e0 p1'); an error says where it does not fit the program.")
 @click.option("--until", "until", default=None, metavar="TIME",
               help="End the run at this simulated time: 2ms, 500us, 1000000cycles (a bare "
                    "number is cycles). A bound the file gives itself also holds: the earlier ends.")
@@ -149,7 +152,8 @@ def _progress(console: Console) -> tuple[Callable[[Kernel], None] | None, Callab
               help="Record every kernel event; write the run report (one page, no network).")
 @click.option("--check/--no-check", default=False, show_default=True,
               help="Verify the kernel invariants after every kernel operation.")
-def run(file: Path, seed: int, cpus: int, until: str | None, max_steps: int | None,
+def run(file: Path, seed: int, cpus: int, schedule: str | None, until: str | None,
+        max_steps: int | None,
         trace_log: bool, trace_json: Path | None, mermaid_md: Path | None, mermaid_limit: int,
         html_path: Path | None, check: bool) -> None:
     """Run FILE.py and report: why the run ended, who is blocked, who died and where.
@@ -165,8 +169,13 @@ def run(file: Path, seed: int, cpus: int, until: str | None, max_steps: int | No
             raise click.BadParameter(str(exc), param_hint="--until") from None
     tracing = trace_log or trace_json is not None or mermaid_md is not None or html_path is not None
     show, stop = _progress(console)
-    opts = Options(seed=seed, cpus=cpus, check=check, trace=tracing, until=until,
-                   max_steps=max_steps, progress=show)
+    if schedule is not None:
+        try:
+            Schedule.parse(schedule)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--schedule") from None
+    opts = Options(seed=seed, cpus=cpus, schedule=schedule, check=check, trace=tracing,
+                   until=until, max_steps=max_steps, progress=show)
     try:
         outcome = run_file(file, opts)
     except ValueError as exc:  # the kernel's options, or the file's own UNTIL
@@ -190,6 +199,9 @@ def run(file: Path, seed: int, cpus: int, until: str | None, max_steps: int | No
                 console.print(format_event(ev), markup=False)
         console.print(result_table(result))
         print_tracebacks(console, result)
+        if k.schedule:
+            console.print(f"schedule: {k.schedule}  (replay it with --schedule "
+                          f"'{k.schedule}')", markup=False, soft_wrap=True)
     k, result = outcome.runs[-1]
     labels = getattr(outcome.module, "LABELS", None)
     if trace_json is not None:

@@ -102,6 +102,7 @@ class Options:
 
     seed: int = 0
     cpus: int = 1
+    schedule: str | None = None           # a recorded schedule to replay
     check: bool = False
     trace: bool = False
     until: str | int | None = None       # a time (see parse_time)
@@ -167,7 +168,8 @@ def _bounds(k: Kernel, opts: Options, module: ModuleType | None,
 
 def run_system(module: ModuleType, opts: Options) -> Outcome:
     """A file with build(k): make the kernel with the options, build, run within bounds."""
-    k = Kernel(cpus=opts.cpus, seed=opts.seed, check=opts.check, trace=opts.trace)
+    k = Kernel(cpus=opts.cpus, seed=opts.seed, check=opts.check, trace=opts.trace,
+               schedule=opts.schedule)
     module.build(k)
     until, steps = _bounds(k, opts, module, None, None)
     res = run_kernel(k, Kernel.run, until, steps, opts.progress)
@@ -184,6 +186,9 @@ def run_script(path: Path, opts: Options) -> Outcome:
 
     def init(self: Kernel, *args: Any, **kw: Any) -> None:
         kw.setdefault("seed", opts.seed)
+        kw.setdefault("cpus", opts.cpus)
+        if opts.schedule is not None:
+            kw["schedule"] = opts.schedule
         if opts.trace:
             kw["trace"] = True
         if opts.check:
