@@ -42,7 +42,8 @@ def speed_rows(pingpong: Any) -> list[Any]:
 
 def test_pingpong_json_has_every_case(pingpong: Any) -> None:
     assert [r["case"] for r in speed_rows(pingpong)] == [
-        "register-same-space", "register-cross-space", "utcb-8-same-space", "utcb-63-cross-space",
+        "register-same-space", "register-cross-space", "register-cross-cpu", "utcb-8-same-space",
+        "utcb-63-cross-space",
         "string-4k-window", "string-4k-kernel-buffer", "string-1m-window"]
     assert [c.name for c in CASES] == [r["case"] for r in speed_rows(pingpong)]
     assert speed_rows(pingpong) == pingpong["speed_rows"]
@@ -181,3 +182,18 @@ def test_bad_options_are_refused() -> None:
     assert runner.invoke(bench, ["pingpong", "--n", "0"]).exit_code == 2
     assert runner.invoke(bench, ["scale", "--threads", "0"]).exit_code == 2
     assert runner.invoke(bench, ["scale", "--kind", "nope"]).exit_code == 2
+
+
+def test_cross_cpu_round_trips_cost_two_ipis(pingpong: Any) -> None:
+    """Across CPUs each direction waits for an IPI: the model predicts it, and the
+    emulator's row simulates the same round trip (register IPC, two address spaces)."""
+    from l4sim.kernel.costs import PROFILES
+
+    rows = {r["case"]: r for r in pingpong["rows"]}
+    for entry, prof in (("sysenter", PROFILES["core2-sysenter"]), ("int30", PROFILES["core2-int30"])):
+        cross_cpu = rows[f"register-cross-cpu-{entry}"]["sim_cycles_per_rt"]
+        one_cpu = rows[f"register-cross-space-{entry}"]["sim_cycles_per_rt"]
+        assert cross_cpu == 2 * (prof.ipc_cost(2) + prof.ipi)
+        assert cross_cpu > one_cpu
+    assert rows["register-cross-cpu"]["sim_cycles_per_rt"] == \
+        rows["register-cross-cpu-sysenter"]["sim_cycles_per_rt"]

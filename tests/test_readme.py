@@ -44,6 +44,14 @@ def test_long_ipc_example_runs_and_prints_what_the_readme_says() -> None:
     assert printed == promised and len(promised) == 4
 
 
+def test_multiprocessor_example_runs_and_prints_what_the_readme_says() -> None:
+    code, printed = run_block("t.migrate")
+    promised = [line.split("# ", 1)[1].split(":")[0] for line in code.splitlines()
+                if line.startswith("print(race")]
+    assert printed == promised and len(promised) == 3
+    assert printed[0] != printed[1]   # the seed decides the race; the replay follows it
+
+
 def test_quick_start_test_command_is_what_ci_runs() -> None:
     ci = (README.parent / ".ci" / "run").read_text()
     assert "python3 -m pytest -q" in README.read_text()

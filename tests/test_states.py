@@ -21,6 +21,7 @@ from l4sim.kernel.states import (
     DYING,
     INACTIVE,
     IPC_TRANSFER,
+    LOCK_WAIT,
     READY,
     RECEIVE_WAIT,
     RECV_IN_PROGRESS,
@@ -595,7 +596,22 @@ w_long_delete_puller = _long(sender_first=True, size=16 * 4096, action="delete_r
                              act_at=500_000 + 3 * 4096, even_costs=True)
 
 
+def w_lock_wait() -> Kernel:
+    from test_helping import _scenario
+
+    return _scenario(helping=True)[0]
+
+
+def w_lock_wait_deleted() -> Kernel:
+    from test_helping import deleter_deleted_in_lock_wait
+
+    return deleter_deleted_in_lock_wait()[0]
+
+
 WITNESSES: dict[tuple[int, int], Callable[[], Kernel]] = {
+    (READY, LOCK_WAIT): w_lock_wait,
+    (LOCK_WAIT, READY): w_lock_wait,
+    (LOCK_WAIT, DEAD): w_lock_wait_deleted,
     (RECEIVE_WAIT, IPC_TRANSFER): w_long_receiver_first,
     (SEND_WAIT, IPC_TRANSFER): w_long_symmetric_pull,
     (READY, IPC_TRANSFER): w_long_sender_driven,

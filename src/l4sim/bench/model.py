@@ -38,11 +38,13 @@ class Config:
     entry: str          # "int30" or "sysenter"
     same_space: bool    # client and server in one task
     words: int          # untyped words each way
+    cross_cpu: bool = False  # client and server on two CPUs (each wake-up an IPI)
 
     @property
     def name(self) -> str:
         kind = "register" if self.words <= 3 else f"utcb-{self.words}"
-        space = "same-space" if self.same_space else "cross-space"
+        space = ("cross-cpu" if self.cross_cpu else
+                 "same-space" if self.same_space else "cross-space")
         return f"{kind}-{space}-{self.entry}"
 
 
@@ -58,7 +60,9 @@ LECTURE: dict[Config, tuple[int, int]] = {
 
 # Every configuration the model runs: both entry methods, both spaces, every size.
 GRID = tuple(Config(e, s, w) for e in ENTRIES for s in (True, False) for w in WORDS)
-PREDICTIONS = tuple(c for c in GRID if c not in LECTURE)
+# Across CPUs: register IPC between two address spaces, the server on a second CPU.
+CROSS_CPU = tuple(Config(e, False, 2, cross_cpu=True) for e in ENTRIES)
+PREDICTIONS = tuple(c for c in GRID if c not in LECTURE) + CROSS_CPU
 
 
 def default_profiles() -> dict[str, CostProfile]:
@@ -68,8 +72,9 @@ def default_profiles() -> dict[str, CostProfile]:
 def simulate(config: Config, prof: CostProfile, n: int = 10) -> float:
     """Simulated cycles per round trip of `config` under `prof`: run `n` round trips on
     a kernel with that profile and divide the simulated time they took."""
-    k = Kernel(profile=prof, check=False, trace=False, frequency_mhz=LECTURE_MHZ)
-    client, log = add_pair(k, n, config.words, config.same_space)
+    k = Kernel(profile=prof, check=False, trace=False, frequency_mhz=LECTURE_MHZ,
+               cpus=2 if config.cross_cpu else 1)
+    client, log = add_pair(k, n, config.words, config.same_space, 1 if config.cross_cpu else 0)
     res = k.run()
     check_pair(config.name, client, log, res.died)
     return log[0][0] / n
@@ -83,6 +88,7 @@ def model_row(config: Config, prof: CostProfile, n: int = 10) -> dict[str, Any]:
         "entry": config.entry,
         "profile": prof.name,
         "same_space": config.same_space,
+        "cross_cpu": config.cross_cpu,
         "words": config.words,
         "utcb": config.words > prof.register_words,
         "sim_cycles_per_rt": cycles,

@@ -37,11 +37,13 @@ class Case:
     string: int = 0     # bytes of a string item per call (user-memory IPC), 0: none
     copy: str = "window"
     runs: int = 1       # round trips per run are n // runs (long IPC takes longer)
+    cross_cpu: bool = False  # the server on a second CPU: every wake-up is an IPI
 
 
 CASES = (
     Case("register-same-space", 2, True),
     Case("register-cross-space", 2, False),
+    Case("register-cross-cpu", 2, False, cross_cpu=True),
     Case("utcb-8-same-space", 8, True),
     Case("utcb-63-cross-space", 63, False),
     Case("string-4k-window", 0, False, 4096, "window", 10),
@@ -126,15 +128,17 @@ def add_string_pair(k: Kernel, n: int, size: int) -> tuple[Thread, list[tuple[in
     return client, log
 
 
-def add_pair(k: Kernel, n: int, words: int,
-             same_space: bool) -> tuple[Thread, list[tuple[int, float]]]:
-    """Add an echo server and a client that calls it `n` times to `k`. Returns the
-    client and the list it will log its round trips to (see `pinging_client`)."""
+def add_pair(k: Kernel, n: int, words: int, same_space: bool,
+             server_cpu: int = 0) -> tuple[Thread, list[tuple[int, float]]]:
+    """Add an echo server (on `server_cpu`) and a client (on CPU 0) that calls it `n`
+    times to `k`. Returns the client and the list it will log its round trips to (see
+    `pinging_client`)."""
     msg = tuple(range(1, words + 1))
     server_task = k.new_task("server")
     client_task = server_task if same_space else k.new_task("client")
     utcb = words > k.costs.register_words  # more than fits in registers: UTCB IPC
-    server = server_task.new_thread(echo_server, msg, utcb, name="server", priority=100)
+    server = server_task.new_thread(echo_server, msg, utcb, name="server", priority=100,
+                                    cpu=server_cpu)
     dest = client_task.add_cap(server)
     log: list[tuple[int, float]] = []
     client = client_task.new_thread(pinging_client, dest, n, msg, utcb, log, name="client",
@@ -145,11 +149,11 @@ def add_pair(k: Kernel, n: int, words: int,
 def run_case(case: Case, n: int) -> tuple[float, int]:
     """One run of `case`: wall-clock seconds of `k.run()` and simulated cycles of the
     `n` round trips."""
-    k = Kernel(check=False, trace=False, copy=case.copy)
+    k = Kernel(check=False, trace=False, copy=case.copy, cpus=2 if case.cross_cpu else 1)
     if case.string:
         client, log = add_string_pair(k, n, case.string)
     else:
-        client, log = add_pair(k, n, case.words, case.same_space)
+        client, log = add_pair(k, n, case.words, case.same_space, 1 if case.cross_cpu else 0)
     t0 = perf_counter()
     res = k.run()
     dt = perf_counter() - t0

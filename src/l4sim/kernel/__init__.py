@@ -9,25 +9,29 @@ that calls `coroutine.send()`. When the blocked thread runs again its kernel pat
 on after that await and re-reads its state word: whoever ended its wait (a partner,
 the timer, a cancel, a deletion) changed the state and left the outcome in the TCB.
 
-Kernel code is atomic between preemption points (`Kernel.preemption_point`): kernel
+Kernel code is atomic between preemption points (`Cpu.preemption_point`): kernel
 exit when something is due, and inside `compute()`. Only there do timers fire, host
-events run, and higher-priority threads take the CPU, so every run is a deterministic
-function of the program and the seed.
+events run, and higher-priority threads take the CPU. A run is a sequence of such
+atomic steps, each on the CPU whose next step comes first; the scheduling decision is
+a value (`Cpu.schedule` decides, `cpu.action` keeps it between steps), and every point
+where a real kernel depends on timing asks one chooser (`chooser`), whose choices are
+the run's replayable schedule. So every run is a deterministic function of the program
+and the seed, on any number of CPUs.
 
 Memory is the mapping database: every page-table entry is a node that knows the
 node it was derived from, so unmap and task deletion revoke recursively, and a 1 GiB
 flexpage is one node. A page fault is IPC on the faulting thread's behalf to a user-level
-pager; physical memory belongs to sigma0, a user-level server too.
+pager; physical memory belongs to sigma0, a user-level server too, which the kernel
+finds through `boot` (it imports nothing of the user-level library).
 
-Modules: `abi` (values crossing the boundary, bit-exact with Fiasco), `objects`
-(tasks, threads/UTCBs, gates, capabilities), `memory` (frames, address spaces, the
-mapping database), `flexpage` (map/grant items, windows, unmap), `pagefault` (memory
-access and page-fault IPC), `longipc` (string items: the copy, nested faults, aborts),
-`states` (the IPC state machine as
-data), `sendq` (priority-sorted sender queues), `sched` (per-CPU clock and ready
-queues), `ipc` (the IPC path and its fast path), `kernel` (host API, CPU loop,
-timers, priority inheritance, deletion), `invariants` (the checks of check=True), `costs` (the
-cycle cost model), `trap` (the switch).
+Modules, from the leaves up: `abi` (values crossing the boundary, bit-exact with
+Fiasco), `errors` (internal exceptions), `states` (the IPC state machine as data),
+`costs`, `memory` (frames, address spaces, the mapping database), `objects` (tasks,
+threads/UTCBs, gates, capabilities), `sendq`, `trap` (the switch), `sched` (each CPU and
+its scheduler), `chooser`, `waits` (who waits for whom), `irq`, `flexpage`,
+`longipc` (string items), `ipc` and `fastpath` (the IPC path), `lifecycle` (the end of
+threads, deletion), `exceptions`, `pagefault`, `invariants`, `diagnose`, `kernel` (the
+host API and the run).
 """
 
 from .abi import CapRights, Fpage, IpcError, Label, MapItem, MsgTag, Rights, StringItem, Timeout

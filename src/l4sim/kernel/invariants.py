@@ -12,7 +12,9 @@ from .memory import AddressSpace
 from .objects import IpcGate, Irq, Thread
 from .states import (
     DEAD,
+    DYING,
     IPC_TRANSFER,
+    LOCK_WAIT,
     READY,
     RECEIVE_WAIT,
     RECV_IN_PROGRESS,
@@ -128,17 +130,31 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
                           f"{th.name} ({state_name(st)})")
         if st & RECV_IN_PROGRESS and (th.xfer is None or th.xfer.copier is not th):
             raise Bad("a thread pulling a message is the copier of its transfer", th.name)
-        if st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER) and th in in_ready:
+        if st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER | LOCK_WAIT) and th in in_ready:
             raise Bad("a blocked thread is not in the ready queue", th.name)
+        x = th.xfer
+        helped = ([w.prio for w in x.passive().deleters or () if w.cpu is th.cpu]
+                  if k.helping and x is not None and x.copier is th else [])
         if k.priority_inheritance:
             want = max([th.priority]
                        + ([th.sendq.top_thread_prio()] if th.sendq else [])
-                       + ([c.prio] if c is not None else []))
+                       + ([c.prio] if c is not None else []) + helped)
             if th.prio != want:
                 raise Bad("priority inheritance: a server runs at its highest client's priority",
                           f"{th.name} runs at {th.prio}, should be {want}")
-        elif th.prio != th.priority:
-            raise Bad("without inheritance a thread runs at its own priority", th.name)
+        elif th.prio != max([th.priority, *helped]):
+            raise Bad("without inheritance a thread runs at its own priority (or, helped, "
+                      "at its deleter's)", th.name)
+        if st == LOCK_WAIT:
+            v = th.lock_victim
+            if v is None or th not in (v.deleters or ()) or not v.state & DYING or not v.alive:
+                raise Bad("a deleter waits for the lock of a thread whose deletion waits",
+                          th.name)
+        elif th.lock_victim is not None:
+            raise Bad("only a deleter in lock-wait has a victim", th.name)
+        for w in th.deleters or ():
+            if w.state != LOCK_WAIT or w.lock_victim is not th:
+                raise Bad("a thread's deleters wait in lock-wait for it", f"{w.name} for {th.name}")
 
     for gate in k.gates:
         if gate.thread is not None and gate not in gate.thread.gates:

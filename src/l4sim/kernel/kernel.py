@@ -26,7 +26,7 @@ from .lifecycle import delete_object, end_thread, foreign_await, thread_ended
 from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
 from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObject, Task, Thread
 from .sched import INFINITY, STOP, Cpu, migrate
-from .states import DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT, SEND_WAIT, state_name
+from .states import DEAD, IPC_TRANSFER, LOCK_WAIT, READY, RECEIVE_WAIT, SEND_WAIT, state_name
 from .tracelog import DEFAULT_TRACE_LIMIT, EventLog
 
 
@@ -113,7 +113,8 @@ class Kernel:
                  timeslice: int | None = None, frequency_mhz: int = 2663,
                  fastpath: bool = True, trace_limit: int | None = DEFAULT_TRACE_LIMIT,
                  schedule: str | Iterable[tuple[str, int]] | None = None,
-                 chooser: Chooser | None = None, quantum: int | None = None) -> None:
+                 chooser: Chooser | None = None, quantum: int | None = None,
+                 helping: bool = True) -> None:
         if not isinstance(cpus, int) or not 1 <= cpus <= 64:
             raise ValueError(f"cpus must be an int in 1..64, got {cpus!r}")
         if copy not in ("window", "kernel-buffer"):
@@ -132,6 +133,7 @@ class Kernel:
         self.check = check
         self.trace = trace
         self.priority_inheritance = priority_inheritance
+        self.helping = helping  # a deleter waiting for a transfer lock lends the copier its time
         self.timeslice = timeslice if timeslice is not None else 10_000 * frequency_mhz  # 10 ms
         if self.timeslice <= 0:
             raise ValueError("timeslice must be positive")
@@ -455,7 +457,8 @@ class Kernel:
             th.user.fast = on and not th.state & DEAD
 
     def _result(self, reason: str) -> RunResult:
-        blocked = [t for t in self.threads.values() if t.state & (SEND_WAIT | RECEIVE_WAIT)]
+        blocked = [t for t in self.threads.values()
+                   if t.state & (SEND_WAIT | RECEIVE_WAIT | LOCK_WAIT)]
         return RunResult(reason, self.now, blocked, list(self.died), self.entries, self,
                          self.warnings)
 

@@ -17,8 +17,8 @@ from .flexpage import release_task
 from .ipc import ENOT_EXISTENT, SECANCELED
 from .irq import detach as irq_detach
 from .objects import IpcGate, Irq, KernelObject, Task, Thread
-from .sched import cancel_timer, update_prio
-from .states import CANCEL, DEAD, READY, RECEIVE_WAIT, SEND_WAIT
+from .sched import cancel_timer, make_ready, update_prio
+from .states import CANCEL, DEAD, LOCK_WAIT, READY, RECEIVE_WAIT, SEND_WAIT
 from .waits import end_wait, leave_queues, wake_waiter
 
 if TYPE_CHECKING:
@@ -55,8 +55,13 @@ def foreign_await(k: Kernel, th: Thread) -> None:
 
 def end_thread(k: Kernel, th: Thread, reason: str | None) -> None:
     """A thread ends (returned, died or deleted): leave every queue, tell every partner."""
-    if th.xfer is not None:
+    x = th.xfer
+    if x is not None:
         longipc.thread_ends(k, th)
+    if th.lock_victim is not None:  # it was waiting to delete a locked thread
+        stop_waiting_for_lock(k, th)
+    if th.deleters:  # deleters waited for our transfer lock: the deletion is done
+        release_deleters(k, th)
     if th.state & (SEND_WAIT | RECEIVE_WAIT):
         partner = leave_queues(k, th)
         # (a thread sending to itself is its own partner: nothing to pass on)
@@ -165,3 +170,45 @@ def delete_object(k: Kernel, obj: KernelObject) -> None:
             if cap is not None and cap.obj is obj:
                 caps[sel] = None
     obj.cap_refs.clear()
+
+
+async def wait_for_lock(k: Kernel, th: Thread, victim: Thread) -> None:
+    """`th` deletes `victim`, which is locked in a long IPC: it waits (LOCK_WAIT) until
+    the copier releases the lock and the deletion is done. With helping, it lends its
+    priority to the copier meanwhile, if both are on one CPU (Fiasco's switch lock
+    helps the lock's holder; across CPUs it only waits)."""
+    if victim.deleters is None:
+        victim.deleters = []
+    victim.deleters.append(th)
+    th.lock_victim = victim
+    x = victim.xfer
+    th.lock_holder = x.copier if x is not None else None
+    k.set_state(th, LOCK_WAIT)
+    k.record(th, "delete", f"waits for the transfer lock of {victim.name}")
+    if x is not None and k.helping and x.copier.cpu is th.cpu:
+        update_prio(k, x.copier)
+    await th.cpu.block(th, None)
+
+
+def release_deleters(k: Kernel, victim: Thread) -> None:
+    """`victim` is gone: each thread that waited in delete() for its lock goes on, and
+    the copier they helped runs at its own priority again."""
+    waiting = victim.deleters or []
+    victim.deleters = None
+    for w in waiting:
+        holder = w.lock_holder
+        w.lock_victim = w.lock_holder = None
+        k.set_state(w, READY)
+        make_ready(w)
+        if holder is not None and holder.prio != holder.priority:
+            update_prio(k, holder)
+
+
+def stop_waiting_for_lock(k: Kernel, th: Thread) -> None:
+    """`th` ends while it waits to delete a locked thread: it waits no more."""
+    victim, holder = th.lock_victim, th.lock_holder
+    th.lock_victim = th.lock_holder = None
+    if victim is not None and victim.deleters:
+        victim.deleters.remove(th)
+    if holder is not None and holder.prio != holder.priority:
+        update_prio(k, holder)

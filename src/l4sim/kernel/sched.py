@@ -413,6 +413,12 @@ def update_prio(k: Kernel, th: Thread) -> None:
             c = t.reply_caller
             if c is not None and c.prio > new and c.state == RECEIVE_WAIT and c.partner is t:
                 new = c.prio
+        x = t.xfer
+        if x is not None and k.helping and x.copier is t:
+            # Helping: a deleter waiting for our transfer lock on our CPU lends us its time.
+            for w in x.passive().deleters or ():
+                if w.cpu is t.cpu and w.prio > new:
+                    new = w.prio
         if new == t.prio:
             return
         t.prio = new

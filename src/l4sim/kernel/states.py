@@ -23,13 +23,14 @@ TIMEOUT: Final = 0x100
 DEAD: Final = 0x200
 DYING: Final = 0x400
 IN_EXCEPTION: Final = 0x40000
+LOCK_WAIT: Final = 0x2000       # l4sim's: a deleter waiting for its victim's transfer lock
 INACTIVE: Final = 0x0           # created, not yet started
 
 BIT_NAMES: Final = {
     READY: "ready", SEND_WAIT: "send_wait", RECEIVE_WAIT: "receive_wait",
     RECV_IN_PROGRESS: "receive_in_progress", IPC_TRANSFER: "ipc_transfer",
     TRANSFER_FAILED: "transfer_failed", CANCEL: "cancel", TIMEOUT: "timeout",
-    DEAD: "dead", DYING: "dying", IN_EXCEPTION: "in_exception",
+    DEAD: "dead", DYING: "dying", IN_EXCEPTION: "in_exception", LOCK_WAIT: "lock_wait",
 }
 
 # The declared states: name -> state word.
@@ -45,6 +46,8 @@ STATES: Final = {
     "receive_in_progress": READY | RECV_IN_PROGRESS,
     "ipc_transfer": IPC_TRANSFER,
     "transfer_dying": IPC_TRANSFER | DYING,
+    # deleting a thread locked in a long IPC: wait until the lock is released
+    "lock_wait": LOCK_WAIT,
 }
 STATE_NAMES: Final = {bits: name for name, bits in STATES.items()}
 
@@ -99,6 +102,11 @@ TRANSITIONS: Final = (
     Transition(IPC_TRANSFER | DYING, DEAD, "the transfer lock is released: deleted now"),
     Transition(IPC_TRANSFER, DEAD, "deleted while the lock is released for a page fault"),
     Transition(READY | RECV_IN_PROGRESS, DEAD, "deleted at a preemption point of its pull"),
+    # the locked receiver: its deleter waits (and, with helping, lends its time to the copier)
+    Transition(READY, LOCK_WAIT,
+               "delete a thread locked in a long IPC: wait until the copier releases the lock"),
+    Transition(LOCK_WAIT, READY, "the lock is released and the deletion done: delete returns"),
+    Transition(LOCK_WAIT, DEAD, "deleted while waiting for a lock"),
 )
 
 ALLOWED: Final = frozenset((t.old, t.new) for t in TRANSITIONS)

@@ -42,16 +42,19 @@ SHORT_LABELS: Final[dict[tuple[str, str], str]] = {
     ("transfer_dying", "dead"): "unlocked",
     ("ipc_transfer", "dead"): "deleted",
     ("receive_in_progress", "dead"): "deleted",
+    ("ready", "lock_wait"): "delete a locked one",
+    ("lock_wait", "ready"): "deleted, returns",
+    ("lock_wait", "dead"): "deleted",
 }
 
-LONG_IPC: Final = ("receive_in_progress", "ipc_transfer", "transfer_dying")
+LONG_IPC: Final = ("receive_in_progress", "ipc_transfer", "transfer_dying", "lock_wait")
 
 # Where each state sits in the report's graph (x, y).
 STATE_LAYOUT: Final[dict[str, tuple[int, int]]] = {
     "inactive": (0, 200), "ready": (220, 200), "send_wait": (470, 60),
     "receive_wait": (470, 340), "canceled": (720, 130), "timed_out": (720, 270),
     "dead": (960, 200), "receive_in_progress": (220, 470), "ipc_transfer": (470, 520),
-    "transfer_dying": (720, 470),
+    "transfer_dying": (720, 470), "lock_wait": (960, 520),
 }
 
 

@@ -36,7 +36,7 @@ from ..kernel.abi import (
 from ..kernel.diagnose import word_error
 from ..kernel.errors import ThreadDeleted
 from ..kernel.fastpath import Buffers, Windows
-from ..kernel.lifecycle import delete_object
+from ..kernel.lifecycle import delete_object, wait_for_lock
 from ..kernel.objects import Irq, Thread, Utcb
 from ..kernel.result import IpcResult
 from ..kernel.states import DEAD
@@ -455,9 +455,13 @@ class UserContext:
         if cap is None or not cap.rights & 8 or not cap.obj.alive:
             await th.cpu.leave(th, _ipc.EMPTY_OK)
             return IpcError.ENOT_EXISTENT
-        delete_object(k, cap.obj)
+        victim = cap.obj
+        delete_object(k, victim)
         if th.state & DEAD:
             raise ThreadDeleted  # we deleted ourselves (or our task)
+        if type(victim) is Thread and victim.alive:
+            # Locked in a long IPC: the deletion waits for the lock, and so do we.
+            await wait_for_lock(k, th, victim)
         await th.cpu.leave(th, _ipc.EMPTY_OK)
         return IpcError.OK
 
