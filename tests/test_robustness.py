@@ -620,3 +620,42 @@ def test_max_steps_ends_a_run_whose_thread_only_computes(wall_clock_guard: None)
     assert res.now == 100 * (k.timeslice + k.costs.timer_tick)
     res = k.run(max_steps=5)
     assert (res.reason, res.steps) == ("steps", 105)
+
+
+def test_a_pager_replying_with_strings_to_a_copier_cuts_them() -> None:
+    """The copier of a long IPC faults, and its pager replies to the fault with a string
+    of its own: the copier is in a transfer already and offers no buffers, so the string
+    is cut (0 bytes) and the copier's transfer goes on intact. Found by l4sim fuzz."""
+    out: dict[str, Any] = {}
+
+    async def pager(t: Any) -> None:
+        r = await t.wait()                                    # the copier's fault
+        await t.store(0x30000, b"junk")
+        out["pager reply"] = (await t.reply(items=[StringItem(0x30000, 4)])).error
+        r = await t.wait()                                    # the same fault again
+        await t.store(0x10000, b"page")
+        await t.reply(items=[MapItem(Fpage.mem(0x10000, 12), send_base=r.words[0] & ~0xFFF)])
+
+    async def receiver(t: Any) -> None:
+        await t.store(0x40000, bytes(16))
+        r = await t.wait(buffers=[(0x40000, 16)])
+        out["receiver"] = (r.error, r.string_bytes)
+
+    async def sender(t: Any, rsel: int) -> None:
+        await t.sleep(Timeout.us(5))
+        r = await t.send(rsel, items=[StringItem(0x20000, 8)])  # not mapped: faults
+        out["sender"] = (r.error, r.string_bytes)
+
+    for transfer in ("symmetric", "sender-driven"):
+        out.clear()
+        k = make_kernel(transfer=transfer)
+        r = k.new_task("r").new_thread(receiver, name="receiver", priority=100)
+        pt = k.new_task("p")
+        p = pt.new_thread(pager, name="pager", priority=200)
+        st = k.new_task("s")
+        st.new_thread(sender, st.add_cap(r), name="sender", priority=150, pager=p)
+        assert k.run().reason == "done"
+        # The cut reply left the page unmapped: no retry in long IPC, the copy aborts.
+        assert out == {"pager reply": IpcError.SEMSGCUT,
+                       "receiver": (IpcError.REABORTED, (0,)),
+                       "sender": (IpcError.SEABORTED, (0,))}, transfer

@@ -136,7 +136,8 @@ def _progress(console: Console) -> tuple[Callable[[Kernel], None] | None, Callab
               help="End the run at this simulated time: 2ms, 500us, 1000000cycles (a bare "
                    "number is cycles). A bound the file gives itself also holds: the earlier ends.")
 @click.option("--max-steps", type=int, default=None,
-              help="Bound the number of kernel entries (system calls and timer interrupts).")
+              help="Bound the number of kernel entries (system calls and timer interrupts; "
+                   "with several CPUs also the step boundaries of computing CPUs).")
 @click.option("--trace-log", is_flag=True, help="Record every kernel event and print the log.")
 @click.option("--trace", "trace_json", type=click.Path(dir_okay=False, path_type=Path),
               default=None, metavar="FILE.json",

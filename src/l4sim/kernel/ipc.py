@@ -166,6 +166,22 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
     return OK
 
 
+def _deliver_cut(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int,
+                 nstrings: int) -> IpcError:
+    """A long message for a thread that is copying one of its own (it waits for the
+    reply to a page fault of its copy): it has no string buffers to offer, so the
+    strings are cut, as for any receiver that offers none -- the words and map items
+    arrive, each string with 0 bytes, and a call ends there (no reply capability)."""
+    err = _deliver(k, snd, rcv, label, tag, False)
+    longipc.empty_string_returns(snd, rcv, tag)
+    zeros = (0,) * nstrings
+    rcv.in_strings = snd.in_strings = zeros
+    if not err:
+        rcv.wake_error = REMSGCUT
+        err = SEMSGCUT
+    return err
+
+
 def _end_receive_wait(k: Kernel, snd: Thread, rcv: Thread) -> None:
     """Rendezvous: `rcv`'s wait for a sender ends with our message. If it was waiting for
     our reply and we sent it something else, the reply capability we hold for it ends
@@ -249,7 +265,7 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
             src = dst
         # Handshake: a receiver in exactly receive-wait that accepts us.
         if dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
-            if strings is not None:
+            if strings is not None and dst.xfer is None:
                 # Long IPC, the receiver arrived first: we copy, it sleeps (both algorithms).
                 x = longipc.Transfer(th, dst, th, label, tag, call, strings)
                 _end_receive_wait(k, th, dst)
@@ -259,12 +275,17 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                 if err or not op & _RECEIVE:
                     return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
             else:
-                err = _deliver(k, th, dst, label, tag, call)
+                if strings is None:
+                    err = _deliver(k, th, dst, label, tag, call)
+                else:  # the receiver is in a long IPC of its own: no buffers for ours
+                    err = _deliver_cut(k, th, dst, label, tag, len(strings))
+                    th.in_strings = None
                 _wake_receiver(k, th, dst)
                 woken = dst
                 if err:
                     make_ready(dst)
-                    return await th.cpu.leave(th, IpcResult(err))
+                    return await th.cpu.leave(th, IpcResult(err) if strings is None else
+                                              result_with(err, 0, 0, None, (0,) * len(strings)))
         else:
             # The receiver is not ready: enqueue and block, unless we may not wait.
             deadline = th.cpu.deadline_of(snd_to)
@@ -349,9 +370,9 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                 return await th.cpu.leave(th, deliver_irq(k, snd, th))
             stag = snd.snd_tag
             strings = longipc.string_items(snd.mr, stag) if stag & 0xFC0 else None
-            if strings is not None:
+            if strings is not None and th.xfer is None:
                 return await th.cpu.leave(th, await take_long_sender(k, th, snd, strings))
-            return await th.cpu.leave(th, take_queued_sender(k, th, snd))
+            return await th.cpu.leave(th, take_queued_sender(k, th, snd, strings))
     # Receiver arrives first (or a call's send is done): prepare to receive and block.
     deadline = th.cpu.deadline_of(rcv_to)
     if deadline is not None and deadline <= th.cpu.now:
@@ -379,18 +400,30 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
     return await th.cpu.leave(th, _result_of_wait(k, th))
 
 
-def take_queued_sender(k: Kernel, th: Thread, snd: Thread) -> IpcResult:
+def take_queued_sender(k: Kernel, th: Thread, snd: Thread,
+                       strings: list[tuple[int, int]] | None = None) -> IpcResult:
     """Symmetric algorithm, case 2: the receiver dequeues the sender, transfers and wakes it.
 
-    A call's sender switches atomically to waiting for our reply and stays blocked."""
+    A call's sender switches atomically to waiting for our reply and stays blocked.
+    `strings`: the sender's strings, which we (copying a long IPC of our own) cut."""
     q = th.sendq
     assert q is not None
     q.remove(snd)
     if snd.timer is not None:
         cancel_timer(snd)
     call = snd.snd_call
-    err = _deliver(k, snd, th, snd.snd_label, snd.snd_tag, call)
-    result = IpcResult(OK, th.in_label, th.in_tag, th.in_words)
+    if strings is not None:
+        err = _deliver_cut(k, snd, th, snd.snd_label, snd.snd_tag, len(strings))
+        th.in_strings = None
+        th.wake_error = OK
+        result = result_with(REMSGCUT if err == SEMSGCUT else IpcError(err | 1), th.in_label,
+                             th.in_tag, th.in_words, (0,) * len(strings))
+        snd.wake_error = err
+        call = False
+        err = OK  # (reported above, with the string counts)
+    else:
+        err = _deliver(k, snd, th, snd.snd_label, snd.snd_tag, call)
+        result = IpcResult(OK, th.in_label, th.in_tag, th.in_words)
     if err:
         th.wake_error = OK
         result = IpcResult(IpcError(err | 1), th.in_label, th.in_tag, th.in_words)

@@ -148,10 +148,10 @@ class Kernel:
         # path, and so do runs whose chooser preempts at preemption points.
         self.fastpath = fastpath and not check and not trace and not self.chooser.preempts
         # Several CPUs: the CPU that runs the current step (a wake-up of a thread on
-        # another one is an inter-processor interrupt), and the most a step may compute,
-        # which keeps the CPUs' clocks within about an IPI latency of each other.
+        # another one is an inter-processor interrupt), and how far a CPU may compute
+        # ahead of the others' next step (default 10 us), which keeps the clocks close.
         self.executing: Cpu | None = None
-        self.quantum = INFINITY if cpus == 1 else (quantum or self.costs.ipi)
+        self.quantum = INFINITY if cpus == 1 else (quantum or 10 * frequency_mhz)
         self.cpus = [Cpu(self, i, expire, report_preemption) for i in range(cpus)]
         for c in self.cpus:
             c.ipc_costs = self.ipc_costs
@@ -190,7 +190,8 @@ class Kernel:
 
     @property
     def entries(self) -> int:
-        """Kernel entries (system calls) so far."""
+        """Steps so far: kernel entries (system calls and timer interrupts) and, with
+        several CPUs, the step boundaries where a computing CPU lets the others catch up."""
         return sum(c.entries for c in self.cpus)
 
     @property
@@ -407,7 +408,8 @@ class Kernel:
             max_steps: int | None = None) -> RunResult:
         """Run until no thread can run again, simulated time `until` (cycles, or a Timeout:
         `until=Timeout.us(500)` is 500 µs from now; `k.us(n)` converts), or `max_steps`
-        more kernel entries (system calls and timer interrupts). Can be called again to
+        more steps (`k.entries`: system calls, timer interrupts, and with several CPUs
+        the step boundaries of computing CPUs). Can be called again to
         go on."""
         if self._running:
             raise RuntimeError("Kernel.run() is not reentrant")

@@ -361,6 +361,17 @@ def end(k: Kernel, x: Transfer, err: IpcError) -> IpcError:
     return err
 
 
+def empty_string_returns(snd: Thread, rcv: Thread, tag: int) -> None:
+    """Write a return item of 0 bytes for each string item of a message that was cut
+    without a transfer (the receiver had no buffers to offer)."""
+    n = tag & 0x3F
+    smr, rmr = snd.mr, rcv.mr
+    for i in range(n, n + 2 * ((tag >> 6) & 0x3F), 2):
+        if smr[i] & 0xC == STRING:
+            rmr[i] = STRING
+            rmr[i + 1] = 0
+
+
 def _string_returns(x: Transfer, strings: tuple[int, ...]) -> None:
     """Write each string item's return item into the receiver's MRs."""
     tag = x.tag

@@ -330,7 +330,12 @@ class Cpu:
     async def boundary(self, th: Thread) -> None:
         """End this step here (several CPUs keep their clocks within a quantum of each
         other): `th` stays first of its priority, and the next step goes on with it
-        unless an event readied a thread of higher priority meanwhile."""
+        unless an event readied a thread of higher priority meanwhile. It counts as a
+        step for `run(max_steps=)`, so that computing CPUs end a bounded run too."""
+        k = self.k
+        self.entries += 1
+        if k.entries >= k.entry_limit and k.stop is None:
+            k.stop = "steps"
         self.enqueue_front(th)
         await switch(None)
         await self.preemption_point(th)
