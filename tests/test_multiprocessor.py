@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from helpers import make_kernel
-from l4sim import IpcError, Kernel, Timeout
+from l4sim import IpcError, Kernel, StringItem, Timeout
 from test_stepping import _system
 
 
@@ -220,3 +220,103 @@ def test_same_record_under_another_hash_seed() -> None:
                            env=env, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
         outs.add(p.stdout)
     assert len(outs) == 1
+
+
+def _long_pair(k: Kernel, size: int, copier_cpu: int, receiver_cpu: int) -> tuple[Any, Any, dict[str, Any]]:
+    """A receiver (waiting, buffer mapped) and a sender that copies `size` bytes to it:
+    the receiver arrives first, so the sender is the copier (both algorithms)."""
+    out: dict[str, Any] = {}
+
+    async def receiver(t: Any) -> None:
+        for page in range(0x400000, 0x400000 + size, 4096):
+            await t.store(page, b"\0")
+        r = await t.wait(buffers=[(0x400000, size)])
+        out["receiver"] = (r.error, r.string_bytes, t.now)
+
+    async def sender(t: Any, rsel: int) -> None:
+        for page in range(0x100000, 0x100000 + size, 4096):
+            await t.store(page, b"S")
+        await t.sleep(Timeout.us(100))
+        r = await t.send(rsel, items=[StringItem(0x100000, size)])
+        out["sender"] = (r.error, r.string_bytes, t.now)
+
+    r = k.new_task("r").new_thread(receiver, name="receiver", cpu=receiver_cpu)
+    st = k.new_task("s")
+    s = st.new_thread(sender, st.add_cap(r), name="sender", cpu=copier_cpu)
+    return r, s, out
+
+
+def _copy_start(k: Kernel) -> int:
+    for _ in range(10_000):
+        k.run(until=k.now + 5_000)
+        starts = [e.time for e in k.events if e.event == "transfer" and "long IPC" in e.detail]
+        if starts:
+            return starts[0]
+    raise AssertionError("the copy never began")
+
+
+def test_cancel_of_the_passive_receiver_during_a_copy_from_the_other_cpu() -> None:
+    """The copier copies on CPU 0; a thread on CPU 1 cancels the passive receiver (on
+    CPU 1) after the rendezvous: the receiver ends REABORTED with the bytes copied so
+    far, and the copier stops at its next check with SEABORTED."""
+    k = make_kernel(cpus=2)
+    size = 64 * 4096
+    r, _, out = _long_pair(k, size, copier_cpu=0, receiver_cpu=1)
+
+    async def canceller(t: Any, sel: int) -> None:
+        out["cancel"] = (await t.ex_regs(sel, cancel=True), t.now)
+
+    start = _copy_start(k)
+    ct = k.new_task("c")
+    ct.new_thread(canceller, ct.add_cap(r), name="canceller", cpu=1)
+    assert k.run().reason == "done"
+    rerr, rbytes, rwhen = out["receiver"]
+    serr, sbytes, swhen = out["sender"]
+    assert (out["cancel"][0], rerr, serr) == (IpcError.OK, IpcError.REABORTED, IpcError.SEABORTED)
+    assert 0 < rbytes[0] < size and sbytes == rbytes   # both report the same prefix
+    assert start < out["cancel"][1] <= rwhen and out["cancel"][1] <= swhen
+
+
+def test_deleting_the_copier_from_the_other_cpu_aborts_the_receiver() -> None:
+    k = make_kernel(cpus=2)
+    size = 64 * 4096
+    _, s, out = _long_pair(k, size, copier_cpu=0, receiver_cpu=1)
+
+    async def killer(t: Any, sel: int) -> None:
+        out["delete"] = await t.delete(sel)
+
+    _copy_start(k)
+    kt = k.new_task("k")
+    kt.new_thread(killer, kt.add_cap(s), name="killer", cpu=1)
+    res = k.run()
+    assert res.reason == "done"
+    assert out["delete"] == IpcError.OK and "sender" not in out
+    assert out["receiver"][0] == IpcError.REABORTED and out["receiver"][1][0] < size
+    assert [(t.name, why) for t, why in res.died] == [("sender", "deleted")]
+
+
+def test_cancel_of_a_caller_waiting_for_its_reply_from_the_other_cpu() -> None:
+    """After the rendezvous of a call the caller waits for the reply; cancelled from the
+    other CPU it ends RECANCELED, and the server's late reply finds no one."""
+    k = make_kernel(cpus=2)
+    out: dict[str, Any] = {}
+
+    async def server(t: Any) -> None:
+        await t.wait()
+        await t.sleep(Timeout.us(50))
+        out["reply"] = (await t.reply(words=[1])).error
+
+    async def client(t: Any, srv: int) -> None:
+        out["call"] = (await t.call(srv, words=[7])).error
+
+    async def canceller(t: Any, sel: int) -> None:
+        await t.sleep(Timeout.us(20))
+        await t.ex_regs(sel, cancel=True)
+
+    s = k.new_task("s").new_thread(server, name="srv", cpu=1)
+    ct = k.new_task("c")
+    c = ct.new_thread(client, ct.add_cap(s), name="cli", cpu=0)
+    xt = k.new_task("x")
+    xt.new_thread(canceller, xt.add_cap(c), name="canceller", cpu=1)
+    assert k.run().reason == "done"
+    assert out == {"call": IpcError.RECANCELED, "reply": IpcError.ENOT_EXISTENT}
