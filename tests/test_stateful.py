@@ -123,15 +123,17 @@ class KernelMachine(RuleBasedStateMachine):
     def build(self, data: st.DataObject) -> None:
         n = data.draw(st.integers(2, 5), label="threads")
         ntasks = data.draw(st.integers(1, 2), label="tasks")
-        self.k = Kernel(check=True)
+        cpus = data.draw(st.sampled_from([1, 1, 2, 4]), label="cpus")
+        self.k = Kernel(check=True, cpus=cpus)
         self.tasks = [self.k.new_task(f"task{i}") for i in range(ntasks)]
         for i in range(n):
             info = Interp(i, f"t{i}", data.draw(st.integers(0, ntasks - 1), label=f"task of t{i}"),
                           idle_mode=data.draw(st.sampled_from(["sleep", "wait"]),
                                               label=f"idle mode of t{i}"))
             prio = data.draw(st.sampled_from([50, 100, 150]), label=f"priority of t{i}")
+            cpu = data.draw(st.integers(0, cpus - 1), label=f"cpu of t{i}")
             info.th = self.tasks[info.task_index].new_thread(
-                _interpreter, self, info, name=info.name, priority=prio)
+                _interpreter, self, info, name=info.name, priority=prio, cpu=cpu)
             self.threads.append(info)
         ngates = data.draw(st.integers(0, 2), label="gates")
         for g in range(ngates):
@@ -177,7 +179,8 @@ class KernelMachine(RuleBasedStateMachine):
 
     COMMANDS = (["call"] * 5 + ["send"] * 3 + ["wait"] * 4 + ["receive"] * 2 + ["reply"] * 2
                 + ["reply_and_wait"] * 4 + ["serve"] * 3
-                + ["sleep", "compute", "ex_regs", "raw", "raw", "misuse", "delete_gate", "end"])
+                + ["sleep", "compute", "ex_regs", "raw", "raw", "misuse", "delete_gate", "end",
+                   "migrate"])
 
     def _command(self, data: st.DataObject) -> tuple[Any, ...]:
         kind = data.draw(st.sampled_from(self.COMMANDS), label="command")
@@ -208,6 +211,8 @@ class KernelMachine(RuleBasedStateMachine):
             return (kind, self._timeout(data, allow_never=False))
         if kind == "compute":
             return (kind, data.draw(st.integers(0, 50_000)))
+        if kind == "migrate":  # to another CPU, or from the host (th.migrate) if not running
+            return (kind, data.draw(st.integers(0, len(self.k.cpus) - 1), label="to cpu"))
         if kind == "ex_regs":
             return (kind, self._target(data, gates=False), data.draw(st.booleans()))
         if kind == "raw":
@@ -596,6 +601,8 @@ async def _execute(t: Any, m: KernelMachine, info: Interp, cmd: tuple[Any, ...],
         m.note(info, "sleep", r.error)
     elif kind == "compute":
         await t.compute(cmd[1])
+    elif kind == "migrate":
+        await t.migrate(cmd[1])
     elif kind == "ex_regs":
         err = await t.ex_regs(m.sel(info, cmd[1]), cancel=cmd[2])
         m.note(info, "ex_regs", err)
@@ -664,7 +671,8 @@ FAST = settings(max_examples=400, stateful_step_count=30, deadline=None,
 
 def test_random_system_calls_keep_the_kernel_sound() -> None:
     """Random system calls (valid and malformed) from several threads, any priorities,
-    advanced by simulated time and by kernel entries."""
+    on one, two or four CPUs with migrations between them, advanced by simulated time and
+    by kernel entries."""
     run_state_machine_as_test(KernelMachine, settings=FAST)
 
 
