@@ -29,7 +29,8 @@ Fiasco), `errors` (internal exceptions), `states` (the IPC state machine as data
 `costs`, `memory` (frames, address spaces, the mapping database), `objects` (tasks,
 threads/UTCBs, gates, capabilities), `sendq`, `trap` (the switch), `sched` (each CPU and
 its scheduler), `chooser`, `waits` (who waits for whom), `irq`, `flexpage`,
-`longipc` (string items), `ipc` and `fastpath` (the IPC path), `lifecycle` (the end of
+`transfer` (words, items and the reply capability at a rendezvous), `longipc` (string
+items), `ipc` and `fastpath` (the IPC path), `lifecycle` (the end of
 threads, deletion), `exceptions`, `pagefault`, `invariants`, `diagnose`, `kernel` (the
 host API and the run).
 """

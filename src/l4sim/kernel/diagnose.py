@@ -76,27 +76,25 @@ def user_traceback(exc: BaseException) -> str:
 
 _OP_NAMES = {1: "send", 2: "receive", 3: "call", 6: "wait", 7: "send_and_wait",
              9: "reply", 15: "reply_and_wait"}
-_op_codes: dict[CodeType, str] | None = None
+# The code objects of the user API's operations, by the name the user calls. The modules
+# that define operations register them here (this module imports none of them).
+_op_codes: dict[CodeType, str] = {}
+
+
+def register_operation(fn: Any, name: str) -> None:
+    """Name the coroutine function `fn` as the user operation `name` in reports."""
+    _op_codes[fn.__code__] = name
+
+
+def register_operations(cls: type) -> None:
+    """Register every coroutine method of the user context `cls` by its name."""
+    for name in dir(cls):
+        code = getattr(getattr(cls, name, None), "__code__", None)
+        if isinstance(code, CodeType) and code.co_flags & 0x80 and code not in _op_codes:
+            _op_codes[code] = name.lstrip("_").replace("general_", "")
 
 
 def _known_codes() -> dict[CodeType, str]:
-    """The code objects of the user API's operations, by the name the user calls."""
-    global _op_codes
-    if _op_codes is None:
-        from ..user.context import UserContext
-        from . import fastpath, ipc
-
-        codes: dict[CodeType, str] = {}
-        for name in dir(UserContext):
-            fn = getattr(UserContext, name, None)
-            code = getattr(fn, "__code__", None)
-            if isinstance(code, CodeType) and code.co_flags & 0x80:
-                codes[code] = name.lstrip("_").replace("general_", "")
-        codes[fastpath.call.__code__] = "call"
-        codes[fastpath.reply_and_wait.__code__] = "reply_and_wait"
-        codes[ipc._ipc.__code__] = "ipc"
-        codes[ipc._ipc_with_pf_timeout.__code__] = "ipc"
-        _op_codes = codes
     return _op_codes
 
 

@@ -35,7 +35,7 @@ from .abi import (
     StringItem,
     Timeout,
 )
-from .diagnose import native_coroutine, word_error
+from .diagnose import native_coroutine, register_operation, word_error
 from .ipc import _result_of_wait, ipc
 from .objects import IpcGate, Thread
 from .result import IpcResult, new_result
@@ -260,3 +260,7 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             k = t._k
             return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
     return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO, NEVER)))
+
+
+register_operation(call, "call")
+register_operation(reply_and_wait, "reply_and_wait")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import longipc
 from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
-from .flexpage import transfer_items
+from .diagnose import register_operation
 from .irq import deliver_irq
 from .irq import unmask as unmask_irq
 from .objects import IpcGate, Irq, Thread
@@ -26,8 +26,8 @@ from .result import IpcResult, result_with
 from .sched import cancel_timer, make_ready, update_prio
 from .sendq import SenderQueue
 from .states import CANCEL, IPC_TRANSFER, READY, RECEIVE_WAIT, RECV_IN_PROGRESS, SEND_WAIT, TIMEOUT
-from .tracelog import message_text
-from .waits import add_waiter, end_wait, forget_waiter, set_reply_cap
+from .transfer import _deliver, _end_receive_wait, _wake_receiver
+from .waits import add_waiter, end_wait
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -133,39 +133,6 @@ def _result_of_wait(k: Kernel, th: Thread) -> IpcResult:
     return result_with(OK, th.in_label, th.in_tag, th.in_words, strings)
 
 
-def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bool) -> IpcError:
-    """Transfer: copy the untyped words into the receiver's MRs, apply the typed items
-    (flexpage.py); set its reply capability. A failed item ends the transfer with a
-    send-side error for the sender and its receive-side twin for the receiver, the words
-    (and the items before it) delivered."""
-    n = tag & 0x3F
-    if n:
-        w = snd.mr[:n]
-        rcv.mr[:n] = w
-        rcv.in_words = w
-    else:
-        rcv.in_words = None
-    rcv.in_tag = tag
-    rcv.in_label = label
-    snd.cpu.charge_transfer(n)
-    nitems = (tag >> 6) & 0x3F
-    if nitems:
-        err = transfer_items(k, snd, rcv, n, nitems)
-        if err:
-            rcv.wake_error = IpcError(err | 1)
-            if k.trace:
-                k.record(snd, "transfer", f"to {rcv.name}: {n} words, items failed: {err.name}"
-                         + message_text(tag, label, rcv.in_words))
-            return err
-    rcv.wake_error = OK
-    if call:
-        set_reply_cap(k, rcv, snd)
-    if k.trace:
-        k.record(snd, "transfer", f"to {rcv.name}: {n} words" + (f", {nitems} items" if nitems else "")
-                 + message_text(tag, label, rcv.in_words))
-    return OK
-
-
 def _deliver_cut(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int,
                  nstrings: int) -> IpcError:
     """A long message for a thread that is copying one of its own (it waits for the
@@ -182,27 +149,6 @@ def _deliver_cut(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int,
     return err
 
 
-def _end_receive_wait(k: Kernel, snd: Thread, rcv: Thread) -> None:
-    """Rendezvous: `rcv`'s wait for a sender ends with our message. If it was waiting for
-    our reply and we sent it something else, the reply capability we hold for it ends
-    with that wait."""
-    if rcv.partner is snd:
-        forget_waiter(k, snd, rcv)
-    if snd.reply_caller is rcv:
-        snd.reply_caller = None
-        if snd.prio != snd.priority:
-            update_prio(k, snd)
-
-
-def _wake_receiver(k: Kernel, snd: Thread, rcv: Thread) -> None:
-    """The receiver's wait is over: it becomes ready (the caller decides where it runs)."""
-    if rcv.timer is not None:
-        cancel_timer(rcv)
-    _end_receive_wait(k, snd, rcv)
-    rcv.partner = None
-    k.set_state(rcv, READY)
-
-
 def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER,
         unmask: Irq | None = None, dest: Thread | None = None,
@@ -217,6 +163,9 @@ def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     if pf_to is NEVER:
         return _ipc(k, th, op, sel, tag, snd_to, rcv_to, unmask, dest, dest_label)
     return _ipc_with_pf_timeout(k, th, op, sel, tag, snd_to, rcv_to, pf_to)
+
+
+longipc.nested_ipc = ipc  # the transfer's nested page-fault IPC is this operation
 
 
 async def _ipc_with_pf_timeout(k: Kernel, th: Thread, op: int, sel: int, tag: int,
@@ -508,3 +457,7 @@ def expire(k: Kernel, victim: Thread) -> None:
         return
     err = SETIMEOUT if victim.state == SEND_WAIT else RETIMEOUT
     end_wait(k, victim, err, READY | TIMEOUT)
+
+
+register_operation(_ipc, "ipc")
+register_operation(_ipc_with_pf_timeout, "ipc")

@@ -30,17 +30,29 @@ flush it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .abi import BR_COUNT, NEVER, IpcError, IpcOp, Label, Timeout
 from .memory import USER_SPACE_BITS
 from .sched import cancel_timer, make_ready, update_prio
 from .states import CANCEL, DEAD, DYING, IPC_TRANSFER, READY, RECEIVE_WAIT, RECV_IN_PROGRESS
+from .transfer import _deliver, _wake_receiver
 
 if TYPE_CHECKING:
     from .kernel import Kernel
     from .objects import Thread
+    from .result import IpcResult
+
+# The transfer calls up into two layers above it: the IPC path, for the nested
+# page-fault IPC of a copy, and the end of threads, for a deletion that waited for the
+# lock. Each installs itself here when imported, so that this module imports neither.
+def _not_installed(*_: Any) -> Any:
+    raise RuntimeError("the IPC path or the end of threads has not installed its hook")
+
+
+nested_ipc: Callable[..., Coroutine[Any, Any, IpcResult]] = _not_installed
+delete_now: Callable[[Kernel, Thread], None] = _not_installed
 
 STRING = 0x4
 BUFFER_BDR_SHIFT = 15
@@ -216,8 +228,6 @@ async def copy_strings(k: Kernel, x: Transfer) -> IpcError:
 async def _fault(k: Kernel, x: Transfer, owner: Thread, addr: int, write: bool) -> IpcError:
     """A page fault in `owner`'s space during the copy: a nested page-fault IPC to its
     pager, from the copier's chain, on `owner`'s behalf; OK when it was resolved."""
-    from .ipc import ipc
-
     in_sender = owner is x.snd
     limit = (x.rcv if in_sender else x.snd).pf_timeout  # the partner's page-fault timeout
     pager = k.default_pager() if owner.pager_default else owner.pager
@@ -244,7 +254,7 @@ async def _fault(k: Kernel, x: Transfer, owner: Thread, addr: int, write: bool) 
     copier.pf_target = owner
     copier.cpu.now += k.costs.page_fault
     to = NEVER if limit is NEVER else Timeout.at(copier.cpu.deadline_of(limit) or 0)
-    r = await ipc(k, copier, int(IpcOp.CALL), 0, PF_TAG, to, to, dest=pager,
+    r = await nested_ipc(k, copier, int(IpcOp.CALL), 0, PF_TAG, to, to, dest=pager,
                   dest_label=owner.tid)
     copier.pf_target = None
     mr[0], mr[1], utcb.bdr, br[0], br[1] = saved
@@ -271,9 +281,7 @@ def _unlock(k: Kernel, x: Transfer) -> None:
         x.delete_pending = False
         victim = x.passive()
         k.record(victim, "delete", "the transfer lock is released: deleted now")
-        from .lifecycle import delete_object  # (the IPC path's lower layer calls up)
-
-        delete_object(k, victim)
+        delete_now(k, victim)
 
 
 def begin(k: Kernel, x: Transfer) -> None:
@@ -294,8 +302,6 @@ def end(k: Kernel, x: Transfer, err: IpcError) -> IpcError:
     The passive partner may have left the transfer meanwhile (deleted, or aborted by a
     cancel and gone on to another IPC): then it is not touched, and the copy counts as
     aborted."""
-    from .ipc import _deliver, _wake_receiver
-
     snd, rcv, copier = x.snd, x.rcv, x.copier
     passive = x.passive()
     present = passive.xfer is x and not passive.state & DEAD
@@ -397,9 +403,7 @@ def abort_passive(k: Kernel, victim: Thread, why: str) -> None:
         # Its deletion waited for the transfer lock, which goes with the transfer.
         x.delete_pending = False
         k.record(victim, "transfer", f"aborted: {why}; the deletion that waited goes now")
-        from .lifecycle import delete_object  # (the IPC path's lower layer calls up)
-
-        delete_object(k, victim)
+        delete_now(k, victim)
         return
     victim.in_strings = tuple(x.done)
     victim.wake_error = SEABORTED if victim is x.snd else IpcError.REABORTED

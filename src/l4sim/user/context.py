@@ -33,7 +33,7 @@ from ..kernel.abi import (
     StringItem,
     Timeout,
 )
-from ..kernel.diagnose import word_error
+from ..kernel.diagnose import register_operations, word_error
 from ..kernel.errors import ThreadDeleted
 from ..kernel.fastpath import Buffers, Windows
 from ..kernel.lifecycle import delete_object, wait_for_lock
@@ -535,3 +535,6 @@ class UserContext:
 
     def __repr__(self) -> str:
         return f"<t of {self._th.name}>"
+
+
+register_operations(UserContext)
