@@ -14,7 +14,7 @@ and compare.
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import longipc
 from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
@@ -177,6 +177,36 @@ async def _ipc_with_pf_timeout(k: Kernel, th: Thread, op: int, sel: int, tag: in
         th.pf_timeout = NEVER
 
 
+class Handshake:
+    """What a sender finds at its receiver (Fiasco's check of the receiver in `do_ipc`;
+    seL4's case over the endpoint's state). Small ints: matched on every general IPC."""
+
+    WAITING: Final = 0       # the receiver waits in exactly receive-wait and accepts us
+    WAITING_LONG: Final = 1  # ... and we carry strings it can take: a long IPC
+    BUSY: Final = 2          # the receiver is not ready for us
+
+
+def handshake(th: Thread, dst: Thread, strings: list[tuple[int, int]] | None) -> int:
+    """The `Handshake` case of a send from `th` to `dst` carrying `strings`."""
+    if dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
+        # (a receiver copying a long IPC of its own has no buffers for ours: it is cut)
+        return 1 if strings is not None and dst.xfer is None else 0
+    return 2
+
+
+def first_accepted(th: Thread, src: Thread | Irq | None) -> Thread | Irq | None:
+    """Sender arrived first: the first queued sender that a receive accepts (open: the
+    head of the queue; closed: that thread or IRQ), or None."""
+    q = th.sendq
+    if not q:
+        return None
+    if src is None:
+        return q.first()
+    if isinstance(src, Irq):
+        return src if src.queued and src.thread is th else None
+    return src if src.state == SEND_WAIT and src.partner is th else None
+
+
 async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeout,
                rcv_to: Timeout, unmask: Irq | None, dest: Thread | None,
                dest_label: int | None) -> IpcResult:
@@ -212,10 +242,11 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
             dst, label, gate = target
         if call:
             src = dst
-        # Handshake: a receiver in exactly receive-wait that accepts us.
-        if dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
-            if strings is not None and dst.xfer is None:
+        # Handshake: what do we find at the receiver?
+        match handshake(th, dst, strings):
+            case Handshake.WAITING_LONG:
                 # Long IPC, the receiver arrived first: we copy, it sleeps (both algorithms).
+                assert strings is not None
                 x = longipc.Transfer(th, dst, th, label, tag, call, strings)
                 _end_receive_wait(k, th, dst)
                 k.set_state(dst, IPC_TRANSFER)
@@ -223,7 +254,8 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                 err = longipc.end(k, x, await longipc.copy_strings(k, x))
                 if err or not op & _RECEIVE:
                     return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
-            else:
+            case Handshake.WAITING:
+                # The receiver waits for us: transfer, and wake it (it runs when we block).
                 if strings is None:
                     err = _deliver(k, th, dst, label, tag, call)
                 else:  # the receiver is in a long IPC of its own: no buffers for ours
@@ -235,53 +267,53 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                     make_ready(dst)
                     return await th.cpu.leave(th, IpcResult(err) if strings is None else
                                               result_with(err, 0, 0, None, (0,) * len(strings)))
-        else:
-            # The receiver is not ready: enqueue and block, unless we may not wait.
-            deadline = th.cpu.deadline_of(snd_to)
-            if deadline is not None and deadline <= th.cpu.now:
-                return await th.cpu.leave(th, IpcResult(SETIMEOUT))
-            q = dst.sendq
-            if q is None:
-                q = dst.sendq = SenderQueue()
-            q.enqueue(th, th.prio)
-            th.partner = dst
-            th.snd_label = label
-            th.snd_tag = tag
-            th.snd_gate = gate
-            th.snd_call = call
-            th.rcv_timeout = rcv_to
-            k.set_state(th, SEND_WAIT)
-            if deadline is not None:
-                th.cpu.arm_timer(th, deadline)
-            if th.prio > dst.prio:
-                update_prio(k, dst)
-            await th.cpu.block(th, None)
-            th.snd_call = False
-            mine: longipc.Transfer | None = th.xfer
-            if mine is not None and mine.copier is th and not mine.started:
-                # Sender-driven: the receiver took us and woke us to copy.
-                err = longipc.end(k, mine, await longipc.copy_strings(k, mine))
-                if err or not op & _RECEIVE:
-                    return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(mine.done)))
-                woken = None
-            elif th.in_strings is not None and not call:
-                # Our long message was taken (and copied by the receiver): its byte counts.
-                done = th.in_strings
-                th.in_strings = None
-                if th.state != READY:
-                    k.set_state(th, READY)
-                err = th.wake_error
-                th.wake_error = OK
-                if err or not op & _RECEIVE:
-                    return await th.cpu.leave(th, result_with(err, 0, 0, None, done))
-                woken = None
-            elif call or th.wake_error or th.state != READY:
-                return await th.cpu.leave(th, _result_of_wait(k, th))
-            elif not op & _RECEIVE:
-                return await th.cpu.leave(th, EMPTY_OK)
-            else:
-                # A send-and-open-wait whose send was taken: go on to the receive phase.
-                woken = None
+            case Handshake.BUSY:
+                # The receiver is not ready: enqueue and block, unless we may not wait.
+                deadline = th.cpu.deadline_of(snd_to)
+                if deadline is not None and deadline <= th.cpu.now:
+                    return await th.cpu.leave(th, IpcResult(SETIMEOUT))
+                q = dst.sendq
+                if q is None:
+                    q = dst.sendq = SenderQueue()
+                q.enqueue(th, th.prio)
+                th.partner = dst
+                th.snd_label = label
+                th.snd_tag = tag
+                th.snd_gate = gate
+                th.snd_call = call
+                th.rcv_timeout = rcv_to
+                k.set_state(th, SEND_WAIT)
+                if deadline is not None:
+                    th.cpu.arm_timer(th, deadline)
+                if th.prio > dst.prio:
+                    update_prio(k, dst)
+                await th.cpu.block(th, None)
+                th.snd_call = False
+                mine: longipc.Transfer | None = th.xfer
+                if mine is not None and mine.copier is th and not mine.started:
+                    # Sender-driven: the receiver took us and woke us to copy.
+                    err = longipc.end(k, mine, await longipc.copy_strings(k, mine))
+                    if err or not op & _RECEIVE:
+                        return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(mine.done)))
+                    woken = None
+                elif th.in_strings is not None and not call:
+                    # Our long message was taken (and copied by the receiver): its byte counts.
+                    done = th.in_strings
+                    th.in_strings = None
+                    if th.state != READY:
+                        k.set_state(th, READY)
+                    err = th.wake_error
+                    th.wake_error = OK
+                    if err or not op & _RECEIVE:
+                        return await th.cpu.leave(th, result_with(err, 0, 0, None, done))
+                    woken = None
+                elif call or th.wake_error or th.state != READY:
+                    return await th.cpu.leave(th, _result_of_wait(k, th))
+                elif not op & _RECEIVE:
+                    return await th.cpu.leave(th, EMPTY_OK)
+                else:
+                    # A send-and-open-wait whose send was taken: go on to the receive phase.
+                    woken = None
 
     if not op & _RECEIVE:
         if woken is not None:
@@ -298,29 +330,27 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                 return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
     elif op & _OPEN_WAIT:
         src = None
-    q = th.sendq
-    if q:
-        # Sender arrived first: take the first queued sender that this receive accepts.
-        snd: Thread | Irq | None
-        if src is None:
-            snd = q.first()
-        elif isinstance(src, Irq):
-            snd = src if src.queued and src.thread is th else None
-        elif src.state == SEND_WAIT and src.partner is th:
-            snd = src
-        else:
-            snd = None
-        if snd is not None:
+    # Did a sender arrive first? Take the first queued one that this receive accepts.
+    match first_accepted(th, src) if th.sendq else None:
+        case None:
+            pass  # none: we wait (below)
+        case Irq() as irq:
+            # An interrupt is pending for us: its one bit is the message.
             if woken is not None:  # the partner of our send phase queues behind us
                 make_ready(woken)
-            if isinstance(snd, Irq):
-                q.remove(snd)
-                snd.queued = False
-                return await th.cpu.leave(th, deliver_irq(k, snd, th))
+            assert th.sendq is not None
+            th.sendq.remove(irq)
+            irq.queued = False
+            return await th.cpu.leave(th, deliver_irq(k, irq, th))
+        case Thread() as snd:
+            if woken is not None:
+                make_ready(woken)
             stag = snd.snd_tag
             strings = longipc.string_items(snd.mr, stag) if stag & 0xFC0 else None
             if strings is not None and th.xfer is None:
+                # A long message: we pull it (symmetric), or the sender copies.
                 return await th.cpu.leave(th, await take_long_sender(k, th, snd, strings))
+            # A short message (or, while we copy one of our own, strings we cut).
             return await th.cpu.leave(th, take_queued_sender(k, th, snd, strings))
     # Receiver arrives first (or a call's send is done): prepare to receive and block.
     deadline = th.cpu.deadline_of(rcv_to)
