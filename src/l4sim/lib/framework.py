@@ -362,6 +362,23 @@ def error(err: int) -> Reply:
     return Reply(errno=err)
 
 
+N = TypeVar("N")
+
+
+def open_named(table: dict[str, N], name: str, flags: int) -> N | None:
+    """The POSIX rule for opening a named object: the one in `table`, or None when the
+    caller is to create it (O_CREAT). EEXIST for O_CREAT | O_EXCL on one that exists,
+    ENOENT without O_CREAT on one that does not (raised, as a handler's error)."""
+    obj = table.get(name)
+    if obj is not None:
+        if flags & os.O_CREAT and flags & os.O_EXCL:
+            raise PosixError(_errno.EEXIST, f"{name} exists")
+        return obj
+    if not flags & os.O_CREAT:
+        raise PosixError(_errno.ENOENT, f"no {name}")
+    return None
+
+
 class Server:
     """A server: its protocol and its handlers (methods marked with `@handles(op)`).
 

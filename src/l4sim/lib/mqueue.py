@@ -46,6 +46,7 @@ from .framework import (
     Server,
     error,
     handles,
+    open_named,
     unpack_name,
 )
 from .semaphore import name_words
@@ -115,13 +116,9 @@ class MqServer(Server):
     @handles(OPEN)
     async def open(self, req: Request) -> Outcome:
         name = unpack_name(req.words)
-        q = self.queues.get(name)
         flags = req.flags
-        if q is not None and flags & os.O_CREAT and flags & os.O_EXCL:
-            return error(errno.EEXIST)
+        q = open_named(self.queues, name, flags)
         if q is None:
-            if not flags & os.O_CREAT:
-                return error(errno.ENOENT)
             maxmsg = req.maxmsg or DEFAULT_MAXMSG
             msgsize = req.msgsize or DEFAULT_MSGSIZE
             if not 0 < maxmsg <= 65536 or not 0 < msgsize <= BUF_SIZE:

@@ -19,7 +19,6 @@ POSIX, a semaphore has no owner.
 from __future__ import annotations
 
 import errno
-import os
 from collections import deque
 
 from ..kernel.abi import NEVER, Timeout
@@ -38,6 +37,7 @@ from .framework import (
     Server,
     error,
     handles,
+    open_named,
     pack_name,
     unpack_name,
 )
@@ -94,12 +94,8 @@ class SemServer(Server):
     @handles(OPEN)
     async def open(self, req: Request) -> Outcome:
         name = unpack_name(req.words)
-        sem = self.sems.get(name)
-        if sem is not None and req.flags & os.O_CREAT and req.flags & os.O_EXCL:
-            return error(errno.EEXIST)
+        sem = open_named(self.sems, name, req.flags)
         if sem is None:
-            if not req.flags & os.O_CREAT:
-                return error(errno.ENOENT)
             if req.value > SEM_VALUE_MAX:
                 return error(errno.EINVAL)
             sem = self.sems[name] = Sem(name, req.value)

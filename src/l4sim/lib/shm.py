@@ -45,6 +45,7 @@ from .framework import (
     Server,
     error,
     handles,
+    open_named,
     unpack_name,
 )
 from .semaphore import name_words
@@ -123,12 +124,8 @@ class ShmServer(Server):
     @handles(OPEN)
     async def open(self, req: Request) -> Outcome:
         name = unpack_name(req.words)
-        obj = self.objects.get(name)
-        if obj is not None and req.flags & os.O_CREAT and req.flags & os.O_EXCL:
-            return error(errno.EEXIST)
+        obj = open_named(self.objects, name, req.flags)
         if obj is None:
-            if not req.flags & os.O_CREAT:
-                return error(errno.ENOENT)
             obj = ShmObject(self._next_id, name)
             self._next_id += 1
             self.objects[name] = obj
