@@ -112,3 +112,14 @@ def load_example(name: str) -> ModuleType:
 
 def thread_named(k: Kernel, name: str) -> Thread:
     return next(th for th in k.threads.values() if th.name == name)
+
+
+def run_until_the_copy(k: Kernel, slice_cycles: int = 20_000) -> int:
+    """Run `k` in slices of simulated time until a long IPC's copy has begun (it must be
+    traced); the copy's start time."""
+    for _ in range(10_000):
+        k.run(until=k.now + slice_cycles)
+        starts = [e.time for e in k.events if e.event == "transfer" and "long IPC" in e.detail]
+        if starts:
+            return starts[0]
+    raise AssertionError("the copy never began")

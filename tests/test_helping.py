@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from helpers import make_kernel
+from helpers import make_kernel, run_until_the_copy
 from l4sim import IpcError, Kernel, StringItem, Timeout
 
 SIZE = 1 << 18            # 256 KiB: 131,072 cycles of copy through the window
@@ -53,11 +53,7 @@ def _scenario(helping: bool) -> tuple[Kernel, dict[str, Any]]:
     lt.new_thread(copier, lt.add_cap(r), name="copier", priority=10)
     # Run until the copy has begun, then start the medium thread and the deleter: they
     # wake during it.
-    starts: list[int] = []
-    while not starts:
-        k.run(until=k.now + 20_000)
-        starts = [e.time for e in k.events if e.event == "transfer" and "long IPC" in e.detail]
-    out["copy start"] = starts[0]
+    out["copy start"] = run_until_the_copy(k)
     k.new_task("m").new_thread(medium, k.now + 10_000, name="medium", priority=50)
     ht = k.new_task("h")
     ht.new_thread(high, ht.add_cap(r), k.now + 20_000, name="high", priority=100)
@@ -100,16 +96,6 @@ def test_without_helping_the_deleter_waits_for_the_medium_thread() -> None:
     assert _copy_end(k) > out["medium done"]
 
 
-def _run_until_the_copy(k: Kernel) -> int:
-    """Run `k` until a long IPC's copy has begun; its start time."""
-    for _ in range(10_000):
-        k.run(until=k.now + 20_000)
-        starts = [e.time for e in k.events if e.event == "transfer" and "long IPC" in e.detail]
-        if starts:
-            return starts[0]
-    raise AssertionError("the copy never began")
-
-
 def _locked_pair(k: Kernel, size: int, cpu: int = 0) -> tuple[Any, Any, dict[str, Any]]:
     """A receiver and a copier (priority 10, on `cpu`) about to copy `size` bytes."""
     out: dict[str, Any] = {}
@@ -138,7 +124,7 @@ def deleter_deleted_in_lock_wait() -> tuple[Kernel, dict[str, Any]]:
     """A deleter in lock-wait, deleted by a host event before the lock is released."""
     k = make_kernel()
     r, c, out = _locked_pair(k, 256 * 4096)
-    _run_until_the_copy(k)
+    run_until_the_copy(k)
     dt = k.new_task("d")
     d = dt.new_thread(_deleter, dt.add_cap(r), out, name="deleter", priority=100)
 
@@ -167,7 +153,7 @@ def test_a_deleter_on_another_cpu_waits_without_helping(helping: bool) -> None:
     """Across CPUs the deleter only waits: the copier keeps its own priority."""
     k = make_kernel(cpus=2, helping=helping)
     r, c, out = _locked_pair(k, 128 * 4096, cpu=0)
-    _run_until_the_copy(k)
+    run_until_the_copy(k)
     dt = k.new_task("d")
     dt.new_thread(_deleter, dt.add_cap(r), out, name="deleter", priority=100, cpu=1)
     k.at(k.now + 20_000, lambda: out.setdefault("copier prio", c.prio))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from helpers import make_kernel
+from helpers import make_kernel, run_until_the_copy
 from l4sim import IpcError, Kernel, StringItem, Timeout
 from test_stepping import _system
 
@@ -246,15 +246,6 @@ def _long_pair(k: Kernel, size: int, copier_cpu: int, receiver_cpu: int) -> tupl
     return r, s, out
 
 
-def _copy_start(k: Kernel) -> int:
-    for _ in range(10_000):
-        k.run(until=k.now + 5_000)
-        starts = [e.time for e in k.events if e.event == "transfer" and "long IPC" in e.detail]
-        if starts:
-            return starts[0]
-    raise AssertionError("the copy never began")
-
-
 def test_cancel_of_the_passive_receiver_during_a_copy_from_the_other_cpu() -> None:
     """The copier copies on CPU 0; a thread on CPU 1 cancels the passive receiver (on
     CPU 1) after the rendezvous: the receiver ends REABORTED with the bytes copied so
@@ -266,7 +257,7 @@ def test_cancel_of_the_passive_receiver_during_a_copy_from_the_other_cpu() -> No
     async def canceller(t: Any, sel: int) -> None:
         out["cancel"] = (await t.ex_regs(sel, cancel=True), t.now)
 
-    start = _copy_start(k)
+    start = run_until_the_copy(k, 5_000)
     ct = k.new_task("c")
     ct.new_thread(canceller, ct.add_cap(r), name="canceller", cpu=1)
     assert k.run().reason == "done"
@@ -285,7 +276,7 @@ def test_deleting_the_copier_from_the_other_cpu_aborts_the_receiver() -> None:
     async def killer(t: Any, sel: int) -> None:
         out["delete"] = await t.delete(sel)
 
-    _copy_start(k)
+    run_until_the_copy(k, 5_000)
     kt = k.new_task("k")
     kt.new_thread(killer, kt.add_cap(s), name="killer", cpu=1)
     res = k.run()
