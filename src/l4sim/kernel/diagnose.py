@@ -94,10 +94,6 @@ def register_operations(cls: type) -> None:
             _op_codes[code] = name.lstrip("_").replace("general_", "")
 
 
-def _known_codes() -> dict[CodeType, str]:
-    return _op_codes
-
-
 def operation_name(coro: object) -> str | None:
     """The user operation a coroutine object stands for (`call`, `send`, `load`, ...), or
     None if it is not one of l4sim's."""
@@ -107,7 +103,7 @@ def operation_name(coro: object) -> str | None:
         code, frame = coro.gi_code, coro.gi_frame
     else:
         return None
-    name = _known_codes().get(code)
+    name = _op_codes.get(code)
     if name == "ipc" and frame is not None:
         op = frame.f_locals.get("op")
         th = frame.f_locals.get("th")
