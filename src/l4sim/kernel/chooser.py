@@ -15,7 +15,10 @@ where it has no natural order (CPUs ready at the same time) the seed of `Kernel(
 decides, through this chooser's own generator. A point with one option is no choice.
 
 Every choice made is recorded, and the list is the run's *schedule*: `k.schedule`,
-printed as `c1 e0 p1` (point letter, option). `Kernel(schedule=...)` replays one
+printed as `c1 e0 p1` (point letter, option). A run whose chooser preempts (the
+explorer's) also stops at every load or store of memory another thread can reach, and
+with several CPUs lets a CPU tied with it step in there; its schedule is printed with a
+leading `x` (`x p0 p1 c1`), which a replay takes as "run in that mode". `Kernel(schedule=...)` replays one
 exactly; a schedule that does not fit the program -- another point asked, an option
 that does not exist, choices left over or missing -- raises `ScheduleError`, which says
 where.
@@ -24,7 +27,7 @@ where.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 POINTS = {"e": "simultaneous events", "p": "preemption", "c": "CPU"}
 
@@ -35,10 +38,27 @@ class ScheduleError(ValueError):
 
 class Schedule(list[tuple[str, int]]):
     """The choices of a run: (point letter, option) pairs; `str()` is the printable form
-    that `Kernel(schedule=...)` and `l4sim run --schedule` take back."""
+    that `Kernel(schedule=...)` and `l4sim run --schedule` take back. `preempting`: made
+    by a chooser that preempts (printed as a leading `x`)."""
+
+    preempting = False
 
     def __str__(self) -> str:
-        return " ".join(f"{point}{option}" for point, option in self)
+        if not self.preempting:
+            return " ".join(f"{point}{option}" for point, option in self)
+        # The explorer's schedules ask at every preemption point: a run of one choice
+        # prints as `p0*12`.
+        words = ["x"]
+        i = 0
+        while i < len(self):
+            j = i
+            while j < len(self) and self[j] == self[i]:
+                j += 1
+            point, option = self[i]
+            words.append(f"{point}{option}*{j - i}" if j - i > 2 else
+                         " ".join([f"{point}{option}"] * (j - i)))
+            i = j
+        return " ".join(words)
 
     @classmethod
     def parse(cls, text: str | Iterable[tuple[str, int]]) -> Schedule:
@@ -49,12 +69,18 @@ class Schedule(list[tuple[str, int]]):
                 out.append(cls._checked(str(point), option))
             return out
         out = cls()
-        for word in text.replace(",", " ").split():
+        words = text.replace(",", " ").split()
+        if words and words[0] == "x":
+            out.preempting = True
+            words = words[1:]
+        for word in words:
             point, digits = word[:1], word[1:]
-            if not digits.isdigit():
+            digits, _, times = digits.partition("*")
+            if not digits.isdigit() or (times and not times.isdigit()):
                 raise ScheduleError(f"{word!r} is not a choice: a point letter "
-                                    f"({', '.join(POINTS)}) and an option number, as in 'e1'")
-            out.append(cls._checked(point, int(digits)))
+                                    f"({', '.join(POINTS)}) and an option number, as in "
+                                    "'e1' (or 'p0*12': twelve of them)")
+            out.extend([cls._checked(point, int(digits))] * (int(times) if times else 1))
         return out
 
     @staticmethod
@@ -77,12 +103,17 @@ class Chooser:
                  ) -> None:
         self.random = random.Random(seed)
         self.replay: Schedule | None = None if schedule is None else Schedule.parse(schedule)
-        if self.replay is not None and any(p == "p" for p, _ in self.replay):
+        if self.replay is not None and (self.replay.preempting
+                                        or any(p == "p" for p, _ in self.replay)):
             self.preempts = True
         self.made = Schedule()
+        self.made.preempting = self.preempts
 
-    def choose(self, point: str, options: int) -> int:
-        """Which of `options` (> 1) is taken at a choice point; recorded."""
+    def choose(self, point: str, options: int, actors: Sequence[object] | None = None) -> int:
+        """Which of `options` (> 1) is taken at a choice point; recorded. `actors` says
+        who acts next under each option where the kernel knows it (at 'p': the running
+        thread, then the one that would replace it; at 'c': the CPUs), for a chooser
+        that reasons about who does what (the explorer)."""
         replay = self.replay
         if replay is not None:
             at = len(self.made)
@@ -105,6 +136,10 @@ class Chooser:
         if point == "c":
             return self.random.randrange(options)
         return 0
+
+    def access(self, th: object, pieces: list[tuple[int, int]], write: bool) -> None:
+        """A load or store of memory other threads can reach, by `th`, of these physical
+        (address, length) pieces; told only to a chooser that `preempts`."""
 
     def finish(self) -> None:
         """At the end of a run that could not go on: a replay must have been used up."""

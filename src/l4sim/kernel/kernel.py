@@ -516,7 +516,7 @@ class Kernel:
                 best.append(cpu)
         if not best:
             return None
-        return best[self.chooser.choose("c", len(best))] if len(best) > 1 else best[0]
+        return best[self.chooser.choose("c", len(best), best)] if len(best) > 1 else best[0]
 
     def _run_cpus(self, until: int | None) -> None:
         """Several CPUs: one step at a time, on the CPU whose clock is earliest."""

@@ -112,3 +112,37 @@ def _why_refused(k: Kernel, pager: Thread, words: tuple[int, ...]) -> str:
     """sigma0 says why it refuses in MR0 of its reply."""
     why = boot_servers().refusal_reason(k, pager, words)
     return f" ({why})" if why else ""
+
+
+def reachable_by_others(th: Thread, addr: int, n: int) -> bool:
+    """Can a thread other than `th` reach [addr, addr + n)? Another live thread of its
+    task can; so can every task the memory is mapped from or into (a pager, a sharer)."""
+    task = th.task
+    if any(o is not th and not o.state & DEAD for o in task.threads):
+        return True
+    space = task.space
+    a, end = addr, addr + n
+    while a < end:
+        m = space.lookup(a)
+        if m is None:
+            return False
+        if m.children or (m.parent is not None and m.parent.parent is not None):
+            return True
+        a = m.base + (1 << m.order)
+    return False
+
+
+async def explored_access(k: Kernel, th: Thread, addr: int, n: int,
+                          write: bool) -> list[tuple[int, int]]:
+    """A load or store under a chooser that preempts: a choice point first when another
+    thread can reach the memory, then the access, which the chooser is told of."""
+    pieces, missing, _ = translate(th, addr, n, W if write else R)
+    if missing >= 0:
+        pieces = await access(k, th, addr, n, write)
+    if reachable_by_others(th, addr, n):
+        await th.cpu.shared_access_point(th)
+        pieces, missing, _ = translate(th, addr, n, W if write else R)  # may have changed
+        if missing >= 0:
+            pieces = await access(k, th, addr, n, write)
+        k.chooser.access(th, pieces, write)
+    return pieces

@@ -287,7 +287,7 @@ class Cpu:
                 if k.stop is not None:
                     continue
             if (self.preempts and not asked and self.bitmap >> th.prio
-                    and k.chooser.choose("p", 2)):
+                    and k.chooser.choose("p", 2, (th, self.queues[th.prio][0]))):
                 # The chooser ends our timeslice here: the next of our priority runs.
                 k.record(th, "preempted", "at a preemption point, by the chooser")
                 asked = True  # (once per preemption point: back here, we go on)
@@ -295,6 +295,24 @@ class Cpu:
                 await switch(None)
                 continue
             return
+
+    async def shared_access_point(self, th: Thread) -> None:
+        """Under a chooser that preempts, before a load or store of memory another thread
+        can reach: the chooser may end the timeslice here when another thread of our
+        priority is ready ('p'); with several CPUs, the step ends here when another CPU's
+        clock is tied with ours, so that it may step first ('c'). Nothing else happens:
+        no event fires and no time passes, so a run in this mode differs from a plain
+        one only where a choice was asked."""
+        k = self.k
+        queue = self.queues[th.prio]
+        if queue and k.chooser.choose("p", 2, (th, queue[0])):
+            k.record(th, "preempted", "before a shared memory access, by the chooser")
+            self.enqueue_back(th)
+            await switch(None)
+        elif len(k.cpus) > 1 and any(c is not self and c.step_time() == self.now
+                                     for c in k.cpus):
+            self.enqueue_front(th)
+            await switch(None)
 
     async def compute(self, th: Thread, cycles: int) -> None:
         """User computation of `cycles`, preemptible at any simulated time inside."""

@@ -252,6 +252,8 @@ class UserContext:
         th = self._th
         if th.state & DEAD:
             raise ThreadDeleted  # a dead thread's chain being unwound touches no memory
+        if th.cpu.preempts:
+            return await _pf.explored_access(self._k, th, addr, n, write)
         pieces, missing, _ = _pf.translate(th, addr, n, 2 if write else 4)
         if missing >= 0:
             pieces = await _pf.access(self._k, th, addr, n, write)
