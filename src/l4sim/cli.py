@@ -216,6 +216,14 @@ def run(file: Path, seed: int, cpus: int, schedule: str | None, until: str | Non
         page = write_html(k, html_path, result, title=f"l4sim run {file.name}")
         console.print(f"wrote {html_path} ({page.stat().st_size:,} bytes): open it in a browser",
                       markup=False)
+    scenario_check = getattr(outcome.module, "check", None)
+    if callable(scenario_check):  # an explorer scenario's assertions on the end state
+        try:
+            scenario_check(k, result)
+        except AssertionError as exc:
+            console.print(f"[bold red]check failed:[/] {exc}")
+            sys.exit(1)
+        console.print("check passed", markup=False)
     report = getattr(outcome.module, "report", None)
     if report is None:
         return
@@ -252,8 +260,10 @@ try:
 except ImportError:  # the benchmark command group lands separately
     pass
 
+from .explore.explore_cli import explore  # noqa: E402
 from .explore.fuzz_cli import fuzz  # noqa: E402
 
+main.add_command(explore)
 main.add_command(fuzz)
 
 

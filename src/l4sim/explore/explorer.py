@@ -10,10 +10,11 @@ up to one point, and another option there.
 - Bounded search (`--bound K`, `--delay-bound K`) takes schedules in order of their cost,
   so every schedule of cost 0 runs before any of cost 1, and so on (CHESS's iterative
   bounding: the simplest failing schedule is found first). Under the preemption bound a
-  schedule's cost is its number of preemptions (the 'p' choices that end a timeslice);
-  the other choices (which of two tied CPUs steps, which of two simultaneous events
-  fires) are free. Under the delay bound every deviation from the kernel's policy costs
-  its option number: the i-th alternative is i delays.
+  schedule's cost is its number of deviations from the kernel's policy: preemptions
+  (the 'p' choices that end a timeslice), another CPU stepping first, another of
+  simultaneous events firing first. Under the delay bound each deviation costs its
+  option number: the i-th alternative (the i-th CPU in clock order, the i-th event) is
+  i delays, as a delaying scheduler skips i candidates.
 - The reduction (sleep sets, Godefroid) skips schedules that only reorder independent
   segments: at a point where the default continued thread A and the alternative runs B
   first, A's segment is put to sleep in B's subtree as long as what runs meanwhile does
@@ -118,8 +119,9 @@ Progress = Callable[[Report], None]
 
 
 def preemption_cost(point: str, option: int) -> int:
-    """Preemption bounding: a preemption costs 1; other choices are free."""
-    return 1 if point == "p" and option else 0
+    """Preemption bounding: each deviation from the policy costs 1 (a preemption, another
+    CPU stepping first, another of simultaneous events firing first)."""
+    return 1 if option else 0
 
 
 def delay_cost(point: str, option: int) -> int:
@@ -149,7 +151,7 @@ def bounded(sc: Scenario, runner: Runner, bound: int, delays: bool = False,
     while heap:
         batch = [heapq.heappop(heap) for _ in range(min(BATCH, len(heap)))]
         records = runner([Task(n.prefix) for n in batch])
-        for node, rec in zip(batch, records):
+        for node, rec in zip(batch, records, strict=True):
             _count(report, rec, node.cost, started)
             for child in _expand(node, rec, bound, cost_of, reduce, report):
                 child.order = order
@@ -205,7 +207,7 @@ def _expand(node: _Node, rec: RunRecord, bound: int, cost_of: Callable[[str, int
             if actors is not None and segments[j] is not KERNEL:
                 child_sleep[actors[p.taken]] = segments[j]
             child_sleep.pop(actor, None)
-            children.append(_Node(cost, 0, tuple(rec.choices[:j]) + (alt,),
+            children.append(_Node(cost, 0, (*rec.choices[:j], alt),
                                   tuple(child_sleep.items())))
         if reduce:
             seg = segments[j]

@@ -122,11 +122,8 @@ class ExploreChooser(Chooser):
 
     def _close_segment(self) -> None:
         mark = self._snapshot()
-        touch: Touch
-        if mark != self._mark:
-            touch = KERNEL
-        else:
-            touch = Footprint(frozenset(self._reads), frozenset(self._writes))
+        touch: Touch = (KERNEL if mark != self._mark
+                        else Footprint(frozenset(self._reads), frozenset(self._writes)))
         if self.points:
             self.segments.append(touch)
         else:

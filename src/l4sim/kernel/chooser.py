@@ -9,6 +9,8 @@ point* where the kernel asks `k.chooser`:
   replace (its timeslice could end here): go on (0, the policy) or yield to it (1).
   Asked only by a chooser that explores preemption (`preempts`), as CHESS does;
 - `c` -- several CPUs could take the next step: which (the policy: the seeded order).
+  CPUs due at the same time could; under a chooser that preempts, so could every CPU
+  whose clock is within a quantum of the earliest (option 0: the earliest).
 
 Options are listed in the policy's order, so the deterministic policy mostly takes 0;
 where it has no natural order (CPUs ready at the same time) the seed of `Kernel(seed=)`
@@ -17,7 +19,7 @@ decides, through this chooser's own generator. A point with one option is no cho
 Every choice made is recorded, and the list is the run's *schedule*: `k.schedule`,
 printed as `c1 e0 p1` (point letter, option). A run whose chooser preempts (the
 explorer's) also stops at every load or store of memory another thread can reach, and
-with several CPUs lets a CPU tied with it step in there; its schedule is printed with a
+with several CPUs lets another CPU step in there; its schedule is printed with a
 leading `x` (`x p0 p1 c1`), which a replay takes as "run in that mode". `Kernel(schedule=...)` replays one
 exactly; a schedule that does not fit the program -- another point asked, an option
 that does not exist, choices left over or missing -- raises `ScheduleError`, which says

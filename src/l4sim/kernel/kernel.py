@@ -516,6 +516,11 @@ class Kernel:
                 best.append(cpu)
         if not best:
             return None
+        if self.chooser.preempts:
+            # The explorer may let any CPU whose clock is within a quantum of the earliest
+            # step first: real CPUs' speeds vary that much. Option 0 is the earliest.
+            best = sorted((c for c in self.cpus if c.step_time() < when + self.quantum),
+                          key=lambda c: (c.step_time(), c.index))
         return best[self.chooser.choose("c", len(best), best)] if len(best) > 1 else best[0]
 
     def _run_cpus(self, until: int | None) -> None:

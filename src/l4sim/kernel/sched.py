@@ -299,8 +299,8 @@ class Cpu:
     async def shared_access_point(self, th: Thread) -> None:
         """Under a chooser that preempts, before a load or store of memory another thread
         can reach: the chooser may end the timeslice here when another thread of our
-        priority is ready ('p'); with several CPUs, the step ends here when another CPU's
-        clock is tied with ours, so that it may step first ('c'). Nothing else happens:
+        priority is ready ('p'); with several CPUs, the step ends here when another CPU
+        could step first (its clock within a quantum of ours: 'c'). Nothing else happens:
         no event fires and no time passes, so a run in this mode differs from a plain
         one only where a choice was asked."""
         k = self.k
@@ -309,7 +309,7 @@ class Cpu:
             k.record(th, "preempted", "before a shared memory access, by the chooser")
             self.enqueue_back(th)
             await switch(None)
-        elif len(k.cpus) > 1 and any(c is not self and c.step_time() == self.now
+        elif len(k.cpus) > 1 and any(c is not self and c.step_time() < self.now + k.quantum
                                      for c in k.cpus):
             self.enqueue_front(th)
             await switch(None)

@@ -124,6 +124,10 @@ def to_mermaid(k: Kernel, limit: int | None = DEFAULT_LIMIT,
             add.append(f"    Note over {who}: interrupt {_clean(ev.detail.split()[0])}")
         elif ev.event == "exception":
             add.append(f"    Note over {who}: exception {_clean(ev.detail)}")
+        elif ev.event == "preempted":
+            add.append(f"    Note over {who}: preempted")
+        elif ev.event in ("load", "store"):
+            add.append(f"    Note over {who}: {ev.event} {_clean(ev.detail)}")
         elif ev.event == "end":
             add.append(f"    Note over {who}: ends ({_clean(ev.detail)})")
         if not add:

@@ -266,8 +266,20 @@ class UserContext:
         view = self._k.phys.view
         if len(pieces) == 1:
             p, ln = pieces[0]
-            return bytes(view[p:p + ln])
-        return b"".join(view[p:p + ln] for p, ln in pieces)
+            data = bytes(view[p:p + ln])
+        else:
+            data = b"".join(view[p:p + ln] for p, ln in pieces)
+        if self._k.trace and self._th.cpu.preempts:
+            self._trace_shared("load", addr, data)
+        return data
+
+    def _trace_shared(self, what: str, addr: int, data: bytes) -> None:
+        """Under the explorer, the loads and stores it can reorder are events of the
+        trace, so that a race shows in its diagrams."""
+        if _pf.reachable_by_others(self._th, addr, len(data)):
+            value = (str(int.from_bytes(data, "little")) if len(data) == 8
+                     else data[:16].hex() + ("…" if len(data) > 16 else ""))
+            self._k.record(self._th, what, f"{addr:#x} {'->' if what == 'load' else '<-'} {value}")
 
     async def store(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Write `data` at `addr`; page faults (write) for what is not mapped writable."""
@@ -280,6 +292,8 @@ class UserContext:
         for p, ln in pieces:
             view[p:p + ln] = src[at:at + ln]
             at += ln
+        if self._k.trace and self._th.cpu.preempts:
+            self._trace_shared("store", addr, bytes(src))
 
     async def load_word(self, addr: int) -> int:
         """One 64-bit little-endian word."""
