@@ -20,7 +20,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..kernel import Chooser, Kernel, KernelInvariantError, RunResult, Schedule
+from ..kernel import Chooser, Kernel, KernelInvariantError, RunResult, Schedule, ScheduleError
 from ..kernel.objects import Thread
 from ..kernel.sched import Cpu
 from ..kernel.states import state_name
@@ -167,7 +167,7 @@ class ExploreChooser(Chooser):
             self.segments.append(KERNEL)
 
 
-class ExploreError(RuntimeError):
+class ExploreError(ScheduleError):
     """The explorer's own replay went wrong: a bug in l4sim or a nondeterministic
     scenario (one that reads the wall clock or unseeded randomness)."""
 

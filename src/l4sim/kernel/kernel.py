@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from . import diagnose, irq, states
 from .abi import Timeout
 from .boot import boot_servers
-from .chooser import Chooser, Schedule
+from .chooser import Chooser, Schedule, ScheduleError
 from .costs import CostProfile
 from .costs import profile as get_profile
 from .errors import KernelInvariantError, ThreadDeleted, ThreadKilled
@@ -577,8 +577,8 @@ class Kernel:
                 if not th.state & DEAD:
                     end_thread(self, th, killed.reason)
                 nxt = None
-            except KernelInvariantError:
-                raise
+            except (KernelInvariantError, ScheduleError):
+                raise  # the kernel's own failure, or a replayed schedule that does not fit
             except Exception as exc:  # a user thread's exception: that thread dies, not the run
                 thread_ended(self, th, None, exc)
                 nxt = None
