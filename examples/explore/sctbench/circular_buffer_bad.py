@@ -32,8 +32,8 @@ SEND, RECEIVE = word(13), word(14)
 M = 0
 
 EXPECT = "bug"
-BOUND = 2
-DELAY_BOUND = 2
+BOUND = 1
+DELAY_BOUND = 1
 PCT_DEPTH = 3
 RUNS = 200
 

@@ -27,8 +27,8 @@ ARR = word(2)                              # SIZE words
 M = 0
 
 EXPECT = "bug"
-BOUND = 2
-DELAY_BOUND = 2
+BOUND = 1
+DELAY_BOUND = 1
 PCT_DEPTH = 3
 RUNS = 200
 
