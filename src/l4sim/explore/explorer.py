@@ -160,7 +160,7 @@ def bounded(sc: Scenario, runner: Runner, bound: int, delays: bool = False,
         report.seconds = time.perf_counter() - started
         if progress is not None:
             progress(report)
-        if report.failures and not keep_going:
+        if report.failures and not keep_going and heap:
             report.stopped = "failure"
             break
         if time_limit is not None and report.seconds > time_limit and heap:
@@ -236,7 +236,7 @@ def pct(sc: Scenario, runner: Runner, depth: int, runs: int, seed: int,
         report.seconds = time.perf_counter() - started
         if progress is not None:
             progress(report)
-        if report.failures and not keep_going:
+        if report.failures and not keep_going and done < runs:
             report.stopped = "failure"
             break
         if time_limit is not None and report.seconds > time_limit and done < runs:
