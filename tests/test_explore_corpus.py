@@ -19,12 +19,12 @@ CORPUS = Path(__file__).resolve().parent.parent / "examples" / "explore"
 # stem: (the bug's schedules up to the batch that found it, the twin's schedules at
 # the bound). Every bug needs one preemption.
 PAIRS = {
-    "mutex": (5, 13),
+    "mutex": (6, 16),
     "semaphore": (6, 7),
     "cancel": (6, 21),
     "timeout": (4, 10),
-    "delete": (33, 59),
-    "inversion": (12, 46),
+    "delete": (33, 65),
+    "inversion": (13, 50),
 }
 
 

@@ -128,7 +128,8 @@ def _progress(console: Console) -> tuple[Callable[[Kernel], None] | None, Callab
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run.")
-@click.option("--cpus", type=int, default=1, show_default=True, help="Emulated CPUs.")
+@click.option("--cpus", type=click.IntRange(min=1), default=None,
+              help="Emulated CPUs (default: the file's CPUS, else 1).")
 @click.option("--schedule", default=None, metavar="S",
               help="Replay a recorded schedule: the choices of a run as the report prints "
                    "them (e.g. 'c1 e0 p1'); an error says where it does not fit the program.")
@@ -153,7 +154,7 @@ def _progress(console: Console) -> tuple[Callable[[Kernel], None] | None, Callab
               help="Record every kernel event; write the run report (one page, no network).")
 @click.option("--check/--no-check", default=False, show_default=True,
               help="Verify the kernel invariants after every kernel operation.")
-def run(file: Path, seed: int, cpus: int, schedule: str | None, until: str | None,
+def run(file: Path, seed: int, cpus: int | None, schedule: str | None, until: str | None,
         max_steps: int | None,
         trace_log: bool, trace_json: Path | None, mermaid_md: Path | None, mermaid_limit: int,
         html_path: Path | None, check: bool) -> None:
@@ -216,14 +217,18 @@ def run(file: Path, seed: int, cpus: int, schedule: str | None, until: str | Non
         page = write_html(k, html_path, result, title=f"l4sim run {file.name}")
         console.print(f"wrote {html_path} ({page.stat().st_size:,} bytes): open it in a browser",
                       markup=False)
-    scenario_check = getattr(outcome.module, "check", None)
-    if callable(scenario_check):  # an explorer scenario's assertions on the end state
-        try:
-            scenario_check(k, result)
-        except AssertionError as exc:
-            console.print(f"[bold red]check failed:[/] {exc}")
+    module = outcome.module
+    if module is not None and callable(getattr(module, "check", None)):
+        # An explorer scenario: judged as `l4sim explore` judges each of its runs.
+        from .explore.runs import judge
+        from .explore.scenario import from_module
+
+        failure, _ = judge(from_module(module, str(file)), k, result)
+        if failure is not None:
+            console.print(f"[bold red]failure:[/] {failure}", soft_wrap=True)
             sys.exit(1)
-        console.print("check passed", markup=False)
+        console.print("scenario passed: its check holds, no deadlock, no thread died",
+                      markup=False)
     report = getattr(outcome.module, "report", None)
     if report is None:
         return

@@ -101,7 +101,7 @@ class Options:
     """The command line's options for every kernel of a run."""
 
     seed: int = 0
-    cpus: int = 1
+    cpus: int | None = None               # None: the file's CPUS, else 1
     schedule: str | None = None           # a recorded schedule to replay
     check: bool = False
     trace: bool = False
@@ -168,7 +168,8 @@ def _bounds(k: Kernel, opts: Options, module: ModuleType | None,
 
 def run_system(module: ModuleType, opts: Options) -> Outcome:
     """A file with build(k): make the kernel with the options, build, run within bounds."""
-    k = Kernel(cpus=opts.cpus, seed=opts.seed, check=opts.check, trace=opts.trace,
+    cpus = opts.cpus if opts.cpus is not None else int(getattr(module, "CPUS", 1))
+    k = Kernel(cpus=cpus, seed=opts.seed, check=opts.check, trace=opts.trace,
                schedule=opts.schedule)
     module.build(k)
     until, steps = _bounds(k, opts, module, None, None)
@@ -186,7 +187,7 @@ def run_script(path: Path, opts: Options) -> Outcome:
 
     def init(self: Kernel, *args: Any, **kw: Any) -> None:
         kw.setdefault("seed", opts.seed)
-        kw.setdefault("cpus", opts.cpus)
+        kw.setdefault("cpus", opts.cpus if opts.cpus is not None else 1)
         if opts.schedule is not None:
             kw["schedule"] = opts.schedule
         if opts.trace:

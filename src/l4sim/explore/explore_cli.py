@@ -185,7 +185,7 @@ def explore(file: Path, cpus: int | None, bound: int | None, delay_bound: int | 
         console.print(_table(report, sc))
         if failure is not None:
             console.print(f"\n[bold red]failure[/] ({failure.kind}): {failure.message}")
-            console.print(f"shortest failing schedule{' (shrunk)' if failure.shrunk else ''}, "
+            console.print(f"shortest failing schedule{' (after shrinking)' if failure.shrunk else ''}, "
                           f"{failure.cost} deviation(s) from the policy:", markup=False)
             console.print(f"  {failure.schedule}", markup=False, soft_wrap=True)
             console.print("replay it with a trace and a sequence diagram:", markup=False)

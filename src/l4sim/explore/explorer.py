@@ -35,6 +35,7 @@ of workers gives the same report as a serial run.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 from collections.abc import Callable, Hashable
@@ -83,7 +84,7 @@ class Failure:
     cost: int
     found_after: int          # schedules run when it was found
     seconds: float            # wall time when it was found
-    shrunk: bool = False
+    shrunk: bool = False      # delta debugging ran over it (it is as small as it found)
 
     def as_dict(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "message": self.message, "kind": self.kind,
@@ -287,8 +288,8 @@ def shrink(sc: Scenario, failure: Failure, runner: Runner, max_runs: int = 300) 
         rec = fails([])  # maybe no deviation at all is needed
         if rec is not None:
             current, best = [], rec
-    if best is None:
-        return failure
+    if best is None:  # no smaller set of deviations fails the same way
+        return dataclasses.replace(failure, shrunk=True)
     cost = sum(1 for _ in current)
     return Failure(best.schedule, best.failure or failure.message, failure.kind, cost,
                    failure.found_after, failure.seconds, shrunk=True)

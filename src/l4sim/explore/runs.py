@@ -133,6 +133,7 @@ class ExploreChooser(Chooser):
         self._mark = mark
 
     def access(self, th: object, pieces: list[tuple[int, int]], write: bool) -> None:
+        self.accessed = True
         words = self._writes if write else self._reads
         for p, n in pieces:
             words.update(range(p >> 3, (p + n + 7) >> 3))
@@ -141,6 +142,7 @@ class ExploreChooser(Chooser):
                 self.stored.update(range(p >> 3, (p + n + 7) >> 3))
 
     def choose(self, point: str, options: int, actors: Sequence[object] | None = None) -> int:
+        self.accessed = False
         self._close_segment()
         who = _actors(point, actors)
         at = len(self.points)

@@ -100,6 +100,7 @@ class Chooser:
     schedule, the replay of it. Subclass and override `decide` to explore."""
 
     preempts = False  # asked at preemption points ('p')? The policy never preempts there.
+    accessed = False  # a shared load or store since the last choice (kept by the explorer)
 
     def __init__(self, seed: int = 0, schedule: str | Iterable[tuple[str, int]] | None = None
                  ) -> None:
@@ -116,6 +117,7 @@ class Chooser:
         who acts next under each option where the kernel knows it (at 'p': the running
         thread, then the one that would replace it; at 'c': the CPUs), for a chooser
         that reasons about who does what (the explorer)."""
+        self.accessed = False
         replay = self.replay
         if replay is not None:
             at = len(self.made)
@@ -142,6 +144,7 @@ class Chooser:
     def access(self, th: object, pieces: list[tuple[int, int]], write: bool) -> None:
         """A load or store of memory other threads can reach, by `th`, of these physical
         (address, length) pieces; told only to a chooser that `preempts`."""
+        self.accessed = True
 
     def finish(self) -> None:
         """At the end of a run that could not go on: a replay must have been used up."""

@@ -233,6 +233,11 @@ class Cpu:
         if th.state & DEAD:
             raise ThreadDeleted
         k = self.k
+        if self.preempts and k.chooser.accessed:
+            # Under the explorer, the last instruction before a system call can be
+            # preempted too when the thread touched shared memory since its last choice.
+            k.chooser.accessed = False
+            await self.shared_access_point(th, "before a system call")
         while k.entry_limit < INFINITY and k.entries >= k.entry_limit:
             if k.stop is None:
                 k.stop = "steps"
@@ -296,7 +301,8 @@ class Cpu:
                 continue
             return
 
-    async def shared_access_point(self, th: Thread) -> None:
+    async def shared_access_point(self, th: Thread,
+                                  why: str = "before a shared memory access") -> None:
         """Under a chooser that preempts, before a load or store of memory another thread
         can reach: the chooser may end the timeslice here when another thread of our
         priority is ready ('p'); with several CPUs, the step ends here when another CPU
@@ -306,7 +312,7 @@ class Cpu:
         k = self.k
         queue = self.queues[th.prio]
         if queue and k.chooser.choose("p", 2, (th, queue[0])):
-            k.record(th, "preempted", "before a shared memory access, by the chooser")
+            k.record(th, "preempted", f"{why}, by the chooser")
             self.enqueue_back(th)
             await switch(None)
         elif len(k.cpus) > 1 and any(c is not self and c.step_time() < self.now + k.quantum
