@@ -56,3 +56,38 @@ def test_quick_start_test_command_is_what_ci_runs() -> None:
     ci = (README.parent / ".ci" / "run").read_text()
     assert "python3 -m pytest -q" in README.read_text()
     assert "python3 -m pytest -q" in ci
+
+
+def test_explore_section_shows_what_the_explorer_prints() -> None:
+    """The README's exploration of mutex_bug.py: the schedule, the replay command and
+    the diagram's lines are what l4sim prints today."""
+    import json
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from l4sim.cli import main
+
+    text = README.read_text()
+    section = text[text.index("## Finding a bug"):text.index("## Robustness")]
+    root = README.parent
+    runner = CliRunner()
+    with contextlib.chdir(root):
+        res = runner.invoke(main, ["explore", "examples/explore/mutex_bug.py", "--json"])
+        assert res.exit_code == 1, res.output
+        data = json.loads(res.output[res.output.index("{"):])
+        assert data["shortest"]["schedule"] == "x p0 p0 p1 p0*6"
+        assert f"  {data['replay']}\n" in section
+        assert data["shortest"]["message"] in section
+        with tempfile.TemporaryDirectory() as tmp:
+            diagram = Path(tmp) / "out.md"
+            res = runner.invoke(main, ["run", "examples/explore/mutex_bug.py", "--check",
+                                       "--schedule", "x p0 p0 p1 p0*6",
+                                       "--mermaid", str(diagram)])
+            assert res.exit_code == 1 and "both in the critical section" in res.output
+            drawn = diagram.read_text().splitlines()
+    shown = re.search(r"```mermaid\n(.*?)```", section, re.S)
+    assert shown is not None
+    notes = [line for line in shown.group(1).splitlines() if "Note over" in line]
+    at = drawn.index(notes[0])
+    assert drawn[at:at + len(notes)] == notes
