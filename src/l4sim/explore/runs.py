@@ -38,6 +38,7 @@ class Footprint:
 
 
 Touch = Footprint | None  # None: KERNEL
+NOTHING = Footprint(frozenset(), frozenset())  # a segment of user code that touched no shared memory
 
 
 def dependent(a: Touch, b: Touch) -> bool:
@@ -104,8 +105,9 @@ class ExploreChooser(Chooser):
         self.misfit = False
         self.points: list[Point] = []
         self.segments: list[Touch] = []   # segments[j]: after point j (-1: before the first)
-        self.first_segment: Touch = Footprint(frozenset(), frozenset())
+        self.first_segment: Touch = NOTHING
         self.k: Kernel | None = None
+        self._cpus: list[Cpu] = []
         self._reads: set[int] = set()
         self._writes: set[int] = set()
         self._mark: tuple[int, ...] = ()
@@ -113,23 +115,34 @@ class ExploreChooser(Chooser):
 
     def attach(self, k: Kernel) -> None:
         self.k = k
+        self._cpus = list(k.cpus)
         self._mark = self._snapshot()
 
     def _snapshot(self) -> tuple[int, ...]:
-        k = self.k
-        assert k is not None
-        return (k.entries, *(len(c.timers) for c in k.cpus), *(len(c.incoming) for c in k.cpus))
+        """What changes when kernel code ran: entries, pending events, IPIs in flight."""
+        cpus = self._cpus
+        if len(cpus) == 1:
+            c = cpus[0]
+            return (c.entries, len(c.timers), len(c.incoming))
+        return tuple(x for c in cpus for x in (c.entries, len(c.timers), len(c.incoming)))
 
     def _close_segment(self) -> None:
         mark = self._snapshot()
-        touch: Touch = (KERNEL if mark != self._mark
-                        else Footprint(frozenset(self._reads), frozenset(self._writes)))
+        touch: Touch
+        if mark != self._mark:
+            touch = KERNEL
+        elif self._reads or self._writes:
+            touch = Footprint(frozenset(self._reads), frozenset(self._writes))
+            self._reads = set()
+            self._writes = set()
+        else:
+            touch = NOTHING
         if self.points:
             self.segments.append(touch)
         else:
             self.first_segment = touch
-        self._reads = set()
-        self._writes = set()
+        self._reads.clear()
+        self._writes.clear()
         self._mark = mark
 
     def access(self, th: object, pieces: list[tuple[int, int]], write: bool) -> None:
