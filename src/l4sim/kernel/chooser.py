@@ -20,8 +20,8 @@ Every choice made is recorded, and the list is the run's *schedule*: `k.schedule
 printed as `c1 e0 p1` (point letter, option). A run whose chooser preempts (the
 explorer's) also stops at every load or store of memory another thread can reach, and
 with several CPUs lets another CPU step in there; its schedule is printed with a
-leading `x` (`x p0 p1 c1`), which a replay takes as "run in that mode". `Kernel(schedule=...)` replays one
-exactly; a schedule that does not fit the program -- another point asked, an option
+leading `x` (`x p0 p1 c1`), which a replay takes as "run in that mode".
+`Kernel(schedule=...)` replays a schedule exactly; one that does not fit the program -- another point asked, an option
 that does not exist, choices left over or missing -- raises `ScheduleError`, which says
 where.
 """

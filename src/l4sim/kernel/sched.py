@@ -306,9 +306,8 @@ class Cpu:
         """Under a chooser that preempts, before a load or store of memory another thread
         can reach: the chooser may end the timeslice here when another thread of our
         priority is ready ('p'); with several CPUs, the step ends here when another CPU
-        could step first (its clock within a quantum of ours: 'c'). Nothing else happens:
-        no event fires and no time passes, so a run in this mode differs from a plain
-        one only where a choice was asked."""
+        could step first (its clock within a quantum of ours: 'c'). No event fires and
+        no time passes here."""
         k = self.k
         queue = self.queues[th.prio]
         if queue and k.chooser.choose("p", 2, (th, queue[0])):
