@@ -21,9 +21,9 @@ printed as `c1 e0 p1` (point letter, option). A run whose chooser preempts (the
 explorer's) also stops at every load or store of memory another thread can reach, and
 with several CPUs lets another CPU step in there; its schedule is printed with a
 leading `x` (`x p0 p1 c1`), which a replay takes as "run in that mode".
-`Kernel(schedule=...)` replays a schedule exactly; one that does not fit the program -- another point asked, an option
-that does not exist, choices left over or missing -- raises `ScheduleError`, which says
-where.
+`Kernel(schedule=...)` replays a schedule exactly; one that does not fit the program --
+another point asked, an option that does not exist, choices left over or missing --
+raises `ScheduleError`, which says where.
 """
 
 from __future__ import annotations
