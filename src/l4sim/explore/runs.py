@@ -69,8 +69,10 @@ class PctPolicy:
         self.random = random.Random(seed)
         self.prio: dict[Hashable, float] = {}
         n = max(points, 1)
-        self.changes = {c: depth - 1 - i for i, c in enumerate(
-            sorted(self.random.sample(range(n), min(depth - 1, n))))}
+        # Change point i (in a random order, as the points are drawn) drops the running
+        # thread to priority i, below every initial priority.
+        self.changes = {c: i for i, c in enumerate(self.random.sample(range(n),
+                                                                      min(depth - 1, n)))}
 
     def priority(self, actor: Hashable) -> float:
         p = self.prio.get(actor)
