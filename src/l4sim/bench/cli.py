@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .check import run_check_bench
 from .irq_cli import irq
 from .memory import FULL, QUICK, run_memory
 from .model import LECTURE_MHZ, MATPLOTLIB_MISSING, plot
@@ -277,3 +278,29 @@ def explore_bench(as_json: bool, jobs: int, bound: int) -> None:
                     f"{red['schedules_reduced']:,} schedules instead of "
                     f"{red['schedules_plain']:,} ({red['saved_fraction']:.1%} saved), "
                     f"same end states: {red['same_end_states']}", markup=False)
+
+
+@bench.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=5_000, show_default=True,
+              help="Round trips per timed run (the full check runs a tenth of them).")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed runs per side; the median is reported.")
+def check(as_json: bool, n: int, repeats: int) -> None:
+    """What checking the kernel invariants costs: the register ping-pong with
+    check=True (incremental: what each operation touched) and check="full" (everything,
+    after every operation) beside the same ping-pong unchecked, wall-clock per round trip."""
+    result = run_check_bench(n, repeats, progress=_progress())
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"l4sim check: register ping-pong, n={n:,}, median of {repeats}, "
+                        f"Python {result['python']}")
+    table.add_column("run")
+    table.add_column("ns/rt", justify="right")
+    table.add_column("x unchecked", justify="right")
+    table.add_row("check=False", f"{result['unchecked_ns_per_rt']:,.0f}", "1.00")
+    table.add_row("check=True", f"{result['checked_ns_per_rt']:,.0f}", f"{result['ratio']:.2f}")
+    table.add_row('check="full"', f"{result['full_checked_ns_per_rt']:,.0f}",
+                  f"{result['full_ratio']:.2f}")
+    Console(width=max(Console().width, 120)).print(table)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from ..kernel import IpcError, Kernel, MsgTag, StringItem, Thread
+from ..kernel import IpcError, Kernel, MsgTag, StringItem, Thread, Timeout
 from ..kernel.costs import CostProfile
 from ..user import UserContext
 from .floor import floor_ns_per_rt, measure, run_floor, warm_up
@@ -38,6 +38,8 @@ class Case:
     copy: str = "window"
     runs: int = 1       # round trips per run are n // runs (long IPC takes longer)
     cross_cpu: bool = False  # the server on a second CPU: every wake-up is an IPI
+    fastpath: bool = True    # False: Kernel(fastpath=False), every IPC on the general path
+    timeouts: bool = False   # finite send and receive timeouts on both sides
 
 
 CASES = (
@@ -49,7 +51,14 @@ CASES = (
     Case("string-4k-window", 0, False, 4096, "window", 10),
     Case("string-4k-kernel-buffer", 0, False, 4096, "kernel-buffer", 10),
     Case("string-1m-window", 0, False, 1 << 20, "window", 1000),
+    Case("general-register", 2, True, fastpath=False),
+    Case("timeouts-both", 2, True, timeouts=True),
+    Case("string-4k-mapped", 0, False, 4096, "window", 10),
 )
+
+# The timeouts of the `timeouts-both` case: long enough never to expire in a round trip
+# (1 s of simulated time); the server's reply has the zero send timeout of every reply.
+LONG = Timeout.us(1_000_000)
 
 
 async def echo_server(t: UserContext, words: tuple[int, ...], utcb: bool) -> None:
@@ -64,6 +73,25 @@ async def echo_server(t: UserContext, words: tuple[int, ...], utcb: bool) -> Non
             await t.reply_and_wait(tag=tag)
     while True:
         await t.reply_and_wait(words=words)
+
+
+async def timed_echo_server(t: UserContext, words: tuple[int, ...]) -> None:
+    """As `echo_server`, each wait bounded by `LONG`: it ends when no call comes."""
+    r = await t.wait(receive_timeout=LONG)
+    while r.ok:
+        r = await t.reply_and_wait(words=words, receive_timeout=LONG)
+
+
+async def timed_client(t: UserContext, dest: int, n: int, words: tuple[int, ...],
+                       log: list[tuple[int, float]]) -> IpcError:
+    """As `pinging_client`, each call with finite send and receive timeouts."""
+    r = None
+    start = t.now
+    t0 = perf_counter()
+    for _ in range(n):
+        r = await t.call(dest, words=words, send_timeout=LONG, receive_timeout=LONG)
+    log.append((t.now - start, perf_counter() - t0))
+    return r.error if r is not None else IpcError.OK
 
 
 async def pinging_client(t: UserContext, dest: int, n: int, words: tuple[int, ...],
@@ -129,18 +157,23 @@ def add_string_pair(k: Kernel, n: int, size: int) -> tuple[Thread, list[tuple[in
 
 
 def add_pair(k: Kernel, n: int, words: int, same_space: bool,
-             server_cpu: int = 0) -> tuple[Thread, list[tuple[int, float]]]:
+             server_cpu: int = 0, timeouts: bool = False) -> tuple[Thread, list[tuple[int, float]]]:
     """Add an echo server (on `server_cpu`) and a client (on CPU 0) that calls it `n`
-    times to `k`. Returns the client and the list it will log its round trips to (see
-    `pinging_client`)."""
+    times to `k` (with finite timeouts on both sides: `timeouts`). Returns the client and
+    the list it will log its round trips to (see `pinging_client`)."""
     msg = tuple(range(1, words + 1))
     server_task = k.new_task("server")
     client_task = server_task if same_space else k.new_task("client")
+    log: list[tuple[int, float]] = []
+    if timeouts:
+        server = server_task.new_thread(timed_echo_server, msg, name="server", priority=100)
+        client = client_task.new_thread(timed_client, client_task.add_cap(server), n, msg, log,
+                                        name="client", priority=100)
+        return client, log
     utcb = words > k.costs.register_words  # more than fits in registers: UTCB IPC
     server = server_task.new_thread(echo_server, msg, utcb, name="server", priority=100,
                                     cpu=server_cpu)
     dest = client_task.add_cap(server)
-    log: list[tuple[int, float]] = []
     client = client_task.new_thread(pinging_client, dest, n, msg, utcb, log, name="client",
                                     priority=100)
     return client, log
@@ -149,11 +182,13 @@ def add_pair(k: Kernel, n: int, words: int, same_space: bool,
 def run_case(case: Case, n: int) -> tuple[float, int]:
     """One run of `case`: wall-clock seconds of `k.run()` and simulated cycles of the
     `n` round trips."""
-    k = Kernel(check=False, trace=False, copy=case.copy, cpus=2 if case.cross_cpu else 1)
+    k = Kernel(check=False, trace=False, copy=case.copy, cpus=2 if case.cross_cpu else 1,
+               fastpath=case.fastpath)
     if case.string:
         client, log = add_string_pair(k, n, case.string)
     else:
-        client, log = add_pair(k, n, case.words, case.same_space, 1 if case.cross_cpu else 0)
+        client, log = add_pair(k, n, case.words, case.same_space, 1 if case.cross_cpu else 0,
+                               case.timeouts)
     t0 = perf_counter()
     res = k.run()
     dt = perf_counter() - t0
