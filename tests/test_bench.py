@@ -44,7 +44,8 @@ def test_pingpong_json_has_every_case(pingpong: Any) -> None:
     assert [r["case"] for r in speed_rows(pingpong)] == [
         "register-same-space", "register-cross-space", "register-cross-cpu", "utcb-8-same-space",
         "utcb-63-cross-space",
-        "string-4k-window", "string-4k-kernel-buffer", "string-1m-window"]
+        "string-4k-window", "string-4k-kernel-buffer", "string-1m-window",
+        "general-register", "timeouts-both", "string-4k-mapped"]
     assert [c.name for c in CASES] == [r["case"] for r in speed_rows(pingpong)]
     assert speed_rows(pingpong) == pingpong["speed_rows"]
     assert pingpong["n"] == 300
@@ -116,6 +117,9 @@ def test_pingpong_simulated_cycles(pingpong: Any) -> None:
     assert sim["register-cross-space"] > sim["register-same-space"]
     assert sim["utcb-8-same-space"] > sim["register-same-space"]
     assert sim["utcb-63-cross-space"] > sim["register-cross-space"]
+    # the general path and unexpired timeouts cost the same simulated time as the fast path
+    assert sim["general-register"] == sim["timeouts-both"] == sim["register-same-space"]
+    assert sim["string-4k-mapped"] == sim["string-4k-window"]
 
 
 def test_pingpong_table_and_progress() -> None:
@@ -197,3 +201,16 @@ def test_cross_cpu_round_trips_cost_two_ipis(pingpong: Any) -> None:
         assert cross_cpu > one_cpu
     assert rows["register-cross-cpu"]["sim_cycles_per_rt"] == \
         rows["register-cross-cpu-sysenter"]["sim_cycles_per_rt"]
+
+
+def test_check_json() -> None:
+    data = bench_json("check", "--n", "100", "--repeats", "1")
+    assert {"checked_ns_per_rt", "unchecked_ns_per_rt", "ratio", "full_checked_ns_per_rt"} <= set(data)
+    assert math.isclose(data["ratio"], data["checked_ns_per_rt"] / data["unchecked_ns_per_rt"],
+                        rel_tol=1e-9)
+    assert data["checked_ns_per_rt"] > 0 and data["unchecked_ns_per_rt"] > 0
+
+
+def test_check_table() -> None:
+    result = invoke("check", "--n", "50", "--repeats", "1")
+    assert "check=True" in result.stdout and "full" in result.stdout

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from .errors import KernelInvariantError
 from .memory import AddressSpace
 from .objects import IpcGate, Irq, Thread
+from .sched import TIMER_SLACK
 from .states import (
     DEAD,
     DYING,
@@ -38,6 +39,13 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
             raise Bad("time never goes back", f"cpu{cpu.index}: {cpu.now} < "
                       f"{seen_times[cpu.index]}")
         seen_times[cpu.index] = cpu.now
+
+    entries = [e for cpu in k.cpus for e in cpu.timers]
+    dead = sum(1 for e in entries if e[2] is None and e[3] is None)
+    if dead != k.dead_timers or dead > len(entries) - dead + TIMER_SLACK:
+        raise Bad("the timer heaps hold at most as many cancelled entries as live ones, "
+                  "plus a constant", f"{dead} cancelled ({k.dead_timers} counted), "
+                  f"{len(entries) - dead} live")
 
     queued: dict[Thread, Thread] = {}
     for owner in k.threads.values():

@@ -25,7 +25,7 @@ from .ipc import expire
 from .lifecycle import delete_object, end_thread, foreign_await, thread_ended
 from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
 from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObject, Task, Thread
-from .sched import INFINITY, STOP, Cpu, migrate
+from .sched import INFINITY, STOP, Cpu, dead_entry, migrate
 from .states import DEAD, IPC_TRANSFER, LOCK_WAIT, READY, RECEIVE_WAIT, SEND_WAIT, state_name
 from .tracelog import DEFAULT_TRACE_LIMIT, EventLog
 
@@ -176,6 +176,7 @@ class Kernel:
         self._next_tid = 1
         self._next_task = 1
         self._seq = 0
+        self.dead_timers = 0  # cancelled entries still in the CPUs' timer heaps
         self.stop: str | None = None  # why the run ends, once decided
         self._running = False
         self._last_check_times = [0] * cpus
@@ -445,7 +446,9 @@ class Kernel:
             if max_steps is not None:
                 self._set_fast(self.fastpath)
             for entry in stop_entries:
-                entry[3] = None
+                if entry[3] is not None:  # (not fired: it stays in the heap, dead)
+                    entry[3] = None
+                    dead_entry(self)
         if self.stop == "until" and until is not None:
             for c in self.cpus:
                 c.now = max(c.now, until)  # idle up to the end of the run (never back)

@@ -151,6 +151,9 @@ class Cpu:
         ticked = False
         while heap and heap[0][0] <= self.now:
             entry = heapq.heappop(heap)
+            if entry[2] is None and entry[3] is None:
+                k.dead_timers -= 1  # a cancelled entry comes up: nothing fires
+                continue
             if heap and heap[0][0] == entry[0] and entry[3] is not STOP:
                 entry = self._first_of_simultaneous(entry)
             th, callback = entry[2], entry[3]
@@ -162,26 +165,32 @@ class Cpu:
                     ticked = True
                 self.on_timeout(k, th)
             elif callback is STOP:
+                entry[3] = None  # fired: the run does not disarm it again
                 k.stop = "until"
             elif callback is not None:
                 callback()
         while heap and heap[0][2] is None and heap[0][3] is None:
             heapq.heappop(heap)
+            k.dead_timers -= 1
+        if k.dead_timers > TIMER_SLACK:  # the live entries that fired may leave too few
+            bound_dead_timers(k)
         self.next_event = heap[0][0] if heap else INFINITY
         if k.entries >= k.entry_limit and k.stop is None:
             k.stop = "steps"
 
     def _first_of_simultaneous(self, entry: list[Any]) -> list[Any]:
-        """Several events due at the same time: the chooser says which fires first (the
-        policy: in arming order); the others go back to the heap."""
+        """Several events due at the same time (`entry`, live, is the first): the chooser
+        says which fires first (the policy: in arming order); the others go back to the
+        heap."""
         heap = self.timers
-        due = [entry] if entry[2] is not None or entry[3] is not None else []
+        due = [entry]
         while heap and heap[0][0] == entry[0] and heap[0][3] is not STOP:
             e = heapq.heappop(heap)
             if e[2] is not None or e[3] is not None:
                 due.append(e)
-        first = due.pop(self.k.chooser.choose("e", len(due))) if len(due) > 1 else (
-            due.pop() if due else entry)
+            else:
+                self.k.dead_timers -= 1
+        first = due.pop(self.k.chooser.choose("e", len(due))) if len(due) > 1 else due.pop()
         for e in due:
             heapq.heappush(heap, e)
         return first
@@ -415,12 +424,48 @@ def send_ipi(here: Cpu, there: Cpu, th: Thread) -> None:
     there.push_event([here.now + k.costs.ipi, k.next_seq(), None, arrive])
 
 
+# Cancelled entries stay in the heap (lazy deletion) until they come up, or until they
+# outnumber the live ones by more than this: then the heaps are compacted.
+TIMER_SLACK = 64
+
+
 def cancel_timer(th: Thread) -> None:
-    """Disarm `th`'s timeout (the heap entry stays, dead, until it comes up)."""
+    """Disarm `th`'s timeout (the heap entry stays, dead, until it comes up or the heap
+    is compacted)."""
     entry = th.timer
     if entry is not None:
         entry[2] = None
         th.timer = None
+        dead_entry(th.cpu.k)
+
+
+def dead_entry(k: Kernel) -> None:
+    """One more heap entry is dead. Compact the heaps when the dead ones outnumber the
+    live ones by more than TIMER_SLACK, so that a cancelled timer costs no memory for
+    long: the heaps then hold at most as many dead entries as live ones plus the slack."""
+    k.dead_timers += 1
+    if k.dead_timers > TIMER_SLACK:
+        bound_dead_timers(k)
+
+
+def bound_dead_timers(k: Kernel) -> None:
+    """Compact the heaps if their dead entries outnumber the live ones by more than
+    TIMER_SLACK."""
+    total = 0
+    for c in k.cpus:
+        total += len(c.timers)
+    if 2 * k.dead_timers > total + TIMER_SLACK:  # dead > live + slack
+        compact_timers(k)
+
+
+def compact_timers(k: Kernel) -> None:
+    """Drop every dead entry from the timer heaps. Entries are ordered by (time, seq),
+    which is unique, so the order in which events fire does not change."""
+    for c in k.cpus:
+        heap = c.timers
+        heap[:] = [e for e in heap if e[2] is not None or e[3] is not None]
+        heapq.heapify(heap)
+    k.dead_timers = 0
 
 
 def update_prio(k: Kernel, th: Thread) -> None:
