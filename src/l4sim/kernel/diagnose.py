@@ -123,7 +123,7 @@ def forgotten_await_hook(k: Kernel, previous: Callable[[Any], None]) -> Callable
         if name is None:
             previous(coro)
             return
-        cur = (k.executing or k.cpus[0]).current  # the thread running on the stepping CPU
+        cur = (k.executing or k.boot_cpu).current  # the thread running on the stepping CPU
         dropper = sys._getframe(1)
         if cur is None or _is_own(dropper.f_code.co_filename):
             # dropped by l4sim (the frame of a thread that died): no user line to name

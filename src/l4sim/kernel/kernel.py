@@ -29,6 +29,8 @@ from .sched import INFINITY, STOP, Cpu, dead_entry, migrate
 from .states import DEAD, IPC_TRANSFER, LOCK_WAIT, READY, RECEIVE_WAIT, SEND_WAIT, state_name
 from .tracelog import DEFAULT_TRACE_LIMIT, EventLog
 
+BOOT_CPU = 0  # the index of the boot CPU
+
 
 class Event(NamedTuple):
     """One entry of the event record: simulated time, CPU, thread name, event, detail,
@@ -155,6 +157,9 @@ class Kernel:
         self.cpus = [Cpu(self, i, expire, report_preemption) for i in range(cpus)]
         for c in self.cpus:
             c.ipc_costs = self.ipc_costs
+        # The boot CPU: where host code acts when no step is running (Fiasco routes
+        # device interrupts to it too); with one CPU, that CPU.
+        self.boot_cpu = self.cpus[BOOT_CPU]
         self.tasks: list[Task] = []
         self.threads: dict[int, Thread] = {}
         self.gates: list[IpcGate] = []
@@ -199,7 +204,7 @@ class Kernel:
     def now(self) -> int:
         """Simulated time in cycles (`k.cycles_to_us(k.now)` in µs): the latest CPU clock."""
         cpus = self.cpus
-        return cpus[0].now if len(cpus) == 1 else max(c.now for c in cpus)
+        return self.boot_cpu.now if len(cpus) == 1 else max(c.now for c in cpus)
 
     def us(self, n: float) -> int:
         """`n` microseconds of simulated time in cycles, at this kernel's clock (`k.mhz`)."""
@@ -352,14 +357,21 @@ class Kernel:
     def at(self, cycles: int | Timeout, callback: Callable[[], Any]) -> None:
         """Run `callback()` (host code) at simulated time `cycles` (an int of cycles, or a
         Timeout: `Timeout.us(5)` is 5 µs from now), at the first preemption point at or
-        after it."""
+        after it, on the event's home CPU (`host_cpu`)."""
         when = self._time("a time", cycles)
         if when is None:
             return  # never
         cycles = when
         if not callable(callback):
             raise TypeError("callback must be callable")
-        self.cpus[0].push_event([cycles, self.next_seq(), None, callback])
+        self.host_cpu().push_event([cycles, self.next_seq(), None, callback])
+
+    def host_cpu(self) -> Cpu:
+        """The home CPU of a host event: the CPU running the current step when one runs
+        (a device called from a thread, or from an event's callback, interrupts the CPU
+        that started it: its effects stay causal there), else the boot CPU. Its
+        callback's wake-ups of threads on other CPUs go by IPI."""
+        return self.executing or self.boot_cpu
 
     def delete(self, obj: KernelObject) -> None:
         """Delete a thread, task or gate from host code (as a task holding D would)."""
@@ -414,7 +426,6 @@ class Kernel:
         go on."""
         if self._running:
             raise RuntimeError("Kernel.run() is not reentrant")
-        cpu = self.cpus[0]
         if until is not None:
             until = self._time("until", until)
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
@@ -436,7 +447,7 @@ class Kernel:
             diagnose.forgotten_await_hook(self, unawaited))
         try:
             if len(self.cpus) == 1:
-                self._loop(cpu)
+                self._loop(self.boot_cpu)  # the only CPU: its loop is the whole run
             else:
                 self._run_cpus(until)
         finally:
