@@ -125,3 +125,69 @@ def test_schedules_parse_and_print() -> None:
             Schedule.parse(bad)
     with pytest.raises(ValueError, match="not both"):
         Kernel(schedule="e0", chooser=Chooser())
+
+
+class HoldInterrupts(Chooser):
+    """An explorer's chooser: holds every pending interrupt back past the preemption
+    point of kernel code where it is found (it is taken at the next one)."""
+
+    preempts = True
+
+    def decide(self, point: str, options: int) -> int:
+        return 1 if point == "i" else 0
+
+
+def _interrupted(k: Kernel, log: list[Any]) -> None:
+    """A device interrupt falls due while `lo` is in the kernel (a zero sleep); the
+    thread it wakes, `hi`, has the higher priority."""
+
+    async def hi(t: Any, irq: int) -> None:
+        assert await t.irq_bind(irq) == IpcError.OK
+        r = await t.irq_receive(irq)
+        log.append(("hi", r.error, t.now))
+
+    async def lo(t: Any) -> None:
+        await t.compute(20_000 - t.now)
+        await t.sleep(Timeout.zero())        # the interrupt falls due in here, at 20,001
+        log.append(("lo", t.now))
+        await t.compute(100)                 # user mode: an interrupt is taken at once
+        log.append(("lo", t.now))
+
+    irq = k.new_irq("dev")
+    ht = k.new_task("h")
+    ht.new_thread(hi, ht.add_cap(irq), name="hi", priority=200)
+    k.new_task("l").new_thread(lo, name="lo")
+    k.at(20_001, irq.trigger)
+
+
+def test_a_pending_interrupt_taken_at_a_kernel_exit_or_held_back_to_the_next_point() -> None:
+    """`i`: the policy takes an interrupt at the first preemption point where it is due;
+    an exploring chooser may hold it back past a preemption point of kernel code. Here
+    the held interrupt lets `lo` return from its system call first; its computation
+    (user mode) takes it at once. Ordinary runs never ask."""
+    plain = make_kernel()
+    log: list[Any] = []
+    _interrupted(plain, log)
+    assert plain.run().reason == "done"
+    assert str(plain.schedule) == ""
+    ipc, switch = plain.costs.ipc_cost(0), plain.costs.thread_switch + plain.costs.space_switch
+    exit_at = 20_000 + ipc  # lo's zero sleep ends; the interrupt is due since 20,001
+    # Taken at lo's kernel exit: hi runs first, then lo (hi returned) and computes.
+    assert log == [("hi", IpcError.OK, exit_at + switch),
+                   ("lo", exit_at + 2 * switch), ("lo", exit_at + 2 * switch + 100)]
+
+    k = make_kernel(chooser=HoldInterrupts())
+    log2: list[Any] = []
+    _interrupted(k, log2)
+    assert k.run().reason == "done"
+    assert str(k.schedule) == "i1"
+    # Held back: lo returns from its sleep first; its computation takes it at once.
+    assert log2 == [("lo", exit_at), ("hi", IpcError.OK, exit_at + switch),
+                    ("lo", exit_at + 2 * switch + 100)]
+    assert any(e.event == "interrupt" for e in k.events)
+
+    replay = make_kernel(schedule="i1")
+    log3: list[Any] = []
+    _interrupted(replay, log3)
+    replay.run()
+    assert log3 == log2 and list(replay.events) == list(k.events)

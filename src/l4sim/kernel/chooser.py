@@ -8,6 +8,11 @@ point* where the kernel asks `k.chooser`:
 - `p` -- a preemption point of a thread that another ready thread of its priority could
   replace (its timeslice could end here): go on (0, the policy) or yield to it (1).
   Asked only by a chooser that explores preemption (`preempts`), as CHESS does;
+- `i` -- an interrupt (a timer or a host event: a device) is pending at a preemption
+  point of kernel code (the kernel exit, a page boundary of a long copy): take it here
+  (0, the policy) or hold it back to the next preemption point (1), where it is taken
+  -- it arrived just after this point rather than just before. Asked only by a chooser
+  that explores (`preempts`), at most once per pending interrupt;
 - `c` -- several CPUs could take the next step: which (the policy: the seeded order).
   CPUs due at the same time could; under a chooser that preempts, so could every CPU
   whose clock is within a quantum of the earliest (option 0: the earliest).
@@ -31,7 +36,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-POINTS = {"e": "simultaneous events", "p": "preemption", "c": "CPU"}
+POINTS = {"e": "simultaneous events", "p": "preemption", "i": "pending interrupt",
+          "c": "CPU"}
+# The points asked only by a chooser that explores (`Chooser.preempts`).
+EXPLORING_POINTS = ("p", "i")
 
 
 class ScheduleError(ValueError):
@@ -99,7 +107,9 @@ class Chooser:
     """The default chooser: the kernel's deterministic policy, seeded; or, given a
     schedule, the replay of it. Subclass and override `decide` to explore."""
 
-    preempts = False  # asked at preemption points ('p')? The policy never preempts there.
+    # Asked at preemption points ('p', 'i')? The policy never preempts there and takes
+    # every interrupt when it is due.
+    preempts = False
     accessed = False  # a shared load or store since the last choice (kept by the explorer)
 
     def __init__(self, seed: int = 0, schedule: str | Iterable[tuple[str, int]] | None = None
@@ -107,7 +117,7 @@ class Chooser:
         self.random = random.Random(seed)
         self.replay: Schedule | None = None if schedule is None else Schedule.parse(schedule)
         if self.replay is not None and (self.replay.preempting
-                                        or any(p == "p" for p, _ in self.replay)):
+                                        or any(p in EXPLORING_POINTS for p, _ in self.replay)):
             self.preempts = True
         self.made = Schedule()
         self.made.preempting = self.preempts
@@ -136,7 +146,8 @@ class Chooser:
         return option
 
     def decide(self, point: str, options: int) -> int:
-        """The policy: events in arming order, no extra preemption, CPUs in a seeded order."""
+        """The policy: events in arming order, no extra preemption, interrupts taken when
+        due, CPUs in a seeded order."""
         if point == "c":
             return self.random.randrange(options)
         return 0

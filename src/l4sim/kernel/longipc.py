@@ -214,7 +214,7 @@ async def copy_strings(k: Kernel, x: Transfer) -> IpcError:
             x.done[i] = off
             if (cpu.now >= cpu.slice_end or cpu.now >= cpu.next_event
                     or cpu.bitmap >> (copier.prio + 1)):
-                await copier.cpu.preemption_point(copier)
+                await copier.cpu.preemption_point(copier, True)
                 x.window = False  # flushed by the switch
                 err = revalidate(x)
                 if err:

@@ -44,7 +44,7 @@ class Cpu:
 
     __slots__ = ("k", "index", "now", "current", "queues", "bitmap", "slice_end", "timers",
                  "next_event", "entries", "ipc_costs", "last", "action", "on_timeout",
-                 "on_preemption", "preempts", "incoming")
+                 "on_preemption", "preempts", "incoming", "held")
 
     def __init__(self, k: Kernel, index: int, on_timeout: Hook, on_preemption: Hook) -> None:
         self.k = k
@@ -53,6 +53,7 @@ class Cpu:
         self.on_preemption = on_preemption
         self.preempts = k.chooser.preempts  # asks the chooser at every preemption point
         self.incoming: set[Thread] = set()   # woken from another CPU, the IPI on its way
+        self.held = False  # the chooser held a pending interrupt back at the last kernel exit
         self.now = 0                      # this CPU's clock, in simulated cycles
         self.current: Thread | None = None
         self.last: Thread | None = None   # the thread that ran last when a run() ended
@@ -149,6 +150,7 @@ class Cpu:
         k = self.k
         heap = self.timers
         ticked = False
+        self.held = False
         while heap and heap[0][0] <= self.now:
             entry = heapq.heappop(heap)
             if entry[2] is None and entry[3] is None:
@@ -265,18 +267,28 @@ class Cpu:
         now = self.now
         if (now >= self.slice_end or now >= self.next_event or self.bitmap >> (th.prio + 1)
                 or self.preempts):
-            await self.preemption_point(th)
+            await self.preemption_point(th, True)
         return result
 
-    async def preemption_point(self, th: Thread) -> None:
+    async def preemption_point(self, th: Thread, in_kernel: bool = False) -> None:
         """Timer interrupt and rescheduling: fire due events, then give the CPU to a
         higher-priority thread (we stay at the front of our priority) or, at the end of
-        our timeslice, to the next one of our priority (we go to the back)."""
+        our timeslice, to the next one of our priority (we go to the back).
+
+        `in_kernel`: a preemption point of kernel code (the kernel exit, a page boundary
+        of a long copy), where an exploring chooser may hold a pending interrupt back
+        (`i`): it is taken at the next preemption point instead, once."""
         k = self.k
         asked = False
         while True:
             if self.now >= self.next_event:
-                self.process_events()
+                if in_kernel and self.preempts and not self.held and k.chooser.choose("i", 2):
+                    # The interrupt arrives just after this point rather than just before.
+                    k.record(th, "interrupt", "held back past a preemption point, by the chooser")
+                    self.held = True
+                else:
+                    self.process_events()
+                in_kernel = False
             if th.state & DEAD:
                 raise ThreadDeleted
             if k.stop is not None or self.bitmap >> (th.prio + 1):
