@@ -97,9 +97,9 @@ def test_a_caller_deleted_from_the_other_cpu_while_its_server_works() -> None:
     tick, op = k.costs.timer_tick, k.costs.kernel_op
     assert res.reason == "done" and "call" not in out and out["delete"] == IpcError.OK
     assert [(t.name, why) for t, why in res.died] == [("cli", "deleted")]
-    # The server took the queued call in its wait (after the killer's sleep and a
-    # switch), computed 30 us plus the killer's preemption on its CPU, and replied.
-    took = ipc + switch + ipc
+    # The call's handshake ran on CPU 1 when its request arrived (the server waited
+    # already); the server computed 30 us plus the killer's preemption, and replied.
+    took = ipc + k.costs.ipi
     assert out["reply"] == (IpcError.ENOT_EXISTENT,
                             took + k.us(30) + tick + 2 * switch + op + ipc)
 
@@ -187,3 +187,141 @@ def test_a_pager_deleted_from_the_other_cpu_in_the_middle_of_a_nested_fault() ->
     # killer's timeout) when the deletion came: the receiver, woken by the IPI, runs
     # when that step ends.
     assert rwhen == deadline + k.quantum
+
+
+# --- concurrent cancel: before, during and after the rendezvous -------------------------
+
+
+def _in_flight(k: Kernel, out: dict[str, Any], action: str) -> None:
+    """A sender on CPU 0 sends to a receiver on CPU 1 that waits already; its handshake
+    is a remote request to CPU 1, in flight for an IPI's time. A thread on CPU 1 cancels
+    or deletes the sender meanwhile."""
+
+    async def receiver(t: Any) -> None:
+        r = await t.wait(receive_timeout=Timeout.us(5))
+        out["receiver"] = (r.error, t.now)
+
+    async def sender(t: Any, sel: int) -> None:
+        r = await t.send(sel, words=[7])
+        out["sender"] = (r.error, t.now)
+
+    async def other(t: Any, sel: int) -> None:
+        if action == "cancel":
+            out["cancel"] = (await t.ex_regs(sel, cancel=True), t.now)
+        else:
+            out["delete"] = (await t.delete(sel), t.now)
+
+    r = k.new_task("r").new_thread(receiver, name="receiver", cpu=1)
+    st = k.new_task("s")
+    s = st.new_thread(sender, st.add_cap(r), name="sender", cpu=0)
+    ot = k.new_task("o")
+    ot.new_thread(other, ot.add_cap(s), name="other", cpu=1)
+
+
+def test_a_cancel_while_the_handshake_is_in_flight_to_the_other_cpu() -> None:
+    """During the rendezvous: the sender waits for its remote handshake (drq_wait) when
+    the cancel comes. The cancel bit ends its wait at once (SECANCELED, reported when
+    the IPI reaches its CPU); the request, arriving later, finds it gone and does
+    nothing: the receiver never sees the message and times out."""
+    k = make_kernel(cpus=2)
+    out: dict[str, Any] = {}
+    _in_flight(k, out, "cancel")
+    assert k.run().reason == "done"
+    ipc, switch, ipi = _costs(k)
+    op, tick = k.costs.kernel_op, k.costs.timer_tick
+    posted = ipc                        # the sender's request leaves CPU 0 ...
+    cancel = ipc + switch + op          # ... the cancel on CPU 1 comes before it arrives
+    assert cancel < posted + ipi
+    assert out["cancel"] == (IpcError.OK, cancel)
+    assert out["sender"] == (IpcError.SECANCELED, cancel + ipi)
+    assert out["receiver"] == (IpcError.RETIMEOUT, ipc + k.us(5) + tick + switch)
+    assert [(e.detail) for e in k.events if e.thread == "sender" and e.event == "state"] == [
+        "ready", "drq_wait", "canceled", "ready", "dead"]
+
+
+def test_a_deletion_while_the_handshake_is_in_flight_to_the_other_cpu() -> None:
+    """The same moment, a deletion: the sender dies in drq_wait; the request finds it
+    gone. Nothing is delivered, nothing points at the dead sender."""
+    k = make_kernel(cpus=2)
+    out: dict[str, Any] = {}
+    _in_flight(k, out, "delete")
+    res = k.run()
+    ipc, switch, _ = _costs(k)
+    assert res.reason == "done" and "sender" not in out
+    assert [(t.name, why) for t, why in res.died] == [("sender", "deleted")]
+    assert out["delete"] == (IpcError.OK, ipc + switch + k.costs.kernel_op)
+    assert out["receiver"] == (IpcError.RETIMEOUT, ipc + k.us(5) + k.costs.timer_tick + switch)
+    assert [e.detail for e in k.events if e.thread == "sender" and e.event == "state"] == [
+        "ready", "drq_wait", "dead"]
+
+
+def test_a_cancel_of_a_queued_sender_from_the_receivers_cpu_before_the_rendezvous() -> None:
+    """Before the rendezvous: the remote handshake found the receiver busy, so the
+    sender queued there; a cancel from the receiver's CPU takes it out (SECANCELED on
+    the sender's CPU an IPI later), and the receiver's wait finds nothing."""
+    k = make_kernel(cpus=2)
+    out: dict[str, Any] = {}
+
+    async def receiver(t: Any) -> None:
+        await t.compute(k.us(20))
+        r = await t.wait(receive_timeout=Timeout.zero())
+        out["receiver"] = (r.error, t.now)
+
+    async def sender(t: Any, sel: int) -> None:
+        r = await t.send(sel, words=[7])
+        out["sender"] = (r.error, t.now)
+
+    async def canceller(t: Any, sel: int) -> None:
+        await t.sleep(Timeout.us(10))
+        out["cancel"] = (await t.ex_regs(sel, cancel=True), t.now)
+
+    r = k.new_task("r").new_thread(receiver, name="receiver", cpu=1)
+    st = k.new_task("s")
+    s = st.new_thread(sender, st.add_cap(r), name="sender", cpu=0)
+    ct = k.new_task("c")
+    ct.new_thread(canceller, ct.add_cap(s), name="canceller", cpu=1, priority=150)
+    assert k.run().reason == "done"
+    ipc, switch, ipi = _costs(k)
+    op, tick = k.costs.kernel_op, k.costs.timer_tick
+    cancel = ipc + k.us(10) + tick + switch + op
+    assert out["cancel"] == (IpcError.OK, cancel)
+    assert out["sender"] == (IpcError.SECANCELED, cancel + ipi)
+    # The receiver computed 20 us (and lent its CPU to the canceller), then found no one.
+    assert out["receiver"] == (IpcError.RETIMEOUT,
+                               ipc + switch + k.us(20) + tick + 2 * switch + op + ipc)
+    assert [e.detail for e in k.events if e.thread == "sender" and e.event == "state"] == [
+        "ready", "drq_wait", "send_wait", "canceled", "ready", "dead"]
+
+
+def test_a_cancel_of_a_caller_in_its_reply_wait_after_the_rendezvous() -> None:
+    """After the rendezvous: the call's handshake on CPU 1 moved the caller to its reply
+    wait; a cancel from CPU 1 ends that wait (RECANCELED on CPU 0 an IPI later), and the
+    server's reply, whose capability died with the wait, finds no one."""
+    k = make_kernel(cpus=2)
+    out: dict[str, Any] = {}
+
+    async def server(t: Any) -> None:
+        await t.wait()
+        await t.compute(k.us(30))
+        out["reply"] = ((await t.reply(words=[1])).error, t.now)
+
+    async def client(t: Any, sel: int) -> None:
+        out["call"] = ((await t.call(sel, words=[7])).error, t.now)
+
+    async def canceller(t: Any, sel: int) -> None:
+        await t.sleep(Timeout.us(10))
+        out["cancel"] = (await t.ex_regs(sel, cancel=True), t.now)
+
+    s = k.new_task("s").new_thread(server, name="srv", cpu=1)
+    ct = k.new_task("c")
+    c = ct.new_thread(client, ct.add_cap(s), name="cli", cpu=0)
+    xt = k.new_task("x")
+    xt.new_thread(canceller, xt.add_cap(c), name="canceller", cpu=1, priority=150)
+    assert k.run().reason == "done"
+    ipc, switch, ipi = _costs(k)
+    op, tick = k.costs.kernel_op, k.costs.timer_tick
+    cancel = ipc + k.us(10) + tick + switch + op
+    assert out["cancel"] == (IpcError.OK, cancel)
+    assert out["call"] == (IpcError.RECANCELED, cancel + ipi)
+    took = ipc + ipi  # the call's handshake on CPU 1: the server waited already
+    assert out["reply"] == (IpcError.ENOT_EXISTENT, took + k.us(30) + tick + 2 * switch + op + ipc)

@@ -49,8 +49,11 @@ def test_everything_on_one_cpu_runs_as_on_a_uniprocessor(cpus: int) -> None:
 
 
 def test_a_call_across_cpus_waits_an_ipi_each_way() -> None:
-    """Client on CPU 0, server on CPU 1: each direction is the IPC path plus the IPI that
-    wakes the partner on its CPU (no direct switch across CPUs)."""
+    """Client on CPU 0, server on CPU 1: each direction is the IPC path plus a remote
+    request (DRQ) that runs the handshake on the partner's CPU an IPI later (no direct
+    switch across CPUs). The call's handshake there also moves the client to its reply
+    wait; the reply's answers the server by an IPI, which is back in its receive before
+    the next call arrives."""
     k = make_kernel(cpus=2)
     cli = _pingpong(k, server_cpu=1, client_cpu=0)
     assert k.run().reason == "done"
@@ -60,8 +63,14 @@ def test_a_call_across_cpus_waits_an_ipi_each_way() -> None:
     assert [r[1:] for r in cli.result] == [(IpcError.OK, (1,)), (IpcError.OK, (2,)),
                                            (IpcError.OK, (3,))]
     assert [r[0] - first for r in cli.result] == [0, rt, 2 * rt]
-    ipis = [(e.cpu, e.detail) for e in k.events if e.event == "ipi"]
-    assert ipis[:2] == [(0, "from cpu0 to cpu1"), (1, "from cpu1 to cpu0")]
+    drqs = [(e.time, e.cpu, e.detail) for e in k.events if e.event == "drq"]
+    assert drqs[:2] == [(ipc, 0, "handshake with srv: from cpu0 to cpu1"),
+                        (2 * ipc + ipi, 1, "handshake with cli: from cpu1 to cpu0")]
+    # Each transfer happens on the receiver's CPU, when the request arrives.
+    transfers = [(e.time, e.cpu, e.thread) for e in k.events if e.event == "transfer"]
+    assert transfers[:2] == [(ipc + ipi, 1, "cli"), (rt, 0, "srv")]
+    ipis = [(e.time, e.cpu, e.detail) for e in k.events if e.event == "ipi"]
+    assert ipis[0] == (rt, 0, "from cpu0 to cpu1")  # the answer to the server's reply
     # The same pair on one CPU: no IPI, a direct switch.
     one = make_kernel(cpus=2)
     same = _pingpong(one, server_cpu=1, client_cpu=1)

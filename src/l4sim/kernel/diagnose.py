@@ -202,11 +202,13 @@ def word_error(words: Sequence[object], exc: Exception) -> Exception:
 def wait_description(th: Thread) -> str:
     """How a blocked thread waits, in words."""
     from .objects import Irq, Thread
-    from .states import IPC_TRANSFER, RECEIVE_WAIT, SEND_WAIT
+    from .states import DRQ_WAIT, IPC_TRANSFER, RECEIVE_WAIT, SEND_WAIT
 
     p = th.partner
     if th.state & IPC_TRANSFER:
         return "in a long IPC whose copy does not go on"
+    if th.state == DRQ_WAIT and th.drq is not None:
+        return f"waits for its handshake with {th.drq.dst.name} on another CPU"
     if th.state == SEND_WAIT and isinstance(p, Thread):
         return f"waits to send to {p.name}" + _ended(p)
     if th.state == RECEIVE_WAIT:

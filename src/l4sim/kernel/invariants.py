@@ -13,6 +13,7 @@ from .objects import IpcGate, Irq, Thread
 from .sched import TIMER_SLACK
 from .states import (
     DEAD,
+    DRQ_WAIT,
     DYING,
     IPC_TRANSFER,
     LOCK_WAIT,
@@ -138,7 +139,7 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
                           f"{th.name} ({state_name(st)})")
         if st & RECV_IN_PROGRESS and (th.xfer is None or th.xfer.copier is not th):
             raise Bad("a thread pulling a message is the copier of its transfer", th.name)
-        if st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER | LOCK_WAIT) and th in in_ready:
+        if st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER | LOCK_WAIT | DRQ_WAIT) and th in in_ready:
             raise Bad("a blocked thread is not in the ready queue", th.name)
         x = th.xfer
         helped = ([w.prio for w in x.passive().deleters or () if w.cpu is th.cpu]
@@ -153,6 +154,9 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
         elif th.prio != max([th.priority, *helped]):
             raise Bad("without inheritance a thread runs at its own priority (or, helped, "
                       "at its deleter's)", th.name)
+        if (st == DRQ_WAIT) != (th.drq is not None):
+            raise Bad("a thread waits for a remote handshake exactly while one is in flight",
+                      f"{th.name} ({state_name(st)})")
         if st == LOCK_WAIT:
             v = th.lock_victim
             if v is None or th not in (v.deleters or ()) or not v.state & DYING or not v.alive:

@@ -25,7 +25,16 @@ from .objects import IpcGate, Irq, Thread
 from .result import IpcResult, result_with
 from .sched import cancel_timer, make_ready, update_prio
 from .sendq import SenderQueue
-from .states import CANCEL, IPC_TRANSFER, READY, RECEIVE_WAIT, RECV_IN_PROGRESS, SEND_WAIT, TIMEOUT
+from .states import (
+    CANCEL,
+    DRQ_WAIT,
+    IPC_TRANSFER,
+    READY,
+    RECEIVE_WAIT,
+    RECV_IN_PROGRESS,
+    SEND_WAIT,
+    TIMEOUT,
+)
 from .transfer import _deliver, _end_receive_wait, _wake_receiver
 from .waits import add_waiter, end_wait
 
@@ -184,6 +193,7 @@ class Handshake:
     WAITING: Final = 0       # the receiver waits in exactly receive-wait and accepts us
     WAITING_LONG: Final = 1  # ... and we carry strings it can take: a long IPC
     BUSY: Final = 2          # the receiver is not ready for us
+    REMOTE: Final = 3        # the receiver is on another CPU: the handshake runs there
 
 
 def handshake(th: Thread, dst: Thread, strings: list[tuple[int, int]] | None) -> int:
@@ -227,11 +237,17 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
         if op & _REPLY:
             # The one-shot reply capability: consumed by this reply, even a failed one.
             dst = th.reply_caller
-            th.reply_caller = None
-            if th.prio != th.priority:
-                update_prio(k, th)
             if dst is None or dst.state != RECEIVE_WAIT or dst.partner is not th:
+                th.reply_caller = None
+                if th.prio != th.priority:
+                    update_prio(k, th)
                 return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
+            if dst.cpu is th.cpu:
+                th.reply_caller = None
+                if th.prio != th.priority:
+                    update_prio(k, th)
+            # (a caller on another CPU waits until the remote handshake ends its wait:
+            # that consumes the capability there)
             label, gate, call = th.tid, None, False
         else:
             target = resolve_send(th, sel) if dest is None else (
@@ -242,8 +258,8 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
             dst, label, gate = target
         if call:
             src = dst
-        # Handshake: what do we find at the receiver?
-        match handshake(th, dst, strings):
+        # Handshake: what do we find at the receiver? (On another CPU: ask its CPU.)
+        match handshake(th, dst, strings) if dst.cpu is th.cpu else Handshake.REMOTE:
             case Handshake.WAITING_LONG:
                 # Long IPC, the receiver arrived first: we copy, it sleeps (both algorithms).
                 assert strings is not None
@@ -287,33 +303,42 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                     th.cpu.arm_timer(th, deadline)
                 if th.prio > dst.prio:
                     update_prio(k, dst)
-                await th.cpu.block(th, None)
-                th.snd_call = False
-                mine: longipc.Transfer | None = th.xfer
-                if mine is not None and mine.copier is th and not mine.started:
-                    # Sender-driven: the receiver took us and woke us to copy.
-                    err = longipc.end(k, mine, await longipc.copy_strings(k, mine))
-                    if err or not op & _RECEIVE:
-                        return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(mine.done)))
-                    woken = None
-                elif th.in_strings is not None and not call:
-                    # Our long message was taken (and copied by the receiver): its byte counts.
-                    done = th.in_strings
-                    th.in_strings = None
-                    if th.state != READY:
-                        k.set_state(th, READY)
-                    err = th.wake_error
-                    th.wake_error = OK
-                    if err or not op & _RECEIVE:
-                        return await th.cpu.leave(th, result_with(err, 0, 0, None, done))
-                    woken = None
-                elif call or th.wake_error or th.state != READY:
-                    return await th.cpu.leave(th, _result_of_wait(k, th))
-                elif not op & _RECEIVE:
-                    return await th.cpu.leave(th, EMPTY_OK)
-                else:
-                    # A send-and-open-wait whose send was taken: go on to the receive phase.
-                    woken = None
+            case Handshake.REMOTE:
+                # A remote request (Fiasco's DRQ) runs the handshake on the receiver's
+                # CPU; we wait for its outcome as a queued sender waits for its receiver.
+                post_drq(k, Drq(th, dst, label, tag, call, gate, strings,
+                                th.cpu.deadline_of(snd_to), rcv_to, bool(op & _REPLY)))
+        if th.state & (SEND_WAIT | DRQ_WAIT):
+            # Blocked in the send phase: whoever takes our message (or ends the wait)
+            # leaves the outcome in our TCB.
+            await th.cpu.block(th, None)
+            th.snd_call = False
+            mine: longipc.Transfer | None = th.xfer
+            if mine is not None and mine.copier is th and not mine.started:
+                # We copy: the receiver took us and woke us (sender-driven), or our
+                # remote handshake found it waiting.
+                err = longipc.end(k, mine, await longipc.copy_strings(k, mine))
+                if err or not op & _RECEIVE:
+                    return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(mine.done)))
+                woken = None
+            elif th.in_strings is not None and not call:
+                # Our long message was taken (and copied by the receiver): its byte counts.
+                done = th.in_strings
+                th.in_strings = None
+                if th.state != READY:
+                    k.set_state(th, READY)
+                err = th.wake_error
+                th.wake_error = OK
+                if err or not op & _RECEIVE:
+                    return await th.cpu.leave(th, result_with(err, 0, 0, None, done))
+                woken = None
+            elif call or th.wake_error or th.state != READY:
+                return await th.cpu.leave(th, _result_of_wait(k, th))
+            elif not op & _RECEIVE:
+                return await th.cpu.leave(th, EMPTY_OK)
+            else:
+                # A send-and-open-wait whose send was taken: go on to the receive phase.
+                woken = None
 
     if not op & _RECEIVE:
         if woken is not None:
@@ -377,6 +402,124 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
             add_waiter(k, src, th)
     await th.cpu.block(th, woken)
     return await th.cpu.leave(th, _result_of_wait(k, th))
+
+
+class Drq:
+    """A remote request (Fiasco's DRQ): the handshake of a send from `th` to `dst`,
+    which runs on `dst`'s CPU when the inter-processor interrupt that carries it
+    arrives, the cost model's `ipi` after it was sent."""
+
+    __slots__ = ("th", "dst", "label", "tag", "call", "gate", "strings", "deadline",
+                 "rcv_to", "reply")
+
+    def __init__(self, th: Thread, dst: Thread, label: int, tag: int, call: bool,
+                 gate: IpcGate | None, strings: list[tuple[int, int]] | None,
+                 deadline: int | None, rcv_to: Timeout, reply: bool) -> None:
+        self.th = th
+        self.dst = dst
+        self.label = label
+        self.tag = tag
+        self.call = call
+        self.gate = gate
+        self.strings = strings
+        self.deadline = deadline  # the send timeout's end (None: never)
+        self.rcv_to = rcv_to      # a call's reply timeout, which starts at the handshake
+        self.reply = reply
+
+
+def post_drq(k: Kernel, req: Drq) -> None:
+    """Send the handshake of `req` to its receiver's CPU; the sender waits (DRQ_WAIT)."""
+    th, there = req.th, req.dst.cpu
+    here = th.cpu
+    th.drq = req
+    k.set_state(th, DRQ_WAIT)
+    if k.trace:
+        k.record(th, "drq", f"handshake with {req.dst.name}: from cpu{here.index} "
+                 f"to cpu{there.index}")
+    there.push_event([here.now + k.costs.ipi, k.next_seq(), None,
+                      lambda: remote_handshake(k, req)])
+
+
+def remote_handshake(k: Kernel, req: Drq) -> None:
+    """The handshake of a send, run on the receiver's CPU (the kernel's data is shared;
+    the decision is that CPU's). The same cases as on one CPU, each ending the sender's
+    DRQ wait with its outcome; its wake-up goes back by IPI."""
+    th, dst = req.th, req.dst
+    if th.drq is not req:
+        return  # the sender was canceled or deleted while the request was in flight
+    th.drq = None
+    here = k.executing or dst.cpu
+    strings = req.strings
+    if req.reply and th.reply_caller is dst:
+        th.reply_caller = None  # the one-shot reply capability is used now
+        if th.prio != th.priority:
+            update_prio(k, th)
+    if dst.state & 0x200 or not dst.alive:  # DEAD: the partner went meanwhile
+        return _answer(k, th, ENOT_EXISTENT)
+    case = handshake(th, dst, strings)
+    if req.reply and case == Handshake.BUSY:
+        return _answer(k, th, ENOT_EXISTENT)  # the caller stopped waiting for our reply
+    match case:
+        case Handshake.WAITING_LONG:
+            # Long IPC, the receiver waits: it sleeps, and we copy on our own CPU.
+            assert strings is not None
+            x = longipc.Transfer(th, dst, th, req.label, req.tag, req.call, strings)
+            _end_receive_wait(k, th, dst)
+            k.set_state(dst, IPC_TRANSFER)
+            longipc.begin(k, x)
+            _answer(k, th, OK)
+        case Handshake.WAITING:
+            # The receiver waits for us: transfer, wake it here, and tell the sender.
+            if strings is None:
+                err = _deliver(k, th, dst, req.label, req.tag, req.call)
+            else:  # the receiver is in a long IPC of its own: no buffers for ours
+                err = _deliver_cut(k, th, dst, req.label, req.tag, len(strings))
+            _wake_receiver(k, th, dst)
+            make_ready(dst)
+            if err or not req.call:
+                return _answer(k, th, err)
+            # A call: its atomic switch to the reply wait happens here, with the handshake.
+            deadline = here.deadline_of(req.rcv_to)
+            if deadline is not None and deadline <= here.now:
+                dst.reply_caller = None  # it may not wait: the reply capability ends
+                if dst.prio != dst.priority:
+                    update_prio(k, dst)
+                return _answer(k, th, RETIMEOUT)
+            th.partner = dst
+            th.in_words = None
+            th.in_tag = th.in_label = 0
+            k.set_state(th, RECEIVE_WAIT)
+            if deadline is not None:
+                th.cpu.arm_timer(th, deadline)
+            if th.prio > dst.prio:
+                update_prio(k, dst)  # the server now works for us: it inherits our priority
+        case Handshake.BUSY:
+            # The receiver is not ready: the sender queues, unless its timeout is over.
+            if req.deadline is not None and req.deadline <= here.now:
+                return _answer(k, th, SETIMEOUT)
+            q = dst.sendq
+            if q is None:
+                q = dst.sendq = SenderQueue()
+            q.enqueue(th, th.prio)
+            th.partner = dst
+            th.snd_label = req.label
+            th.snd_tag = req.tag
+            th.snd_gate = req.gate
+            th.snd_call = req.call
+            th.rcv_timeout = req.rcv_to
+            k.set_state(th, SEND_WAIT)
+            if req.deadline is not None:
+                th.cpu.arm_timer(th, req.deadline)
+            if th.prio > dst.prio:
+                update_prio(k, dst)
+    return None
+
+
+def _answer(k: Kernel, th: Thread, err: IpcError) -> None:
+    """End a sender's DRQ wait with `err` (OK: its send is done); an IPI wakes it."""
+    th.wake_error = err
+    k.set_state(th, READY)
+    make_ready(th)
 
 
 def take_queued_sender(k: Kernel, th: Thread, snd: Thread,
@@ -473,6 +616,9 @@ def cancel_ipc(k: Kernel, victim: Thread) -> bool:
         err = SECANCELED
     elif st == RECEIVE_WAIT:
         err = RECANCELED
+    elif st == DRQ_WAIT:
+        victim.drq = None  # the request in flight finds the sender gone
+        err = SECANCELED
     else:
         return longipc.cancel(k, victim)  # after rendezvous: aborted
     end_wait(k, victim, err, READY | CANCEL)

@@ -26,7 +26,16 @@ from .lifecycle import delete_object, end_thread, foreign_await, thread_ended
 from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
 from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObject, Task, Thread
 from .sched import INFINITY, STOP, Cpu, dead_entry, migrate
-from .states import DEAD, IPC_TRANSFER, LOCK_WAIT, READY, RECEIVE_WAIT, SEND_WAIT, state_name
+from .states import (
+    DEAD,
+    DRQ_WAIT,
+    IPC_TRANSFER,
+    LOCK_WAIT,
+    READY,
+    RECEIVE_WAIT,
+    SEND_WAIT,
+    state_name,
+)
 from .tracelog import DEFAULT_TRACE_LIMIT, EventLog
 
 BOOT_CPU = 0  # the index of the boot CPU
@@ -474,7 +483,7 @@ class Kernel:
 
     def _result(self, reason: str) -> RunResult:
         blocked = [t for t in self.threads.values()
-                   if t.state & (SEND_WAIT | RECEIVE_WAIT | LOCK_WAIT)]
+                   if t.state & (SEND_WAIT | RECEIVE_WAIT | LOCK_WAIT | DRQ_WAIT)]
         return RunResult(reason, self.now, blocked, list(self.died), self.entries, self,
                          self.warnings)
 

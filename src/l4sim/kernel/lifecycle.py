@@ -69,6 +69,7 @@ def end_thread(k: Kernel, th: Thread, reason: str | None) -> None:
             update_prio(k, partner)
     if th.timer is not None:
         cancel_timer(th)
+    th.drq = None  # a remote handshake in flight finds us gone
     if th.rq_prio >= 0:
         th.cpu.dequeue(th)
     for irq in list(th.irqs):  # its interrupts stay pending until bound again

@@ -244,6 +244,7 @@ class Thread(KernelObject):
         # the end
         "result", "exit_reason", "returned",
         "xfer", "pf_timeout", "pf_target", "in_strings",  # long IPC (longipc.py)
+        "drq",           # DRQ_WAIT: our handshake's remote request, in flight
         "deleters", "lock_victim", "lock_holder",  # deleters waiting for our transfer lock;
                                                    # whose we wait for, and who holds it
         "pager", "pager_default", "exc_handler", "preempter", "self_sel", "pager_sel", "gates", "irqs",
@@ -292,6 +293,7 @@ class Thread(KernelObject):
         self.pf_timeout: Any = NEVER           # page-fault timeout of the current IPC
         self.pf_target: Thread | None = None   # a nested fault's mapping lands in its space
         self.in_strings: tuple[int, ...] | None = None  # bytes per string of the last IPC
+        self.drq: Any = None                   # the remote request of our handshake (ipc.Drq)
         self.deleters: list[Thread] | None = None  # blocked in delete() until we are gone
         self.lock_victim: Thread | None = None     # LOCK_WAIT: the thread we delete
         self.lock_holder: Thread | None = None     # LOCK_WAIT: the copier that holds its lock

@@ -24,6 +24,7 @@ DEAD: Final = 0x200
 DYING: Final = 0x400
 IN_EXCEPTION: Final = 0x40000
 LOCK_WAIT: Final = 0x2000       # l4sim's: a deleter waiting for its victim's transfer lock
+DRQ_WAIT: Final = 0x1000000     # a sender whose handshake runs as a remote request (Fiasco's drq wait)
 INACTIVE: Final = 0x0           # created, not yet started
 
 BIT_NAMES: Final = {
@@ -31,6 +32,7 @@ BIT_NAMES: Final = {
     RECV_IN_PROGRESS: "receive_in_progress", IPC_TRANSFER: "ipc_transfer",
     TRANSFER_FAILED: "transfer_failed", CANCEL: "cancel", TIMEOUT: "timeout",
     DEAD: "dead", DYING: "dying", IN_EXCEPTION: "in_exception", LOCK_WAIT: "lock_wait",
+    DRQ_WAIT: "drq_wait",
 }
 
 # The declared states: name -> state word.
@@ -48,6 +50,8 @@ STATES: Final = {
     "transfer_dying": IPC_TRANSFER | DYING,
     # deleting a thread locked in a long IPC: wait until the lock is released
     "lock_wait": LOCK_WAIT,
+    # several CPUs: the handshake with a partner on another CPU runs there
+    "drq_wait": DRQ_WAIT,
 }
 STATE_NAMES: Final = {bits: name for name, bits in STATES.items()}
 
@@ -107,6 +111,18 @@ TRANSITIONS: Final = (
                "delete a thread locked in a long IPC: wait until the copier releases the lock"),
     Transition(LOCK_WAIT, READY, "the lock is released and the deletion done: delete returns"),
     Transition(LOCK_WAIT, DEAD, "deleted while waiting for a lock"),
+    # several CPUs: the handshake with a partner on another CPU is a remote request (DRQ)
+    Transition(READY, DRQ_WAIT,
+               "the partner is on another CPU: the handshake runs there (a remote request)"),
+    Transition(DRQ_WAIT, READY,
+               "the remote handshake is done: delivered, or the partner gone or not waiting"),
+    Transition(DRQ_WAIT, SEND_WAIT,
+               "the remote handshake finds the receiver not ready: queued in its sender queue"),
+    Transition(DRQ_WAIT, RECEIVE_WAIT,
+               "the remote handshake delivers a call: switch atomically to the reply wait"),
+    Transition(DRQ_WAIT, READY | CANCEL,
+               "canceled while its remote handshake is in flight: the request finds it gone"),
+    Transition(DRQ_WAIT, DEAD, "deleted while its remote handshake is in flight"),
 )
 
 ALLOWED: Final = frozenset((t.old, t.new) for t in TRANSITIONS)

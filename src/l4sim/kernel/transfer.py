@@ -37,7 +37,7 @@ def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bo
         rcv.in_words = None
     rcv.in_tag = tag
     rcv.in_label = label
-    snd.cpu.charge_transfer(n)
+    (k.executing or snd.cpu).charge_transfer(n)  # the CPU that copies: a DRQ's is the receiver's
     nitems = (tag >> 6) & 0x3F
     if nitems:
         err = transfer_items(k, snd, rcv, n, nitems)
