@@ -16,7 +16,11 @@ atomic steps, each on the CPU whose next step comes first; the scheduling decisi
 a value (`Cpu.schedule` decides, `cpu.action` keeps it between steps), and every point
 where a real kernel depends on timing asks one chooser (`chooser`), whose choices are
 the run's replayable schedule. So every run is a deterministic function of the program
-and the seed, on any number of CPUs.
+and the seed, on any number of CPUs. Across CPUs the kernel's data is shared but each
+decision is made on the CPU it concerns: a wake-up is an inter-processor interrupt, and
+the handshake of a send to a partner on another CPU is a remote request (Fiasco's DRQ)
+that runs there, an IPI later, while the sender waits (`drq_wait`). Host events run
+on the CPU whose step registered them, else on the boot CPU.
 
 Memory is the mapping database: every page-table entry is a node that knows the
 node it was derived from, so unmap and task deletion revoke recursively, and a 1 GiB
