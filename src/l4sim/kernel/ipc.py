@@ -212,9 +212,7 @@ def first_accepted(th: Thread, src: Thread | Irq | None) -> Thread | Irq | None:
         return None
     if src is None:
         return q.first()
-    if isinstance(src, Irq):
-        return src if src.queued and src.thread is th else None
-    return src if src.state == SEND_WAIT and src.partner is th else None
+    return src if src.sends_to(th) else None
 
 
 async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeout,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .abi import BR_COUNT, MR_COUNT, NEVER, CapRights, IpcError
 from .memory import DEFAULT_PT_QUOTA, IO_SPACE_BITS, PAGE_SHIFT, USER_SPACE_BITS, AddressSpace
 from .sendq import SenderQueue
-from .states import INACTIVE, state_name
+from .states import INACTIVE, SEND_WAIT, state_name
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -201,6 +201,7 @@ class Irq(KernelObject):
     __slots__ = ("thread", "label", "masked", "pending", "queued", "queued_prio", "name")
 
     kind = "irq"
+    lends_priority = False  # the sender role: a kernel sender lends its receiver no priority
 
     def __init__(self, kernel: Kernel, name: str) -> None:
         super().__init__(kernel)
@@ -211,6 +212,10 @@ class Irq(KernelObject):
         self.queued = False
         self.queued_prio = -1
         self.name = name
+
+    def sends_to(self, rcv: Thread) -> bool:
+        """The sender role: is this IRQ's message queued for `rcv`?"""
+        return self.queued and self.thread is rcv
 
     def trigger(self) -> None:
         """Raise the interrupt from host code (a device, a test)."""
@@ -251,6 +256,7 @@ class Thread(KernelObject):
     )
 
     kind = "thread"
+    lends_priority = True  # the sender role: a queued thread lends its receiver its priority
 
     def __init__(self, kernel: Kernel, task: Task, tid: int, name: str, body: Body,
                  args: tuple[Any, ...], priority: int, cpu: Cpu) -> None:
@@ -305,6 +311,10 @@ class Thread(KernelObject):
         self.pager_sel = 0
         self.gates: list[IpcGate] = []  # gates bound to this thread
         self.irqs: list[Irq] = []       # interrupts bound to this thread
+
+    def sends_to(self, rcv: Thread) -> bool:
+        """The sender role: is this thread queued with a message for `rcv`?"""
+        return self.state == SEND_WAIT and self.partner is rcv
 
     def migrate(self, cpu: int) -> None:
         """Give this thread the affinity `cpu` from host code (the thread itself: `await

@@ -12,14 +12,21 @@ from __future__ import annotations
 from bisect import insort
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 
-class Queueable(Protocol):
+class Sender(Protocol):
+    """The role a thread and an IRQ share as senders (Fiasco's `Sender`): where it sits
+    in a queue, whether it lends its receiver its priority, and whether its message is
+    for a given receiver."""
+
     queued_prio: int
+    lends_priority: bool
+
+    def sends_to(self, rcv: Any) -> bool: ...
 
 
-S = TypeVar("S", bound=Queueable)
+S = TypeVar("S", bound=Sender)
 
 
 class SenderQueue(Generic[S]):
@@ -64,7 +71,7 @@ class SenderQueue(Generic[S]):
         """The highest priority of a queued thread (interrupts lend no priority); -1."""
         for prio in reversed(self._prios):
             for s in self._by_prio[prio]:
-                if getattr(s, "kind", None) == "thread":
+                if s.lends_priority:
                     return prio
         return -1
 
