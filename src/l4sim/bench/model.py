@@ -38,7 +38,7 @@ class Config:
     entry: str          # "int30" or "sysenter"
     same_space: bool    # client and server in one task
     words: int          # untyped words each way
-    cross_cpu: bool = False  # client and server on two CPUs (each wake-up an IPI)
+    cross_cpu: bool = False  # client and server on two CPUs (each handshake a DRQ by IPI)
 
     @property
     def name(self) -> str:

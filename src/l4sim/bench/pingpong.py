@@ -37,7 +37,7 @@ class Case:
     string: int = 0     # bytes of a string item per call (user-memory IPC), 0: none
     copy: str = "window"
     runs: int = 1       # round trips per run are n // runs (long IPC takes longer)
-    cross_cpu: bool = False  # the server on a second CPU: every wake-up is an IPI
+    cross_cpu: bool = False  # the server on a second CPU: every handshake is a DRQ by IPI
     fastpath: bool = True    # False: Kernel(fastpath=False), every IPC on the general path
     timeouts: bool = False   # finite send and receive timeouts on both sides
 
