@@ -132,6 +132,7 @@ class HoldInterrupts(Chooser):
     point of kernel code where it is found (it is taken at the next one)."""
 
     preempts = True
+    holds_interrupts = True
 
     def decide(self, point: str, options: int) -> int:
         return 1 if point == "i" else 0
@@ -164,7 +165,8 @@ def test_a_pending_interrupt_taken_at_a_kernel_exit_or_held_back_to_the_next_poi
     """`i`: the policy takes an interrupt at the first preemption point where it is due;
     an exploring chooser may hold it back past a preemption point of kernel code. Here
     the held interrupt lets `lo` return from its system call first; its computation
-    (user mode) takes it at once. Ordinary runs never ask."""
+    (user mode) takes it at once. Ordinary runs never ask, nor do choosers that only
+    preempt."""
     plain = make_kernel()
     log: list[Any] = []
     _interrupted(plain, log)

@@ -18,6 +18,7 @@ from l4sim.kernel import states
 from l4sim.kernel.states import (
     CANCEL,
     DEAD,
+    DRQ_WAIT,
     DYING,
     INACTIVE,
     IPC_TRANSFER,
@@ -608,7 +609,53 @@ def w_lock_wait_deleted() -> Kernel:
     return deleter_deleted_in_lock_wait()[0]
 
 
+def w_drq_pingpong() -> Kernel:
+    """A call and its reply across two CPUs: each handshake is a remote request."""
+    from test_multiprocessor import _pingpong
+
+    k = Kernel(cpus=2, check=True, trace=True)
+    _pingpong(k, server_cpu=1, client_cpu=0)
+    k.run()
+    return k
+
+
+def w_drq_queued() -> Kernel:
+    """The remote handshake finds the receiver busy: the sender queues there."""
+    k = Kernel(cpus=2, check=True, trace=True)
+
+    async def receiver(t: object) -> None:
+        await t.compute(200_000)  # (beyond a quantum)  # type: ignore[attr-defined]
+        await t.wait()  # type: ignore[attr-defined]
+
+    async def sender(t: object, sel: int) -> None:
+        await t.send(sel, words=[1])  # type: ignore[attr-defined]
+
+    r = k.new_task("r").new_thread(receiver, name="r", cpu=1)
+    st = k.new_task("s")
+    st.new_thread(sender, st.add_cap(r), name="s", cpu=0)
+    k.run()
+    return k
+
+
+def _drq_in_flight(action: str) -> Callable[[], Kernel]:
+    def witness() -> Kernel:
+        from test_mp_races import _in_flight
+
+        k = Kernel(cpus=2, check=True, trace=True)
+        _in_flight(k, {}, action)
+        k.run()
+        return k
+
+    return witness
+
+
 WITNESSES: dict[tuple[int, int], Callable[[], Kernel]] = {
+    (READY, DRQ_WAIT): w_drq_pingpong,
+    (DRQ_WAIT, RECEIVE_WAIT): w_drq_pingpong,
+    (DRQ_WAIT, READY): w_drq_pingpong,
+    (DRQ_WAIT, SEND_WAIT): w_drq_queued,
+    (DRQ_WAIT, READY | CANCEL): _drq_in_flight("cancel"),
+    (DRQ_WAIT, DEAD): _drq_in_flight("delete"),
     (READY, LOCK_WAIT): w_lock_wait,
     (LOCK_WAIT, READY): w_lock_wait,
     (LOCK_WAIT, DEAD): w_lock_wait_deleted,

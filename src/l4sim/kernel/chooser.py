@@ -12,7 +12,8 @@ point* where the kernel asks `k.chooser`:
   point of kernel code (the kernel exit, a page boundary of a long copy): take it here
   (0, the policy) or hold it back to the next preemption point (1), where it is taken
   -- it arrived just after this point rather than just before. Asked only by a chooser
-  that explores (`preempts`), at most once per pending interrupt;
+  that explores (`preempts`) and holds interrupts back (`holds_interrupts`; a replay of
+  a schedule with an `i` in it does), at most once per pending interrupt;
 - `c` -- several CPUs could take the next step: which (the policy: the seeded order).
   CPUs due at the same time could; under a chooser that preempts, so could every CPU
   whose clock is within a quantum of the earliest (option 0: the earliest).
@@ -107,10 +108,12 @@ class Chooser:
     """The default chooser: the kernel's deterministic policy, seeded; or, given a
     schedule, the replay of it. Subclass and override `decide` to explore."""
 
-    # Asked at preemption points ('p', 'i')? The policy never preempts there and takes
-    # every interrupt when it is due.
+    # Asked at preemption points ('p', and 'i' with `holds_interrupts`)? The policy never
+    # preempts there and takes every interrupt when it is due. An exploring chooser
+    # turns `holds_interrupts` on to explore when interrupts arrive, too.
     preempts = False
     accessed = False  # a shared load or store since the last choice (kept by the explorer)
+    holds_interrupts = False
 
     def __init__(self, seed: int = 0, schedule: str | Iterable[tuple[str, int]] | None = None
                  ) -> None:
@@ -119,6 +122,8 @@ class Chooser:
         if self.replay is not None and (self.replay.preempting
                                         or any(p in EXPLORING_POINTS for p, _ in self.replay)):
             self.preempts = True
+        if self.replay is not None and any(p == "i" for p, _ in self.replay):
+            self.holds_interrupts = True
         self.made = Schedule()
         self.made.preempting = self.preempts
 

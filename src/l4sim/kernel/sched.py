@@ -44,7 +44,7 @@ class Cpu:
 
     __slots__ = ("k", "index", "now", "current", "queues", "bitmap", "slice_end", "timers",
                  "next_event", "entries", "ipc_costs", "last", "action", "on_timeout",
-                 "on_preemption", "preempts", "incoming", "held")
+                 "on_preemption", "preempts", "incoming", "held", "holds")
 
     def __init__(self, k: Kernel, index: int, on_timeout: Hook, on_preemption: Hook) -> None:
         self.k = k
@@ -52,6 +52,8 @@ class Cpu:
         self.on_timeout = on_timeout
         self.on_preemption = on_preemption
         self.preempts = k.chooser.preempts  # asks the chooser at every preemption point
+        # ... and, at one of kernel code, whether a pending interrupt is held back
+        self.holds = self.preempts and k.chooser.holds_interrupts
         self.incoming: set[Thread] = set()   # woken from another CPU, the IPI on its way
         self.held = False  # the chooser held a pending interrupt back at the last kernel exit
         self.now = 0                      # this CPU's clock, in simulated cycles
@@ -282,7 +284,7 @@ class Cpu:
         asked = False
         while True:
             if self.now >= self.next_event:
-                if in_kernel and self.preempts and not self.held and k.chooser.choose("i", 2):
+                if in_kernel and self.holds and not self.held and k.chooser.choose("i", 2):
                     # The interrupt arrives just after this point rather than just before.
                     k.record(th, "interrupt", "held back past a preemption point, by the chooser")
                     self.held = True

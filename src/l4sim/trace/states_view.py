@@ -45,6 +45,12 @@ SHORT_LABELS: Final[dict[tuple[str, str], str]] = {
     ("ready", "lock_wait"): "delete a locked one",
     ("lock_wait", "ready"): "deleted, returns",
     ("lock_wait", "dead"): "deleted",
+    ("ready", "drq_wait"): "partner on another CPU",
+    ("drq_wait", "ready"): "remote handshake done",
+    ("drq_wait", "send_wait"): "queued there",
+    ("drq_wait", "receive_wait"): "call delivered there",
+    ("drq_wait", "canceled"): "cancel in flight",
+    ("drq_wait", "dead"): "deleted",
 }
 
 LONG_IPC: Final = ("receive_in_progress", "ipc_transfer", "transfer_dying", "lock_wait")
@@ -54,7 +60,7 @@ STATE_LAYOUT: Final[dict[str, tuple[int, int]]] = {
     "inactive": (0, 200), "ready": (220, 200), "send_wait": (470, 60),
     "receive_wait": (470, 340), "canceled": (720, 130), "timed_out": (720, 270),
     "dead": (960, 200), "receive_in_progress": (220, 470), "ipc_transfer": (470, 520),
-    "transfer_dying": (720, 470), "lock_wait": (960, 520),
+    "transfer_dying": (720, 470), "lock_wait": (960, 520), "drq_wait": (220, 30),
 }
 
 
