@@ -99,7 +99,10 @@ async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: boo
     if k.trace:
         k.record(th, "page fault", f"{kind} at {addr:#x} -> {pager.name}")
     th.cpu.now += k.costs.page_fault
-    r = await ipc(k, th, IpcOp.CALL, 0, PF_TAG, NEVER, NEVER, dest=pager)
+    # The default pager serves address spaces, not threads: it sees the task's id, so
+    # that two threads of one task faulting on one page at once get one frame.
+    r = await ipc(k, th, IpcOp.CALL, 0, PF_TAG, NEVER, NEVER, dest=pager,
+                  dest_label=th.task.id if th.pager_default else None)
     mr[0], mr[1], utcb.bdr, br[0], br[1] = saved
     if r.error:
         raise kill(k, th, f"{what}: the page-fault IPC to {pager.name} failed with "

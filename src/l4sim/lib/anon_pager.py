@@ -18,7 +18,7 @@ REFUSED = -12
 
 
 async def anon_pager_body(t: UserContext, sigma0: int) -> None:
-    served: dict[tuple[int, int], int] = {}  # (client, page) -> pool address
+    served: dict[tuple[int, int], int] = {}  # (client task's id, page) -> pool address
     next_pool = POOL_BASE
     r = await t.wait()
     while True:
