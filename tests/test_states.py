@@ -735,3 +735,81 @@ def test_thread_deleted_before_it_ran() -> None:
     assert th.state == DEAD
     assert (READY, DEAD) in transitions_taken(k)
     assert [(t.name, why) for t, why in res.died] == [("never_ran", "deleted")]
+
+
+# --- the incremental check (check=True) ---------------------------------------------------
+
+@pytest.mark.parametrize("corrupt,invariant", [(c, inv) for _, c, inv in CORRUPTIONS],
+                         ids=[name for name, _, _ in CORRUPTIONS])
+def test_incremental_check_detects_corruption_of_what_was_touched(corrupt, invariant: str) -> None:  # type: ignore[no-untyped-def]
+    """Each planted corruption, on objects the last operation touched (as an operation
+    marks them), is caught by the incremental check with the invariant named."""
+    from l4sim.kernel.invariants import check_touched
+
+    k, objs = _system()
+    corrupt(k, objs)
+    for obj in objs.values():
+        k.touch(obj)
+    with pytest.raises(KernelInvariantError) as info:
+        check_touched(k)
+    assert info.value.invariant == invariant, str(info.value)
+
+
+def test_incremental_check_looks_only_at_what_was_touched() -> None:
+    """An untouched corruption escapes the incremental check; the full one (which ends
+    every checked run, and runs every so many checks) finds it."""
+    from l4sim.kernel.invariants import check_touched
+
+    k, objs = _system()
+    objs["idle"].prio = 42  # type: ignore[attr-defined]
+    check_touched(k)  # nothing touched: nothing seen
+    with pytest.raises(KernelInvariantError):
+        k.check_invariants()
+
+
+def test_a_checked_run_ends_with_the_full_check() -> None:
+    """A corruption no operation touches is found when the run ends."""
+    k = Kernel(check=True)
+    ta = k.new_task("a")
+
+    async def sleeper(t):  # type: ignore[no-untyped-def]
+        await t.sleep(Timeout.never())
+
+    async def worker(t):  # type: ignore[no-untyped-def]
+        for _ in range(3):
+            await t.compute(1000)
+
+    s = ta.new_thread(sleeper, name="sleeper")
+    ta.new_thread(worker, name="worker")
+    k.run(until=500)
+    s.prio = 7  # type: ignore[attr-defined]
+    with pytest.raises(KernelInvariantError) as info:
+        k.run()
+    assert info.value.invariant.startswith("priority inheritance")
+
+
+@pytest.mark.parametrize("check", [True, "full"])
+def test_checked_runs_agree(check) -> None:  # type: ignore[no-untyped-def]
+    """The incremental and the full check pass the same correct run alike."""
+    k = Kernel(check=check, trace=True)
+    ta = k.new_task("a")
+
+    async def server(t):  # type: ignore[no-untyped-def]
+        r = await t.wait()
+        while r.ok:
+            r = await t.reply_and_wait(words=[r.words[0] + 1], receive_timeout=Timeout.us(50))
+
+    async def client(t, d):  # type: ignore[no-untyped-def]
+        for i in range(20):
+            r = await t.call(d, words=[i], receive_timeout=Timeout.us(100))
+            assert r.words == (i + 1,)
+
+    srv = ta.new_thread(server, name="server")
+    ta.new_thread(client, ta.add_cap(srv), name="client")
+    res = k.run()
+    assert res.reason == "done" and not res.died
+
+
+def test_check_takes_true_false_or_full() -> None:
+    with pytest.raises(ValueError):
+        Kernel(check="some")  # type: ignore[arg-type]

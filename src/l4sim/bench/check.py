@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import sys
 from time import perf_counter
-from typing import Any
+from typing import Any, Literal
 
 from ..kernel import Kernel
 from .floor import measure
@@ -18,9 +18,9 @@ from .pingpong import Progress, add_pair, check_pair
 FULL_N_DIVISOR = 10  # the full check runs a tenth of the round trips: it is much slower
 
 
-def run_checked(n: int, check: bool | str) -> float:
+def run_checked(n: int, check: bool | Literal["full"]) -> float:
     """Wall-clock seconds of `k.run()` for `n` round trips on a `Kernel(check=check)`."""
-    k = Kernel(check=check, trace=False)  # type: ignore[arg-type]
+    k = Kernel(check=check, trace=False)
     client, log = add_pair(k, n, 2, True)
     t0 = perf_counter()
     res = k.run()

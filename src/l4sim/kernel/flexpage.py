@@ -156,6 +156,10 @@ def map_mem(k: Kernel, src: AddressSpace, dst: AddressSpace, fpage: int, hot: in
             window_raw: int, grant: bool) -> int | None:
     """Map (or grant) a memory or I/O fpage from `src` into `dst` through the window.
     Returns the fpage that landed (0: nothing was mapped), or None if the map failed."""
+    if k.check:
+        for space in (src, dst):  # for the next incremental check
+            if space.task is not None:
+                k.touched_tasks.add(space.task)
     kind = src.kind
     order = (fpage >> 6) & 0x3F
     if kind == 1 and order == 12 and not grant and window_raw & 0x30:
@@ -262,6 +266,9 @@ def _map_page(src: AddressSpace, dst: AddressSpace, s: int, t: int, frights: int
 def map_caps(k: Kernel, src: Task, dst: Task, fpage: int, hot: int, window_raw: int,
              grant: bool) -> int | None:
     """Map (or grant) capabilities: the object-space version of `map_mem`."""
+    if k.check:
+        k.touched_tasks.add(src)
+        k.touched_tasks.add(dst)
     _, base, order, frights = fpage_parts(fpage)
     sreg = _region(base, order, OBJ_SPACE_BITS, 0, 12)
     wreg = _window(window_raw, OBJ_SPACE_BITS, 0, 12)
@@ -343,6 +350,7 @@ def unmap(k: Kernel, th: Thread, fpage: int, self_too: bool) -> int:
     mappings (capabilities) in that region, in every task; from the caller's own too
     with `self_too`. Returns how many mappings were removed; an invalid fpage unmaps
     nothing."""
+    k.check_all = True  # revocation reaches into any task: the next check is a full one
     kind, base, order, rights = fpage_parts(fpage)
     task = th.task
     if kind == SPECIAL:
@@ -380,6 +388,7 @@ def _unmap_caps(task: Task, base: int, order: int, rights: int, self_too: bool) 
 def release_task(task: Task) -> None:
     """A task is deleted: everything it mapped to others is unmapped, and its own
     mappings and capabilities leave the database."""
+    task.kernel.check_all = True  # revocation reaches into any task: the next check is a full one
     for space in (task.space, task._io):
         if space is None:
             continue

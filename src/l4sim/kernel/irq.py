@@ -57,6 +57,8 @@ def trigger(k: Kernel, irq: Irq) -> None:
     if q is None:
         q = th.sendq = SenderQueue()
     q.enqueue(irq, 255)  # kernel senders queue at the top priority
+    if k.check:
+        k.touched.add(th)
     k.record(th, "irq", f"{irq.name} queued")
 
 
@@ -93,3 +95,5 @@ def detach(k: Kernel, irq: Irq) -> None:
         irq.queued = False
     th.irqs.remove(irq)
     irq.thread = None
+    if k.check:
+        k.touched.add(th)

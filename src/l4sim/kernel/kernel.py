@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from . import diagnose, irq, states
 from .abi import Timeout
@@ -21,6 +21,7 @@ from .costs import profile as get_profile
 from .errors import KernelInvariantError, ThreadDeleted, ThreadKilled
 from .exceptions import body_with_handler, report_preemption
 from .flexpage import sigma0_roots
+from .invariants import check_touched
 from .ipc import expire
 from .lifecycle import delete_object, end_thread, foreign_await, thread_ended
 from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
@@ -119,7 +120,7 @@ class Kernel:
 
     def __init__(self, cpus: int = 1, memory: int = 64 << 20,
                  profile: str | CostProfile = "core2-sysenter", copy: str = "window",
-                 transfer: str = "symmetric", seed: int = 0, check: bool = False,
+                 transfer: str = "symmetric", seed: int = 0, check: bool | Literal["full"] = False,
                  trace: bool = False, priority_inheritance: bool = True,
                  timeslice: int | None = None, frequency_mhz: int = 2663,
                  fastpath: bool = True, trace_limit: int | None = DEFAULT_TRACE_LIMIT,
@@ -128,6 +129,8 @@ class Kernel:
                  helping: bool = True) -> None:
         if not isinstance(cpus, int) or not 1 <= cpus <= 64:
             raise ValueError(f"cpus must be an int in 1..64, got {cpus!r}")
+        if check not in (False, True, "full"):
+            raise ValueError(f"check must be False, True (incremental) or 'full', got {check!r}")
         if copy not in ("window", "kernel-buffer"):
             raise ValueError(f"copy must be 'window' or 'kernel-buffer', got {copy!r}")
         if transfer not in ("symmetric", "sender-driven"):
@@ -191,6 +194,15 @@ class Kernel:
         self._next_task = 1
         self._seq = 0
         self.dead_timers = 0  # cancelled entries still in the CPUs' timer heaps
+        # Incremental checking: what the operations touched since the last check, and
+        # whether the next check must be a full one (after capability or memory work).
+        self.touched: set[Thread] = set()
+        self.touched_tasks: set[Task] = set()
+        self.check_all = True
+        self.checks_since_full = 0
+        # The thread a blocking IPC switched to, checked then: if nothing was touched
+        # since, the CPU loop's check of the same switch is skipped.
+        self.checked_switch: Thread | None = None
         self.stop: str | None = None  # why the run ends, once decided
         self._running = False
         self._last_check_times = [0] * cpus
@@ -373,6 +385,13 @@ class Kernel:
         cycles = when
         if not callable(callback):
             raise TypeError("callback must be callable")
+        if self.check:
+            user_callback = callback
+
+            def callback() -> Any:
+                self.check_all = True  # host code may change anything: check it all
+                return user_callback()
+
         self.host_cpu().push_event([cycles, self.next_seq(), None, callback])
 
     def host_cpu(self) -> Cpu:
@@ -472,6 +491,8 @@ class Kernel:
         if self.stop == "until" and until is not None:
             for c in self.cpus:
                 c.now = max(c.now, until)  # idle up to the end of the run (never back)
+        if self.check:
+            self.check_invariants()  # the full check ends every checked run
         reason = self.stop or self._end_reason()
         if reason in ("done", "deadlock"):
             self.chooser.finish()  # a replayed schedule must have been used up
@@ -624,8 +645,10 @@ class Kernel:
                 cpu.now += same_space if nxt.task is th.task else other_space
                 if self.trace:
                     self.record(nxt, "switch", f"from {th.name}")
-            if self.check:
-                self.check_invariants(incoming=nxt)
+            if self.check and (nxt is not self.checked_switch or self.touched
+                               or self.check_all or self.touched_tasks):
+                self.check_touched(incoming=nxt)
+                self.checked_switch = nxt
             th = nxt
             budget -= 1
             if not budget:
@@ -644,6 +667,7 @@ class Kernel:
         """The one function through which a state word changes."""
         old = th.state
         if self.check:
+            self.touched.add(th)
             if (old, new) not in states.ALLOWED:
                 raise KernelInvariantError(
                     "declared transitions",
@@ -665,11 +689,28 @@ class Kernel:
             self.events.append(Event(cpu.now, cpu.index, th.name, event, detail, th.tid))
 
     def after_host_op(self) -> None:
-        if self.check and not self._running:
-            self.check_invariants()
+        if self.check:
+            if self._running:
+                self.check_all = True  # (a host callback in a run: the next check is full)
+            else:
+                self.check_invariants()
 
     def check_invariants(self, incoming: Thread | None = None,
                          blocking: Thread | None = None) -> None:
+        """Verify every invariant over the whole kernel."""
         from .invariants import check
 
         check(self, incoming, blocking)
+
+    def check_touched(self, incoming: Thread | None = None,
+                      blocking: Thread | None = None) -> None:
+        """Verify the invariants of what the operations since the last check touched (all
+        of them with check="full"), after every kernel operation of a checked run."""
+        check_touched(self, incoming, blocking)
+
+    def touch(self, obj: Thread | Task) -> None:
+        """Mark `obj` for the next incremental check (an operation changed it)."""
+        if isinstance(obj, Task):
+            self.touched_tasks.add(obj)
+        else:
+            self.touched.add(obj)

@@ -55,6 +55,7 @@ def foreign_await(k: Kernel, th: Thread) -> None:
 
 def end_thread(k: Kernel, th: Thread, reason: str | None) -> None:
     """A thread ends (returned, died or deleted): leave every queue, tell every partner."""
+    k.check_all = True  # its partners are told everywhere: the next check is a full one
     x = th.xfer
     if x is not None:
         longipc.thread_ends(k, th)
@@ -114,6 +115,7 @@ def kill(k: Kernel, th: Thread, reason: str) -> BaseException:
 
 def delete_object(k: Kernel, obj: KernelObject) -> None:
     """Delete a thread, task or gate: no reference to it is left anywhere."""
+    k.check_all = True  # references go everywhere: the next check is a full one
     if isinstance(obj, Task):
         release_task(obj)
         # The calling thread (if it is in this task) goes last: it unwinds after.

@@ -263,7 +263,7 @@ class Cpu:
         """Kernel exit: check the invariants; a preemption point if something is due."""
         k = self.k
         if k.check:
-            k.check_invariants()
+            k.check_touched()
         if k.trace and result.error:
             k.record(th, "error", result.error.name)  # each side's error, in the trace
         now = self.now
@@ -403,7 +403,8 @@ class Cpu:
                 make_ready(woken)
         k = self.k
         if k.check:
-            k.check_invariants(incoming=nxt, blocking=th)
+            k.check_touched(incoming=nxt, blocking=th)
+            k.checked_switch = nxt
         await switch(nxt)
 
 
@@ -509,6 +510,8 @@ def update_prio(k: Kernel, th: Thread) -> None:
         if new == t.prio:
             return
         t.prio = new
+        if k.check:
+            k.touched.add(t)
         if t.rq_prio >= 0:
             t.cpu.dequeue(t)
             t.cpu.enqueue_back(t)

@@ -67,6 +67,8 @@ def leave_queues(k: Kernel, victim: Thread) -> Thread | None:
     if victim.timer is not None:
         cancel_timer(victim)
     victim.partner = None
+    if k.check and isinstance(partner, Thread):
+        k.touched.add(partner)  # its queue or reply capability changed
     return partner if isinstance(partner, Thread) else None
 
 
