@@ -23,7 +23,7 @@ PAIRS = {
     "semaphore": (6, 7),
     "cancel": (6, 21),
     "timeout": (4, 10),
-    "delete": (33, 63),
+    "delete": (33, 61),
     "inversion": (13, 50),
 }
 
