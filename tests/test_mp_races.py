@@ -325,3 +325,37 @@ def test_a_cancel_of_a_caller_in_its_reply_wait_after_the_rendezvous() -> None:
     assert out["call"] == (IpcError.RECANCELED, cancel + ipi)
     took = ipc + ipi  # the call's handshake on CPU 1: the server waited already
     assert out["reply"] == (IpcError.ENOT_EXISTENT, took + k.us(30) + tick + 2 * switch + op + ipc)
+
+
+# --- concurrent cancel during a long IPC's copy -----------------------------------------
+
+
+def test_a_cancel_of_the_passive_receiver_during_the_copy_to_the_cycle() -> None:
+    """The sender copies 64 pages on CPU 0 into the receiver's buffer on CPU 1. After
+    its first page, a thread on CPU 1 cancels the receiver: the cancel lands at once
+    there (one switch and one kernel operation after the canceller is made), the
+    receiver ends REABORTED one switch later with the page copied so far, and the copier
+    on CPU 0 finds the abort at the start of its next step -- where its clock stood --
+    and ends SEABORTED with the same byte count."""
+    from helpers import run_until_the_copy
+    from test_multiprocessor import _long_pair
+
+    k = make_kernel(cpus=2)
+    size = 64 * PAGE
+    r, _, out = _long_pair(k, size, copier_cpu=0, receiver_cpu=1)
+
+    async def canceller(t: Any, sel: int) -> None:
+        out["cancel"] = (await t.ex_regs(sel, cancel=True), t.now)
+
+    run_until_the_copy(k, 5_000)
+    copier_at, other_at = k.cpus[0].now, k.cpus[1].now
+    assert copier_at > other_at  # the copier ran ahead (within a quantum)
+    ct = k.new_task("c")
+    ct.new_thread(canceller, ct.add_cap(r), name="canceller", cpu=1)
+    assert k.run().reason == "done"
+    c = k.costs
+    switch = c.thread_switch + c.space_switch
+    cancel_err, cancel_at = out["cancel"]
+    assert (cancel_err, cancel_at) == (IpcError.OK, other_at + switch + c.kernel_op)
+    assert out["receiver"] == (IpcError.REABORTED, (PAGE,), cancel_at + switch)
+    assert out["sender"] == (IpcError.SEABORTED, (PAGE,), copier_at)
