@@ -284,3 +284,51 @@ def test_transfer_events_carry_the_message() -> None:
     details = [ev.detail for ev in k.events if ev.event == "transfer"]
     assert details[0] == "to b: 2 words | label 80 | words 3 7 | as 0x1"
     assert details[1].startswith("to a: 1 words | label 0 | words 10")
+
+
+def test_a_run_does_no_work_for_the_threads_that_stay_blocked(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A run beside many blocked threads does not look at them: who is blocked, how, and
+    whether the end is a deadlock are found when the result is read."""
+    from l4sim.kernel.kernel import Kernel as K
+
+    k = Kernel()
+    crowd = k.new_task("crowd")
+
+    async def waiter(t):  # type: ignore[no-untyped-def]
+        await t.wait()
+
+    for i in range(50):
+        crowd.new_thread(waiter, name=f"w{i}")
+    assert len(k.run().blocked) == 50
+    scans: list[str] = []
+    monkeypatch.setattr(K, "blocked_threads", lambda self: scans.append("b") or [])
+    monkeypatch.setattr(K, "_end_reason", lambda self: scans.append("r") or "done")
+
+    async def alone(t):  # type: ignore[no-untyped-def]
+        await t.compute(10)
+
+    crowd.new_thread(alone, name="alone")
+    res = k.run()
+    del res
+    crowd.new_thread(alone, name="again")
+    k.run()
+    assert scans == []
+
+
+def test_a_result_describes_the_end_of_its_own_run() -> None:
+    """Read after the kernel has gone on, a result still says how its run ended."""
+    k = Kernel()
+    ta = k.new_task("a")
+
+    async def waiter(t):  # type: ignore[no-untyped-def]
+        await t.wait()
+
+    async def sender(t, d):  # type: ignore[no-untyped-def]
+        await t.send(d, words=[1])
+
+    w = ta.new_thread(waiter, name="w")
+    first = k.run()
+    ta.new_thread(sender, ta.add_cap(w), name="s")
+    second = k.run()
+    assert [t.name for t in first.blocked] == ["w"] and first.reason == "done"
+    assert second.blocked == [] and second.reason == "done"

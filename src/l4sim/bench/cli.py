@@ -154,6 +154,7 @@ def scale(threads: int, as_json: bool, n: int, repeats: int, kind: str) -> None:
         ("loop ratio to two threads", f"{result['loop_ratio_to_two_threads']:.3f}"),
         ("bytes per blocked thread", f"{result['bytes_per_blocked_thread']:,.0f}"),
         ("creating and blocking the crowd (traced), s", f"{result['crowd_setup_s']:.1f}"),
+        ("peak resident memory of the process, MB", f"{result['max_rss_bytes'] / 1e6:,.0f}"),
         ("simulated cycles per round trip", f"{result['sim_cycles_per_rt']:,.0f}"),
     ]
     for name, value in rows:

@@ -14,6 +14,7 @@ runs beside the blocked crowd, and again on a kernel with only the two threads.
 from __future__ import annotations
 
 import gc
+import resource
 import statistics
 import tracemalloc
 from time import perf_counter
@@ -149,5 +150,6 @@ def run_scale(threads: int = 100_000, n: int = 100_000, repeats: int = 5, kind: 
         "loop_ratio_to_two_threads": loop_ns / two_loop_ns,
         "bytes_per_blocked_thread": (after - before) / threads,
         "crowd_setup_s": setup_s,
+        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "sim_cycles_per_rt": crowded.sim[0],
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 
@@ -65,21 +66,66 @@ class RunResult:
     looked like a mistake (an IPC operation never awaited). `str(result)` explains it all.
     """
 
-    __slots__ = ("reason", "now", "blocked", "died", "steps", "waits", "chains", "warnings",
-                 "kernel")
+    __slots__ = ("_reason", "now", "_blocked", "died", "steps", "_waits", "_chains",
+                 "warnings", "kernel", "__weakref__")
 
-    def __init__(self, reason: str, now: int, blocked: list[Thread],
+    def __init__(self, reason: str | None, now: int, blocked: list[Thread] | None,
                  died: list[tuple[Thread, str]], steps: int,
                  kernel: Kernel | None = None, warnings: list[str] | None = None) -> None:
-        self.reason = reason
+        # `reason` None ("done" or "deadlock") and `blocked` None are found from the
+        # kernel's threads when first read: a run beside a million blocked threads
+        # costs nothing per run for them. The kernel settles them (`settle`) before
+        # anything changes its threads, so they describe the end of this run.
+        self._reason = reason
         self.now = now
-        self.blocked = blocked
+        self._blocked = blocked
         self.died = died
         self.steps = steps
         self.kernel = kernel
         self.warnings = list(warnings or ())
-        self.waits = {t: diagnose.wait_description(t) for t in blocked}
-        self.chains = diagnose.wait_for_chains(blocked)
+        self._waits: dict[Thread, str] | None = None
+        self._chains: list[str] | None = None
+
+    def settle(self) -> None:
+        """Find what was left open: the reason, the blocked threads, their waits."""
+        if self._blocked is None or self._reason is None:
+            k = self.kernel
+            assert k is not None
+            if self._blocked is None:
+                self._blocked = k.blocked_threads()
+            if self._reason is None:
+                self._reason = k._end_reason()
+        if self._waits is None:
+            self._waits = {t: diagnose.wait_description(t) for t in self._blocked}
+            self._chains = diagnose.wait_for_chains(self._blocked)
+
+    @property
+    def reason(self) -> str:
+        if self._reason is None:
+            self.settle()
+        assert self._reason is not None
+        return self._reason
+
+    @property
+    def blocked(self) -> list[Thread]:
+        if self._blocked is None:
+            self.settle()
+        assert self._blocked is not None
+        return self._blocked
+
+    @property
+    def waits(self) -> dict[Thread, str]:
+        if self._waits is None:
+            self.settle()
+        assert self._waits is not None
+        return self._waits
+
+    @property
+    def chains(self) -> list[str]:
+        if self._chains is None:
+            self.settle()
+        assert self._chains is not None
+        return self._chains
 
     def explain(self) -> str:
         """Why the run ended, who is blocked and how, who died and where (tracebacks)."""
@@ -203,6 +249,7 @@ class Kernel:
         # The thread a blocking IPC switched to, checked then: if nothing was touched
         # since, the CPU loop's check of the same switch is skipped.
         self.checked_switch: Thread | None = None
+        self._open_result: weakref.ref[RunResult] | None = None  # see settle_result
         self.stop: str | None = None  # why the run ends, once decided
         self._running = False
         self._last_check_times = [0] * cpus
@@ -266,6 +313,7 @@ class Kernel:
                    exc_handler: Thread | None, preempter: Thread | None = None) -> Thread:
         from ..user.context import UserContext
 
+        self.settle_result()  # before the threads change
         if not task.alive:
             raise ValueError(f"{task!r} has been deleted")
         if not inspect.iscoroutinefunction(body):
@@ -367,6 +415,7 @@ class Kernel:
 
     def trigger(self, source: Irq) -> None:
         """Raise an interrupt from host code (`irq.trigger()`: a device, a test)."""
+        self.settle_result()  # before the threads change
         irq.trigger(self, source)
         self.after_host_op()
 
@@ -405,6 +454,7 @@ class Kernel:
         """Delete a thread, task or gate from host code (as a task holding D would)."""
         if not isinstance(obj, KernelObject):
             raise TypeError(f"delete needs a kernel object, got {type(obj).__name__}")
+        self.settle_result()  # before the threads change
         if not obj.alive:
             raise ValueError(f"{obj!r} has already been deleted")
         delete_object(self, obj)
@@ -413,6 +463,7 @@ class Kernel:
         """Give `th` the affinity `cpu` (host code; `th.migrate(cpu)`)."""
         if not isinstance(th, Thread):
             raise TypeError(f"migrate needs a Thread, got {type(th).__name__}")
+        self.settle_result()  # before the threads change
         target = self.cpu_of(cpu)
         if th.state & DEAD:
             raise ValueError(f"{th!r} is dead")
@@ -440,6 +491,7 @@ class Kernel:
 
         if not isinstance(thread, Thread):
             raise TypeError(f"cancel needs a Thread, got {type(thread).__name__}")
+        self.settle_result()  # before the threads change
         cancel_ipc(self, thread)
         self.after_host_op()
 
@@ -454,6 +506,7 @@ class Kernel:
         go on."""
         if self._running:
             raise RuntimeError("Kernel.run() is not reentrant")
+        self.settle_result()
         if until is not None:
             until = self._time("until", until)
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
@@ -493,20 +546,37 @@ class Kernel:
                 c.now = max(c.now, until)  # idle up to the end of the run (never back)
         if self.check:
             self.check_invariants()  # the full check ends every checked run
-        reason = self.stop or self._end_reason()
-        if reason in ("done", "deadlock"):
+        if self.stop is None:  # done or deadlock (which one is found when read)
             self.chooser.finish()  # a replayed schedule must have been used up
-        return self._result(reason)
+        return self._result(self.stop)
 
     def _set_fast(self, on: bool) -> None:
         for th in self.threads.values():
             th.user.fast = on and not th.state & DEAD
 
-    def _result(self, reason: str) -> RunResult:
-        blocked = [t for t in self.threads.values()
-                   if t.state & (SEND_WAIT | RECEIVE_WAIT | LOCK_WAIT | DRQ_WAIT)]
-        return RunResult(reason, self.now, blocked, list(self.died), self.entries, self,
-                         self.warnings)
+    def _result(self, reason: str | None) -> RunResult:
+        """The result of a run that ended for `reason` (None: done or deadlock, found
+        when read). What it leaves open is settled before the threads change again."""
+        self.settle_result()
+        result = RunResult(reason, self.now, None, list(self.died), self.entries, self,
+                           self.warnings)
+        self._open_result = weakref.ref(result)
+        return result
+
+    def settle_result(self) -> None:
+        """Settle the last run's result if it is still held (its reason, blocked threads
+        and waits describe the end of that run): before the threads change again."""
+        ref = self._open_result
+        if ref is not None:
+            self._open_result = None
+            result = ref()
+            if result is not None:
+                result.settle()
+
+    def blocked_threads(self) -> list[Thread]:
+        """The threads waiting in IPC (or for a lock, or for a remote handshake)."""
+        return [t for t in self.threads.values()
+                if t.state & (SEND_WAIT | RECEIVE_WAIT | LOCK_WAIT | DRQ_WAIT)]
 
     def _end_reason(self) -> str:
         """Nothing can run: a deadlock if someone waits for a partner that is not idle."""
@@ -526,6 +596,7 @@ class Kernel:
         `peek`). `run` is a loop over steps; `step` lets a test or a debugger drive it."""
         if self._running:
             raise RuntimeError("Kernel.step() inside a run")
+        self.settle_result()
         cpu = self._next_cpu()
         if cpu is None:
             return None
