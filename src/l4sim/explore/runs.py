@@ -18,7 +18,7 @@ import random
 import traceback
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..kernel import Chooser, Kernel, KernelInvariantError, RunResult, Schedule, ScheduleError
 from ..kernel.objects import Thread
@@ -29,8 +29,7 @@ from .scenario import Scenario
 KERNEL = None  # the footprint of a segment that touched the kernel: dependent on all
 
 
-@dataclass(frozen=True)
-class Footprint:
+class Footprint(NamedTuple):
     """What a segment of one thread touched in memory (physical 8-byte words)."""
 
     reads: frozenset[int]
@@ -49,10 +48,10 @@ def dependent(a: Touch, b: Touch) -> bool:
     return bool(a.writes & (b.reads | b.writes) or b.writes & a.reads)
 
 
-@dataclass
-class Point:
+class Point(NamedTuple):
     """One choice point of a run: its letter, how many options, the one taken, and who
-    acts next under each option (None where the kernel does not say)."""
+    acts next under each option (None where the kernel does not say). (Tuples: records
+    travel between processes.)"""
 
     letter: str
     options: int
@@ -221,6 +220,20 @@ class RunRecord:
     steps: int
     misfit: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Records travel between processes: as plain tuples, which pickle several
+        # times faster than named ones.
+        return (_record, (self.schedule, self.choices, [tuple(p) for p in self.points],
+                          [None if f is None else tuple(f) for f in self.segments],
+                          self.failure, self.kind, self.state, self.steps, self.misfit,
+                          self.extra))
+
+
+def _record(schedule: str, choices: list[int], points: list[tuple[Any, ...]],
+            segments: list[tuple[Any, ...] | None], *rest: Any) -> RunRecord:
+    return RunRecord(schedule, choices, [Point(*p) for p in points],
+                     [None if f is None else Footprint(*f) for f in segments], *rest)
 
 
 def run_once(sc: Scenario, prefix: Sequence[int] = (), pct: PctPolicy | None = None,
