@@ -154,12 +154,9 @@ class Sync:
         return th
 
     async def _call(self, t: Any, op: int, *words: int) -> None:
-        # A scheduler may switch threads right before a pthread call (SCTBench's does);
-        # the explorer switches before loads and stores of shared memory and after
-        # kernel exits, not before a kernel entry. So the stub first reads the object's
-        # word in the process's memory (where a futex-based pthread_mutex_lock would
-        # try its fast path): a preemption point just before the call.
-        await t.load_word(OBJECTS + 8 * words[0])
+        # (A scheduler may switch threads right before a pthread call, as SCTBench's
+        # does: the explorer may too, before a system call that follows a shared load
+        # or store.)
         r = await t.call(self.sel, words=list(words), label=op)
         if not r.ok or r.words[0] != 0:
             raise RuntimeError(f"pthread_{_OPS[op]}{words} failed: "
