@@ -47,7 +47,8 @@ class ServerSpec:
 @dataclass(frozen=True)
 class ClientSpec:
     priority: int = 100
-    # ("call", server, via_gate, nwords, label, receive_timeout_cycles | None),
+    # ("call", server, via_gate, nwords, label, receive_timeout_cycles | None
+    #  [, send_timeout_cycles | None]),
     # ("send", server, via_gate, nwords, send_timeout_cycles | None),
     # ("compute", cycles), ("sleep", cycles)
     ops: tuple[tuple[Any, ...], ...] = ()
@@ -114,13 +115,15 @@ async def _client(t: Any, log: list[tuple[Any, ...]], spec: ClientSpec,
     for i, op in enumerate(spec.ops):
         kind = op[0]
         if kind == "call":
-            _, srv, via_gate, n, label, rto = op
+            _, srv, via_gate, n, label, rto, *more = op
+            sto = more[0] if more else None  # a send timeout, optional
             words = [(i << 8 | j) & 0xFFFF for j in range(n)]
-            if rto is None:
+            if rto is None and sto is None:
                 r = await t.call(sels[srv, via_gate], words=words, label=label)
             else:
                 r = await t.call(sels[srv, via_gate], words=words, label=label,
-                                 receive_timeout=Timeout.cycles(rto))
+                                 send_timeout=Timeout.never() if sto is None else Timeout.cycles(sto),
+                                 receive_timeout=Timeout.never() if rto is None else Timeout.cycles(rto))
             log.append(_res("call", r, t.now))
         elif kind == "send":
             _, srv, via_gate, n, sto = op
@@ -304,6 +307,24 @@ def test_mixed_with_timeouts() -> None:
     assert E.RETIMEOUT in errors, "some receive timeouts expire"
 
 
+@pytest.mark.parametrize("rto", [None, 0, 1, 800, 3_000, 10**9])
+@pytest.mark.parametrize("sto", [None, 0, 5_000])
+@pytest.mark.parametrize("server_timeout", [None, 0, 1_000, 10**9])
+def test_calls_and_replies_with_finite_timeouts(rto: int | None, sto: int | None,
+                                                server_timeout: int | None) -> None:
+    """Finite (and zero) send and receive timeouts on both sides: the fast path takes the
+    calls whose reply wait has time left (arming the timer when the caller blocks and
+    cancelling it with the reply), and the replies whose next wait has; it falls back for
+    the rest. The same results and simulated times either way, expiries included."""
+    server = (ServerSpec(work=700) if server_timeout is None
+              else ServerSpec(style="rw_timeout", timeout=server_timeout, work=700))
+    ops = tuple(("call", 0, i % 2 == 0, 2, 0, rto, sto) for i in range(12))
+    fast, slow = assert_equivalent(Program((server,), (ClientSpec(100, ops),
+                                                        ClientSpec(100, ops[:5]))))
+    if rto in (None, 10**9) and server_timeout in (None, 10**9):
+        assert_fast_path_taken(fast, slow)
+
+
 def test_server_with_queued_senders_falls_back() -> None:
     clients = tuple(ClientSpec(100, tuple(("call", 0, False, 2, 0, None) for _ in range(10)))
                     for _ in range(3))
@@ -396,7 +417,7 @@ def programs(draw: st.DrawFn, *, timers: bool = True, max_clients: int = 3) -> P
     ops = [
         st.tuples(st.just("call"), st.integers(0, nserv - 1), st.booleans(),
                   st.sampled_from([0, 1, 2, 3, 4, 8, 63]), st.sampled_from([0, 0, 5]),
-                  st.sampled_from(rtos)),
+                  st.sampled_from(rtos), st.sampled_from(stos)),
         st.tuples(st.just("send"), st.integers(0, nserv - 1), st.booleans(),
                   st.integers(0, 4), st.sampled_from(stos)),
         st.tuples(st.just("compute"), st.sampled_from([100, 3_000, 40_000])),

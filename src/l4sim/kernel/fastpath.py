@@ -39,7 +39,7 @@ from .diagnose import native_coroutine, register_operation, word_error
 from .ipc import _result_of_wait, ipc
 from .objects import IpcGate, Thread
 from .result import IpcResult, new_result
-from .sched import update_prio
+from .sched import INFINITY, cancel_timer, update_prio
 from .states import READY, RECEIVE_WAIT
 from .waits import set_reply_cap
 
@@ -81,12 +81,15 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
          tag: MsgTag | None = None, window: Windows = None, buffers: Buffers = None) -> Trap:
     """Send to `dest` and wait for the reply from it (its gate's thread) only."""
     if tag is None:
-        if not (not items and send_timeout is NEVER and receive_timeout is NEVER and t.fast
-                and type(dest) is int and window is None and buffers is None
-                and pagefault_timeout is NEVER):
-            return cast(IpcResult, (yield from t._general_call(
-                dest, words, label, items, send_timeout, receive_timeout, pagefault_timeout,
-                tag, window, buffers)))
+        if not (not items and t.fast and type(dest) is int and window is None
+                and buffers is None and pagefault_timeout is NEVER
+                and (send_timeout is NEVER or type(send_timeout) is Timeout)
+                and (receive_timeout is NEVER or type(receive_timeout) is Timeout)):
+            tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
+                                     pagefault_timeout, tag, window, buffers)
+            return cast(IpcResult, (yield from ipc(
+                t._k, t._th, IpcOp.CALL, dest, tagraw, send_timeout, receive_timeout,
+                pf_to=pagefault_timeout)))
         th = t._th
         if words:
             n = len(words)
@@ -106,12 +109,15 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
     else:
         # UTCB IPC: the message is already in the MRs; the tag says how much.
         if not (type(tag) is MsgTag and not words and not items and not label
-                and send_timeout is NEVER and receive_timeout is NEVER and t.fast
-                and type(dest) is int and window is None and buffers is None
-                and pagefault_timeout is NEVER):
-            return cast(IpcResult, (yield from t._general_call(
-                dest, words, label, items, send_timeout, receive_timeout, pagefault_timeout,
-                tag, window, buffers)))
+                and t.fast and type(dest) is int and window is None and buffers is None
+                and pagefault_timeout is NEVER
+                and (send_timeout is NEVER or type(send_timeout) is Timeout)
+                and (receive_timeout is NEVER or type(receive_timeout) is Timeout)):
+            tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
+                                     pagefault_timeout, tag, window, buffers)
+            return cast(IpcResult, (yield from ipc(
+                t._k, t._th, IpcOp.CALL, dest, tagraw, send_timeout, receive_timeout,
+                pf_to=pagefault_timeout)))
         th = t._th
         msgtag = tag.raw
         n = msgtag & 0x3F
@@ -130,10 +136,18 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 lbl = obj.label
             else:
                 dst = None
-            if (dst is not None and dst.state == RECEIVE_WAIT and dst.timer is None
+            if (dst is not None and dst.state == RECEIVE_WAIT
                     and (dst.partner is None or dst.partner is th)):
                 cpu = th.cpu
-                if dst.cpu is cpu and not cpu.bitmap >> (dst.prio + 1):
+                cost = cpu.ipc_costs[n]
+                if receive_timeout is NEVER:
+                    deadline = None
+                else:  # the reply wait's deadline, from the end of the send (as there)
+                    deadline = receive_timeout.deadline(cpu.now + cost, cpu.k.mhz)
+                    if deadline is not None and deadline >= INFINITY:
+                        deadline = None
+                if (dst.cpu is cpu and not cpu.bitmap >> (dst.prio + 1)
+                        and (deadline is None or deadline > cpu.now + cost)):
                     # Transfer: one slice copy of the words; finish: the partner runs next.
                     if snap is not None:  # words given as a tuple: it is the snapshot
                         if n == 2:
@@ -154,12 +168,16 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                         dst.reply_caller = th
                     else:  # its previous caller waits on, without a reply capability
                         set_reply_cap(t._k, dst, th)
+                    if dst.timer is not None:  # its receive timeout ends with the wait
+                        cancel_timer(dst)
                     dst.partner = None
                     dst.state = READY
                     th.partner = dst
                     th.state = RECEIVE_WAIT
                     cpu.entries += 1
-                    cpu.now += cpu.ipc_costs[n]
+                    cpu.now += cost
+                    if deadline is not None:  # armed on block, cancelled by the reply
+                        cpu.arm_timer(th, deadline)
                     if th.prio > dst.prio:
                         update_prio(t._k, dst)
                     yield dst  # the switch
@@ -175,7 +193,8 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     k = t._k
                     # An error, the end of the timeslice or an event due: the general exit.
                     return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
-    return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, NEVER, NEVER)))
+    return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, send_timeout,
+                                           receive_timeout)))
 
 
 @native_coroutine
@@ -190,10 +209,14 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
     Loading the message and the transfer are the same steps as in `call`, written out
     again on purpose: a shared helper would cost a Python call, 6 % of a round trip."""
     if tag is None:
-        if not (not items and receive_timeout is NEVER and t.fast and window is None
-                and buffers is None and pagefault_timeout is NEVER):
-            return cast(IpcResult, (yield from t._general_reply_and_wait(
-                words, label, items, receive_timeout, pagefault_timeout, tag, window, buffers)))
+        if not (not items and t.fast and window is None and buffers is None
+                and pagefault_timeout is NEVER
+                and (receive_timeout is NEVER or type(receive_timeout) is Timeout)):
+            tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
+                                               pagefault_timeout, tag, window, buffers)
+            return cast(IpcResult, (yield from ipc(
+                t._k, t._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
+                pf_to=pagefault_timeout)))
         th = t._th
         if words:
             n = len(words)
@@ -212,19 +235,31 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
         msgtag = _with_label(label, n) if label else n
     else:
         if not (type(tag) is MsgTag and not words and not items and not label
-                and receive_timeout is NEVER and t.fast and window is None
-                and buffers is None and pagefault_timeout is NEVER):
-            return cast(IpcResult, (yield from t._general_reply_and_wait(
-                words, label, items, receive_timeout, pagefault_timeout, tag, window, buffers)))
+                and t.fast and window is None and buffers is None
+                and pagefault_timeout is NEVER
+                and (receive_timeout is NEVER or type(receive_timeout) is Timeout)):
+            tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
+                                               pagefault_timeout, tag, window, buffers)
+            return cast(IpcResult, (yield from ipc(
+                t._k, t._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
+                pf_to=pagefault_timeout)))
         th = t._th
         msgtag = tag.raw
         n = msgtag & 0x3F
         snap = None
     c = th.reply_caller
-    if (c is not None and c.state == RECEIVE_WAIT and c.partner is th and c.timer is None
+    if (c is not None and c.state == RECEIVE_WAIT and c.partner is th
             and not th.sendq and not msgtag & 0xFC0):
         cpu = th.cpu
-        if c.cpu is cpu and not cpu.bitmap >> (c.prio + 1):
+        cost = cpu.ipc_costs[n]
+        if receive_timeout is NEVER:
+            deadline = None
+        else:  # the open wait's deadline, from the end of the reply (as there)
+            deadline = receive_timeout.deadline(cpu.now + cost, cpu.k.mhz)
+            if deadline is not None and deadline >= INFINITY:
+                deadline = None
+        if (c.cpu is cpu and not cpu.bitmap >> (c.prio + 1)
+                and (deadline is None or deadline > cpu.now + cost)):
             th.reply_caller = None
             if snap is not None:  # words given as a tuple: it is the snapshot
                 if n == 2:
@@ -241,11 +276,17 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 c.in_words = None
             c.in_tag = msgtag
             c.in_label = th.tid
+            if c.timer is not None:  # the caller's reply wait ends: so does its timeout
+                cancel_timer(c)
             c.partner = None
             c.state = READY
             th.state = RECEIVE_WAIT
             cpu.entries += 1
-            cpu.now += cpu.ipc_costs[n]
+            cpu.now += cost
+            if deadline is not None:
+                th.in_words = None
+                th.in_tag = th.in_label = 0
+                cpu.arm_timer(th, deadline)
             if th.prio != th.priority:
                 update_prio(t._k, th)
             yield c  # the switch
@@ -259,7 +300,8 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 return r
             k = t._k
             return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
-    return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO, NEVER)))
+    return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO,
+                                           receive_timeout)))
 
 
 register_operation(call, "call")

@@ -36,6 +36,7 @@ from .states import (
     TIMEOUT,
 )
 from .transfer import _deliver, _end_receive_wait, _wake_receiver
+from .trap import switch
 from .waits import add_waiter, end_wait
 
 if TYPE_CHECKING:
@@ -219,7 +220,9 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                rcv_to: Timeout, unmask: Irq | None, dest: Thread | None,
                dest_label: int | None) -> IpcResult:
     op = int(op)
-    await th.cpu.enter(th)
+    cpu = th.cpu
+    if not cpu.enter_now(th):
+        await cpu.enter(th)
     if unmask is not None:
         unmask_irq(k, unmask)
     woken: Thread | None = None  # the partner this operation made ready, not yet queued
@@ -389,7 +392,10 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
     th.partner = src
     th.in_words = None
     th.in_tag = th.in_label = 0
-    k.set_state(th, RECEIVE_WAIT)
+    if k.check or k.trace:
+        k.set_state(th, RECEIVE_WAIT)
+    else:
+        th.state = RECEIVE_WAIT  # (set_state checks and records only)
     if deadline is not None:
         th.cpu.arm_timer(th, deadline)
     if type(src) is Thread and src is not th:
@@ -398,8 +404,12 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
                 update_prio(k, src)  # the server now works for us: it inherits our priority
         else:
             add_waiter(k, src, th)
-    await th.cpu.block(th, woken)
-    return await th.cpu.leave(th, _result_of_wait(k, th))
+    await switch(th.cpu.switch_target(th, woken))  # (blocked: `Cpu.block`, inlined)
+    cpu = th.cpu  # (it may have migrated meanwhile)
+    r = _result_of_wait(k, th)
+    if cpu.must_leave(th, r.error):
+        return await cpu.leave(th, r)
+    return r
 
 
 class Drq:

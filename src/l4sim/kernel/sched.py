@@ -395,6 +395,12 @@ class Cpu:
     async def block(self, th: Thread, woken: Thread | None) -> None:
         """`th` has blocked in IPC: switch directly to the partner it woke unless a ready
         thread has a strictly higher priority; otherwise let the scheduler pick."""
+        await switch(self.switch_target(th, woken))
+
+    def switch_target(self, th: Thread, woken: Thread | None) -> Thread | None:
+        """The decision of `block` (a plain function: the IPC path awaits the switch
+        itself, a coroutine level less): the partner `th` woke, or None (the scheduler
+        picks); a partner that does not run next joins the ready queue."""
         nxt = None
         if woken is not None:
             if woken.cpu is self and not self.bitmap >> (woken.prio + 1):
@@ -405,7 +411,25 @@ class Cpu:
         if k.check:
             k.check_touched(incoming=nxt, blocking=th)
             k.checked_switch = nxt
-        await switch(nxt)
+        return nxt
+
+    def must_leave(self, th: Thread, error: int) -> bool:
+        """Must the kernel exit of `th` (with `error`) do more than return: check, trace,
+        or a preemption point? (`leave` is then awaited; a plain test otherwise.)"""
+        k = self.k
+        now = self.now
+        return bool(k.check or (k.trace and error) or now >= self.slice_end
+                    or now >= self.next_event or self.bitmap >> (th.prio + 1) or self.preempts)
+
+    def enter_now(self, th: Thread) -> bool:
+        """The kernel entry of an IPC when it needs no preemption point (no step limit,
+        no exploring chooser, a live thread): counted and charged here, True. False:
+        await `enter`."""
+        if th.state & DEAD or self.preempts or self.k.entry_limit < INFINITY:
+            return False
+        self.entries += 1
+        self.now += self.ipc_costs[0]
+        return True
 
 
 def make_ready(th: Thread) -> None:

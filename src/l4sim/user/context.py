@@ -323,10 +323,12 @@ class UserContext:
 
     call = fastpath.call  # the system-call entry with the kernel's fast path
 
-    async def _general_call(self, dest: int, words: Sequence[int], label: int,
-                            items: Iterable[Item], send_timeout: Timeout,
-                            receive_timeout: Timeout, pagefault_timeout: Timeout,
-                            tag: MsgTag | None, window: Windows = None, buffers: Buffers = None) -> IpcResult:
+    def _prepare_call(self, dest: int, words: Sequence[int], label: int,
+                      items: Iterable[Item], send_timeout: Timeout,
+                      receive_timeout: Timeout, pagefault_timeout: Timeout,
+                      tag: MsgTag | None, window: Windows = None, buffers: Buffers = None) -> int:
+        """`call`'s arguments checked and loaded for the general path: the raw tag. (A
+        plain function: the fast path's fallback awaits the IPC itself, a level less.)"""
         _check_sel(dest)
         _check_timeout("send_timeout", send_timeout)
         _check_timeout("receive_timeout", receive_timeout)
@@ -334,8 +336,7 @@ class UserContext:
         tagraw = self._load(words, label, items, tag)
         if window is not None or buffers is not None:
             self._set_receive(window, buffers)
-        return await _ipc.ipc(self._k, self._th, IpcOp.CALL, dest, tagraw, send_timeout,
-                              receive_timeout, pf_to=pagefault_timeout)
+        return tagraw
 
     def send(self, dest: int, words: Sequence[int] = (), label: int = 0,
              items: Iterable[Item] = (), send_timeout: Timeout = NEVER,
@@ -372,17 +373,17 @@ class UserContext:
 
     reply_and_wait = fastpath.reply_and_wait  # the system-call entry with the fast path
 
-    async def _general_reply_and_wait(self, words: Sequence[int], label: int,
-                                      items: Iterable[Item], receive_timeout: Timeout,
-                                      pagefault_timeout: Timeout, tag: MsgTag | None,
-                                      window: Windows = None, buffers: Buffers = None) -> IpcResult:
+    def _prepare_reply_and_wait(self, words: Sequence[int], label: int,
+                                items: Iterable[Item], receive_timeout: Timeout,
+                                pagefault_timeout: Timeout, tag: MsgTag | None,
+                                window: Windows = None, buffers: Buffers = None) -> int:
+        """`reply_and_wait`'s arguments checked and loaded for the general path."""
         _check_timeout("receive_timeout", receive_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
         if window is not None or buffers is not None:
             self._set_receive(window, buffers)
-        return await _ipc.ipc(self._k, self._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO,
-                              receive_timeout, pf_to=pagefault_timeout)
+        return tagraw
 
     def reply(self, words: Sequence[int] = (), label: int = 0, items: Iterable[Item] = (),
               pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None) -> Op:
