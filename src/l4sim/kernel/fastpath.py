@@ -21,6 +21,7 @@ from __future__ import annotations
 import types
 from array import array
 from collections.abc import Generator, Iterable, Sequence
+from heapq import heappush
 from typing import TYPE_CHECKING, cast
 
 from .abi import (
@@ -39,7 +40,7 @@ from .diagnose import native_coroutine, register_operation, word_error
 from .ipc import _result_of_wait, ipc
 from .objects import IpcGate, Thread
 from .result import IpcResult, new_result
-from .sched import INFINITY, cancel_timer, update_prio
+from .sched import INFINITY, TIMER_SLACK, bound_dead_timers, update_prio
 from .states import READY, RECEIVE_WAIT
 from .waits import set_reply_cap
 
@@ -168,8 +169,13 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                         dst.reply_caller = th
                     else:  # its previous caller waits on, without a reply capability
                         set_reply_cap(t._k, dst, th)
-                    if dst.timer is not None:  # its receive timeout ends with the wait
-                        cancel_timer(dst)
+                    entry = dst.timer
+                    if entry is not None:  # its receive timeout ends with the wait
+                        entry[2] = dst.timer = None  # (`cancel_timer`, inlined)
+                        k = t._k
+                        k.dead_timers += 1
+                        if k.dead_timers > TIMER_SLACK:
+                            bound_dead_timers(k)
                     dst.partner = None
                     dst.state = READY
                     th.partner = dst
@@ -177,7 +183,12 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     cpu.entries += 1
                     cpu.now += cost
                     if deadline is not None:  # armed on block, cancelled by the reply
-                        cpu.arm_timer(th, deadline)
+                        k = t._k  # (`arm_timer`, inlined)
+                        k._seq += 1
+                        th.timer = entry = [deadline, k._seq, th, None]
+                        heappush(cpu.timers, entry)
+                        if deadline < cpu.next_event:
+                            cpu.next_event = deadline
                     if th.prio > dst.prio:
                         update_prio(t._k, dst)
                     yield dst  # the switch
@@ -276,8 +287,13 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 c.in_words = None
             c.in_tag = msgtag
             c.in_label = th.tid
-            if c.timer is not None:  # the caller's reply wait ends: so does its timeout
-                cancel_timer(c)
+            entry = c.timer
+            if entry is not None:  # the caller's reply wait ends: so does its timeout
+                entry[2] = c.timer = None  # (`cancel_timer`, inlined)
+                k = t._k
+                k.dead_timers += 1
+                if k.dead_timers > TIMER_SLACK:
+                    bound_dead_timers(k)
             c.partner = None
             c.state = READY
             th.state = RECEIVE_WAIT
@@ -286,7 +302,12 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             if deadline is not None:
                 th.in_words = None
                 th.in_tag = th.in_label = 0
-                cpu.arm_timer(th, deadline)
+                k = t._k  # (`arm_timer`, inlined)
+                k._seq += 1
+                th.timer = entry = [deadline, k._seq, th, None]
+                heappush(cpu.timers, entry)
+                if deadline < cpu.next_event:
+                    cpu.next_event = deadline
             if th.prio != th.priority:
                 update_prio(t._k, th)
             yield c  # the switch
