@@ -1,11 +1,13 @@
 """The IPC fast path: the lecture's "short cut" for the common case.
 
 `call` and `reply_and_wait` of the user context *are* these two functions: each is a
-system-call entry that, for words only, no timeouts and a partner already waiting on
-the same CPU with no higher-priority thread ready, loads the MRs, transfers, and
+system-call entry that, for words only and a partner already waiting on the same CPU
+with no higher-priority thread ready, loads the MRs, transfers, and
 switches straight to the partner, all in one generator frame that yields to the CPU
 loop itself (the switch of `trap.py`, inlined). Being the method saves a Python call
-and a frame per IPC, which is a quarter of the whole round trip.
+and a frame per IPC, which is a quarter of the whole round trip. Finite timeouts are
+taken too: the send phase ends at once (the partner waits), and the wait that follows
+arms its timer when it blocks; the partner's wake-up cancels the partner's timer.
 
 Anything else takes the general path (`ipc.ipc`), which does the same thing with every
 check, the declared state transitions and the trace. The fast path is used only when
