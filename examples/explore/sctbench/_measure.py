@@ -1,6 +1,6 @@
 """Measure the SCTBench ports as the README's results table shows them.
 
-    python examples/explore/sctbench/measure.py
+    python examples/explore/sctbench/_measure.py
 
 For each program: whether the kernel's own policy already fails, then preemption
 bounding, delay bounding (each at the file's bound) and PCT (depth 3, the file's RUNS,
@@ -28,7 +28,7 @@ def first(report: explorer.Report) -> tuple[int | str, str]:
 
 def main() -> None:
     for path in sorted(HERE.glob("*.py")):
-        if path.stem.startswith("_") or path.stem == "measure":
+        if path.stem.startswith("_"):
             continue
         sc = scenario.load(path)
         run = explorer.serial_runner(sc)
