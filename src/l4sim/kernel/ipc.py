@@ -219,6 +219,8 @@ def first_accepted(th: Thread, src: Thread | Irq | None) -> Thread | Irq | None:
 async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeout,
                rcv_to: Timeout, unmask: Irq | None, dest: Thread | None,
                dest_label: int | None) -> IpcResult:
+    """One IPC system call, the lecture's way: the kernel entry, the send phase (if
+    `op` sends), then, once the message is sent, the receive phase (if `op` receives)."""
     op = int(op)
     cpu = th.cpu
     if not cpu.enter_now(th):
@@ -228,125 +230,147 @@ async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeo
     woken: Thread | None = None  # the partner this operation made ready, not yet queued
     src: Thread | Irq | None = None
     if op & _SEND:
-        # A malformed message fails before anything happens (a reply keeps its capability).
-        if not tag_fits(tag):
-            return await th.cpu.leave(th, IpcResult(SEMSGCUT))
-        strings = longipc.string_items(th.mr, tag) if tag & 0xFC0 else None
-        if strings is not None and not longipc.strings_fit(strings):
-            return await th.cpu.leave(th, result_with(SEMSGCUT, 0, 0, None, (0,) * len(strings)))
-        call = bool(op & _RECEIVE) and not op & _OPEN_WAIT
-        if op & _REPLY:
-            # The one-shot reply capability: consumed by this reply, even a failed one.
-            dst = th.reply_caller
-            if dst is None or dst.state != RECEIVE_WAIT or dst.partner is not th:
-                th.reply_caller = None
-                if th.prio != th.priority:
-                    update_prio(k, th)
-                return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
-            if dst.cpu is th.cpu:
-                th.reply_caller = None
-                if th.prio != th.priority:
-                    update_prio(k, th)
-            # (a caller on another CPU waits until the remote handshake ends its wait:
-            # that consumes the capability there)
-            label, gate, call = th.tid, None, False
-        else:
-            target = resolve_send(th, sel) if dest is None else (
-                (dest, th.tid if dest_label is None else dest_label, None)
-                if not dest.state & 0x200 else None)
-            if target is None:
-                return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
-            dst, label, gate = target
-        if call:
-            src = dst
-        # Handshake: what do we find at the receiver? (On another CPU: ask its CPU.)
-        match handshake(th, dst, strings) if dst.cpu is th.cpu else Handshake.REMOTE:
-            case Handshake.WAITING_LONG:
-                # Long IPC, the receiver arrived first: we copy, it sleeps (both algorithms).
-                assert strings is not None
-                x = longipc.Transfer(th, dst, th, label, tag, call, strings)
-                _end_receive_wait(k, th, dst)
-                k.set_state(dst, IPC_TRANSFER)
-                longipc.begin(k, x)
-                err = longipc.end(k, x, await longipc.copy_strings(k, x))
-                if err or not op & _RECEIVE:
-                    return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
-            case Handshake.WAITING:
-                # The receiver waits for us: transfer, and wake it (it runs when we block).
-                if strings is None:
-                    err = _deliver(k, th, dst, label, tag, call)
-                else:  # the receiver is in a long IPC of its own: no buffers for ours
-                    err = _deliver_cut(k, th, dst, label, tag, len(strings))
-                    th.in_strings = None
-                _wake_receiver(k, th, dst)
-                woken = dst
-                if err:
-                    make_ready(dst)
-                    return await th.cpu.leave(th, IpcResult(err) if strings is None else
-                                              result_with(err, 0, 0, None, (0,) * len(strings)))
-            case Handshake.BUSY:
-                # The receiver is not ready: enqueue and block, unless we may not wait.
-                deadline = th.cpu.deadline_of(snd_to)
-                if deadline is not None and deadline <= th.cpu.now:
-                    return await th.cpu.leave(th, IpcResult(SETIMEOUT))
-                q = dst.sendq
-                if q is None:
-                    q = dst.sendq = SenderQueue()
-                q.enqueue(th, th.prio)
-                th.partner = dst
-                th.snd_label = label
-                th.snd_tag = tag
-                th.snd_gate = gate
-                th.snd_call = call
-                th.rcv_timeout = rcv_to
-                k.set_state(th, SEND_WAIT)
-                if deadline is not None:
-                    th.cpu.arm_timer(th, deadline)
-                if th.prio > dst.prio:
-                    update_prio(k, dst)
-            case Handshake.REMOTE:
-                # A remote request (Fiasco's DRQ) runs the handshake on the receiver's
-                # CPU; we wait for its outcome as a queued sender waits for its receiver.
-                post_drq(k, Drq(th, dst, label, tag, call, gate, strings,
-                                th.cpu.deadline_of(snd_to), rcv_to, bool(op & _REPLY)))
-        if th.state & (SEND_WAIT | DRQ_WAIT):
-            # Blocked in the send phase: whoever takes our message (or ends the wait)
-            # leaves the outcome in our TCB.
-            await th.cpu.block(th, None)
-            th.snd_call = False
-            mine: longipc.Transfer | None = th.xfer
-            if mine is not None and mine.copier is th and not mine.started:
-                # We copy: the receiver took us and woke us (sender-driven), or our
-                # remote handshake found it waiting.
-                err = longipc.end(k, mine, await longipc.copy_strings(k, mine))
-                if err or not op & _RECEIVE:
-                    return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(mine.done)))
-                woken = None
-            elif th.in_strings is not None and not call:
-                # Our long message was taken (and copied by the receiver): its byte counts.
-                done = th.in_strings
+        sent = await _send_phase(k, th, op, sel, tag, snd_to, rcv_to, dest, dest_label)
+        if isinstance(sent, IpcResult):
+            return sent  # the operation ended in its send phase
+        woken, src = sent
+    return await _receive_phase(k, th, op, sel, rcv_to, src, woken)
+
+
+async def _send_phase(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeout,
+                      rcv_to: Timeout, dest: Thread | None, dest_label: int | None
+                      ) -> IpcResult | tuple[Thread | None, Thread | Irq | None]:
+    """Find the receiver, do the handshake, transfer or wait to be taken. Returns the
+    operation's result when it ends here (an error, or a send without a receive);
+    otherwise the partner it made ready (or None) and the source a call's receive
+    phase waits for (None: an open wait)."""
+    woken: Thread | None = None
+    src: Thread | Irq | None = None
+    # A malformed message fails before anything happens (a reply keeps its capability).
+    if not tag_fits(tag):
+        return await th.cpu.leave(th, IpcResult(SEMSGCUT))
+    strings = longipc.string_items(th.mr, tag) if tag & 0xFC0 else None
+    if strings is not None and not longipc.strings_fit(strings):
+        return await th.cpu.leave(th, result_with(SEMSGCUT, 0, 0, None, (0,) * len(strings)))
+    call = bool(op & _RECEIVE) and not op & _OPEN_WAIT
+    if op & _REPLY:
+        # The one-shot reply capability: consumed by this reply, even a failed one.
+        dst = th.reply_caller
+        if dst is None or dst.state != RECEIVE_WAIT or dst.partner is not th:
+            th.reply_caller = None
+            if th.prio != th.priority:
+                update_prio(k, th)
+            return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
+        if dst.cpu is th.cpu:
+            th.reply_caller = None
+            if th.prio != th.priority:
+                update_prio(k, th)
+        # (a caller on another CPU waits until the remote handshake ends its wait:
+        # that consumes the capability there)
+        label, gate, call = th.tid, None, False
+    else:
+        target = resolve_send(th, sel) if dest is None else (
+            (dest, th.tid if dest_label is None else dest_label, None)
+            if not dest.state & 0x200 else None)
+        if target is None:
+            return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
+        dst, label, gate = target
+    if call:
+        src = dst
+    # Handshake: what do we find at the receiver? (On another CPU: ask its CPU.)
+    match handshake(th, dst, strings) if dst.cpu is th.cpu else Handshake.REMOTE:
+        case Handshake.WAITING_LONG:
+            # Long IPC, the receiver arrived first: we copy, it sleeps (both algorithms).
+            assert strings is not None
+            x = longipc.Transfer(th, dst, th, label, tag, call, strings)
+            _end_receive_wait(k, th, dst)
+            k.set_state(dst, IPC_TRANSFER)
+            longipc.begin(k, x)
+            err = longipc.end(k, x, await longipc.copy_strings(k, x))
+            if err or not op & _RECEIVE:
+                return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
+        case Handshake.WAITING:
+            # The receiver waits for us: transfer, and wake it (it runs when we block).
+            if strings is None:
+                err = _deliver(k, th, dst, label, tag, call)
+            else:  # the receiver is in a long IPC of its own: no buffers for ours
+                err = _deliver_cut(k, th, dst, label, tag, len(strings))
                 th.in_strings = None
-                if th.state != READY:
-                    k.set_state(th, READY)
-                err = th.wake_error
-                th.wake_error = OK
-                if err or not op & _RECEIVE:
-                    return await th.cpu.leave(th, result_with(err, 0, 0, None, done))
-                woken = None
-            elif call or th.wake_error or th.state != READY:
-                return await th.cpu.leave(th, _result_of_wait(k, th))
-            elif not op & _RECEIVE:
-                return await th.cpu.leave(th, EMPTY_OK)
-            else:
-                # A send-and-open-wait whose send was taken: go on to the receive phase.
-                woken = None
+            _wake_receiver(k, th, dst)
+            woken = dst
+            if err:
+                make_ready(dst)
+                return await th.cpu.leave(th, IpcResult(err) if strings is None else
+                                          result_with(err, 0, 0, None, (0,) * len(strings)))
+        case Handshake.BUSY:
+            # The receiver is not ready: enqueue and block, unless we may not wait.
+            deadline = th.cpu.deadline_of(snd_to)
+            if deadline is not None and deadline <= th.cpu.now:
+                return await th.cpu.leave(th, IpcResult(SETIMEOUT))
+            q = dst.sendq
+            if q is None:
+                q = dst.sendq = SenderQueue()
+            q.enqueue(th, th.prio)
+            th.partner = dst
+            th.snd_label = label
+            th.snd_tag = tag
+            th.snd_gate = gate
+            th.snd_call = call
+            th.rcv_timeout = rcv_to
+            k.set_state(th, SEND_WAIT)
+            if deadline is not None:
+                th.cpu.arm_timer(th, deadline)
+            if th.prio > dst.prio:
+                update_prio(k, dst)
+        case Handshake.REMOTE:
+            # A remote request (Fiasco's DRQ) runs the handshake on the receiver's
+            # CPU; we wait for its outcome as a queued sender waits for its receiver.
+            post_drq(k, Drq(th, dst, label, tag, call, gate, strings,
+                            th.cpu.deadline_of(snd_to), rcv_to, bool(op & _REPLY)))
+    if th.state & (SEND_WAIT | DRQ_WAIT):
+        # Blocked in the send phase: whoever takes our message (or ends the wait)
+        # leaves the outcome in our TCB.
+        await th.cpu.block(th, None)
+        th.snd_call = False
+        mine: longipc.Transfer | None = th.xfer
+        if mine is not None and mine.copier is th and not mine.started:
+            # We copy: the receiver took us and woke us (sender-driven), or our
+            # remote handshake found it waiting.
+            err = longipc.end(k, mine, await longipc.copy_strings(k, mine))
+            if err or not op & _RECEIVE:
+                return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(mine.done)))
+            woken = None
+        elif th.in_strings is not None and not call:
+            # Our long message was taken (and copied by the receiver): its byte counts.
+            done = th.in_strings
+            th.in_strings = None
+            if th.state != READY:
+                k.set_state(th, READY)
+            err = th.wake_error
+            th.wake_error = OK
+            if err or not op & _RECEIVE:
+                return await th.cpu.leave(th, result_with(err, 0, 0, None, done))
+            woken = None
+        elif call or th.wake_error or th.state != READY:
+            return await th.cpu.leave(th, _result_of_wait(k, th))
+        elif not op & _RECEIVE:
+            return await th.cpu.leave(th, EMPTY_OK)
+        else:
+            # A send-and-open-wait whose send was taken: go on to the receive phase.
+            woken = None
+
 
     if not op & _RECEIVE:
         if woken is not None:
             make_ready(woken)
         return await th.cpu.leave(th, EMPTY_OK)
+    return woken, src
 
-    # Receive phase.
+
+async def _receive_phase(k: Kernel, th: Thread, op: int, sel: int, rcv_to: Timeout,
+                         src: Thread | Irq | None, woken: Thread | None) -> IpcResult:
+    """Take a sender that arrived first, or wait for one (or for a call's reply).
+    `woken`: the partner the send phase made ready, which runs when we block."""
     if not op & _SEND:
         if op & _OPEN_WAIT:
             src = None
