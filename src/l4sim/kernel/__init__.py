@@ -20,7 +20,10 @@ and the seed, on any number of CPUs. Across CPUs the kernel's data is shared but
 decision is made on the CPU it concerns: a wake-up is an inter-processor interrupt, and
 the handshake of a send to a partner on another CPU is a remote request (Fiasco's DRQ)
 that runs there, an IPI later, while the sender waits (`drq_wait`). Host events run
-on the CPU whose step registered them, else on the boot CPU.
+on the CPU whose step registered them, else on the boot CPU. A chooser that `preempts`
+(the explorer's) is asked at more points: every preemption point where another thread
+of the same priority is ready, before each load or store of memory another thread can
+reach, and before a system call that follows one.
 
 Memory is the mapping database: every page-table entry is a node that knows the
 node it was derived from, so unmap and task deletion revoke recursively, and a 1 GiB
