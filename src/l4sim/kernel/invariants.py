@@ -91,10 +91,11 @@ def check_touched(k: Kernel, incoming: Thread | None = None,
     or a host operation in a run, asks for a full check (`k.check_all`), as does
     `Kernel(check="full")`; and every FULL_EVERY-th check is a full one."""
     threads = k.touched
-    if (not threads and incoming is None and blocking is None and k.checked_switch is not None
-            and k.checked_switch.cpu.current is k.checked_switch and not k.touched_tasks
-            and not k.check_all):
-        return  # nothing touched since the switch to the running thread was checked
+    if not threads and incoming is None and blocking is None:
+        cs = k.checked_switch
+        if (cs is not None and cs.cpu.current is cs and not k.touched_tasks
+                and not k.check_all):
+            return  # nothing touched since the switch to the running thread was checked
     k.checks_since_full += 1
     if k.check_all or k.checks_since_full >= FULL_EVERY or k.check == "full":
         k.checks_since_full = 0
@@ -108,7 +109,8 @@ def check_touched(k: Kernel, incoming: Thread | None = None,
         threads.add(blocking)
     seen_times = k._last_check_times
     total = 0
-    for cpu in k.cpus:
+    cpus = k.cpus
+    for cpu in cpus:
         now = cpu.now
         if now < seen_times[cpu.index]:
             raise Bad("time never goes back", f"cpu{cpu.index}: {now} < "
@@ -125,7 +127,7 @@ def check_touched(k: Kernel, incoming: Thread | None = None,
     if dead > total - dead + TIMER_SLACK or dead < 0:
         raise Bad("the timer heaps hold at most as many cancelled entries as live ones, "
                   "plus a constant", f"{dead} cancelled, {total} entries")
-    for th in list(threads):  # and whom they point at
+    for th in tuple(threads):  # and whom they point at
         p = th.partner
         if type(p) is Thread:
             threads.add(p)
@@ -133,20 +135,27 @@ def check_touched(k: Kernel, incoming: Thread | None = None,
         if c is not None:
             threads.add(c)
     in_ready: set[Thread] = set()
-    for cpu in k.cpus:
-        levels = set()
-        b = cpu.bitmap
+    for cpu in cpus:
+        # The non-empty ready queues in full; the levels of the touched threads (their
+        # priority on their CPU, the level they are queued at) need only agree with the
+        # bitmap when they are not among those: then they must be empty.
+        bitmap = cpu.bitmap
+        b = bitmap
         while b:
             top = b.bit_length() - 1
-            levels.add(top)
             b ^= 1 << top
+            _check_ready_level(cpu, top, in_ready)
+        queues = cpu.queues
         for th in threads:
             if th.cpu is cpu:
-                levels.add(th.prio)
-            if th.rq_prio >= 0:
-                levels.add(th.rq_prio)
-        for level in levels:
-            _check_ready_level(cpu, level, in_ready)
+                level = th.prio
+                if queues[level] and not bitmap >> level & 1:
+                    raise Bad("the ready bitmap matches the ready queues",
+                              f"cpu{cpu.index} priority {level}")
+            level = th.rq_prio
+            if level >= 0 and queues[level] and not bitmap >> level & 1:
+                raise Bad("the ready bitmap matches the ready queues",
+                          f"cpu{cpu.index} priority {level}")
     for th in threads:  # the sender queues they own (first, as the full check does)
         q = th.sendq
         if q:
@@ -161,7 +170,11 @@ def check_touched(k: Kernel, incoming: Thread | None = None,
                 _check_queued_thread(th, s)
     for th in threads:
         p = th.partner
-        owner = p if type(p) is Thread and p.sendq and th in p.sendq else None
+        if type(p) is Thread:
+            q = p.sendq
+            owner = p if q and th in q else None
+        else:
+            owner = None
         _check_thread(k, th, owner, owner is not None, th in in_ready, incoming, blocking)
     if k.touched_tasks:
         for task in k.touched_tasks:
@@ -263,61 +276,64 @@ def _check_thread(k: Kernel, th: Thread, owner: Thread | None, queued: bool, rea
     st = th.state
     if st not in STATE_NAMES:
         raise Bad("every state word is a declared state", f"{th.name}: {st:#x}")
+    p = th.partner
     if st == SEND_WAIT:
-        if owner is not th.partner or th.partner is None:
+        if owner is not p or p is None:
             raise Bad("every blocked thread is in exactly the queues its state says",
                       f"{th.name} is in send-wait but not queued at its partner")
     elif queued:
         raise Bad("no queue holds a thread that is not sending", th.name)
     if st == RECEIVE_WAIT:
-        p = th.partner
-        if isinstance(p, Irq):
-            if not p.alive:
-                raise Bad("no one waits for a deleted IRQ", f"{th.name} waits for {p.name}")
-        elif p is not None and p is not th and (p.state & DEAD or not p.alive):
-            raise Bad("partners point at live threads", f"{th.name} waits for dead {p.name}")
-        elif (p is not None and p is not th and p.reply_caller is not th
-                and th not in k.waiters.get(p, ())):
-            raise Bad("a closed receiver is found by its partner (reply capability or "
-                      "waiter index)", f"{th.name} waits for {p.name}")
+        if p is not None and p is not th:
+            if isinstance(p, Irq):
+                if not p.alive:
+                    raise Bad("no one waits for a deleted IRQ", f"{th.name} waits for {p.name}")
+            elif p.state & DEAD or not p.alive:
+                raise Bad("partners point at live threads", f"{th.name} waits for dead {p.name}")
+            elif p.reply_caller is not th and th not in k.waiters.get(p, ()):
+                raise Bad("a closed receiver is found by its partner (reply capability or "
+                          "waiter index)", f"{th.name} waits for {p.name}")
     elif st & IPC_TRANSFER:
         x = th.xfer
         if x is None or th not in (x.snd, x.rcv) or x.copier is th:
             raise Bad("a thread in a transfer knows it and is its passive side", th.name)
         if x.copier.xfer is not x and not x.abort:
             raise Bad("both sides of a transfer point at it", f"{th.name}, {x.copier.name}")
-    elif st != SEND_WAIT and th.partner is not None:
+    elif st != SEND_WAIT and p is not None:
         raise Bad("partners point at each other consistently",
                   f"{th.name} ({state_name(st)}) still has a partner")
     c = th.reply_caller
     if c is not None and (c.state != RECEIVE_WAIT or c.partner is not th):
         raise Bad("a reply capability names a caller waiting for this thread",
                   f"{th.name} holds the reply of {c.name} ({state_name(c.state)})")
-    if th.timer is not None and (not st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER)
-                                 or th.timer[2] is not th):
+    timer = th.timer
+    if timer is not None and (not st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER)
+                              or timer[2] is not th):
         raise Bad("a timer is armed only for a waiting thread", th.name)
-    if st & DEAD and (ready_queued or th.sendq or th.reply_caller is not None):
-        raise Bad("no queue holds a dead thread", th.name)
-    if st & READY and not st & DEAD:
+    if st & DEAD:
+        if ready_queued or th.sendq or c is not None:
+            raise Bad("no queue holds a dead thread", th.name)
+    elif st & READY:
         home = th.cpu
         expected = (th is home.current or th is incoming or th is blocking
                     or th is home.action or th in home.incoming)
         if ready_queued == expected:
             raise Bad("a ready thread is running or in the ready queue (exactly one)",
                       f"{th.name} ({state_name(st)})")
-    if st & RECV_IN_PROGRESS and (th.xfer is None or th.xfer.copier is not th):
-        raise Bad("a thread pulling a message is the copier of its transfer", th.name)
-    if st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER | LOCK_WAIT | DRQ_WAIT) and ready_queued:
-        raise Bad("a blocked thread is not in the ready queue", th.name)
     x = th.xfer
-    helped = (max([w.prio for w in x.passive().deleters or () if w.cpu is th.cpu], default=-1)
-              if k.helping and x is not None and x.copier is th else -1)
+    if st & RECV_IN_PROGRESS and (x is None or x.copier is not th):
+        raise Bad("a thread pulling a message is the copier of its transfer", th.name)
+    if ready_queued and st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER | LOCK_WAIT | DRQ_WAIT):
+        raise Bad("a blocked thread is not in the ready queue", th.name)
     want = th.priority
-    if helped > want:
-        want = helped
+    if x is not None and k.helping and x.copier is th:
+        helped = max([w.prio for w in x.passive().deleters or () if w.cpu is th.cpu],
+                     default=-1)
+        if helped > want:
+            want = helped
     if k.priority_inheritance:
         q = th.sendq
-        if q:
+        if q is not None and q:
             top = q.top_thread_prio()
             if top > want:
                 want = top
@@ -339,9 +355,12 @@ def _check_thread(k: Kernel, th: Thread, owner: Thread | None, queued: bool, rea
                       th.name)
     elif th.lock_victim is not None:
         raise Bad("only a deleter in lock-wait has a victim", th.name)
-    for w in th.deleters or ():
-        if w.state != LOCK_WAIT or w.lock_victim is not th:
-            raise Bad("a thread's deleters wait in lock-wait for it", f"{w.name} for {th.name}")
+    deleters = th.deleters
+    if deleters:
+        for w in deleters:
+            if w.state != LOCK_WAIT or w.lock_victim is not th:
+                raise Bad("a thread's deleters wait in lock-wait for it",
+                          f"{w.name} for {th.name}")
 
 
 def _check_memory(k: Kernel, space: AddressSpace) -> None:
