@@ -27,6 +27,7 @@ from .states import (
 
 if TYPE_CHECKING:
     from .kernel import Kernel
+    from .longipc import Transfer
     from .sched import Cpu
 
 
@@ -274,16 +275,31 @@ def _check_thread(k: Kernel, th: Thread, owner: Thread | None, queued: bool, rea
     (None: none); `queued`: it sits in some sender queue; `ready_queued`: in a ready queue."""
     Bad = KernelInvariantError
     st = th.state
-    if st not in STATE_NAMES:
-        raise Bad("every state word is a declared state", f"{th.name}: {st:#x}")
     p = th.partner
-    if st == SEND_WAIT:
-        if owner is not p or p is None:
-            raise Bad("every blocked thread is in exactly the queues its state says",
-                      f"{th.name} is in send-wait but not queued at its partner")
-    elif queued:
-        raise Bad("no queue holds a thread that is not sending", th.name)
-    if st == RECEIVE_WAIT:
+    c = th.reply_caller
+    # The two commonest states first, each with only the tests that can fail for it, in
+    # the general order (so that a corruption is reported under the same invariant).
+    if st == READY:
+        if queued:
+            raise Bad("no queue holds a thread that is not sending", th.name)
+        if p is not None:
+            raise Bad("partners point at each other consistently",
+                      f"{th.name} ({state_name(st)}) still has a partner")
+        if c is not None and (c.state != RECEIVE_WAIT or c.partner is not th):
+            raise Bad("a reply capability names a caller waiting for this thread",
+                      f"{th.name} holds the reply of {c.name} ({state_name(c.state)})")
+        if th.timer is not None:
+            raise Bad("a timer is armed only for a waiting thread", th.name)
+        home = th.cpu
+        expected = (th is home.current or th is incoming or th is blocking
+                    or th is home.action or th in home.incoming)
+        if ready_queued == expected:
+            raise Bad("a ready thread is running or in the ready queue (exactly one)",
+                      f"{th.name} ({state_name(st)})")
+        x = th.xfer
+    elif st == RECEIVE_WAIT:
+        if queued:
+            raise Bad("no queue holds a thread that is not sending", th.name)
         if p is not None and p is not th:
             if isinstance(p, Irq):
                 if not p.alive:
@@ -293,38 +309,18 @@ def _check_thread(k: Kernel, th: Thread, owner: Thread | None, queued: bool, rea
             elif p.reply_caller is not th and th not in k.waiters.get(p, ()):
                 raise Bad("a closed receiver is found by its partner (reply capability or "
                           "waiter index)", f"{th.name} waits for {p.name}")
-    elif st & IPC_TRANSFER:
+        if c is not None and (c.state != RECEIVE_WAIT or c.partner is not th):
+            raise Bad("a reply capability names a caller waiting for this thread",
+                      f"{th.name} holds the reply of {c.name} ({state_name(c.state)})")
+        timer = th.timer
+        if timer is not None and timer[2] is not th:
+            raise Bad("a timer is armed only for a waiting thread", th.name)
+        if ready_queued:
+            raise Bad("a blocked thread is not in the ready queue", th.name)
         x = th.xfer
-        if x is None or th not in (x.snd, x.rcv) or x.copier is th:
-            raise Bad("a thread in a transfer knows it and is its passive side", th.name)
-        if x.copier.xfer is not x and not x.abort:
-            raise Bad("both sides of a transfer point at it", f"{th.name}, {x.copier.name}")
-    elif st != SEND_WAIT and p is not None:
-        raise Bad("partners point at each other consistently",
-                  f"{th.name} ({state_name(st)}) still has a partner")
-    c = th.reply_caller
-    if c is not None and (c.state != RECEIVE_WAIT or c.partner is not th):
-        raise Bad("a reply capability names a caller waiting for this thread",
-                  f"{th.name} holds the reply of {c.name} ({state_name(c.state)})")
-    timer = th.timer
-    if timer is not None and (not st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER)
-                              or timer[2] is not th):
-        raise Bad("a timer is armed only for a waiting thread", th.name)
-    if st & DEAD:
-        if ready_queued or th.sendq or c is not None:
-            raise Bad("no queue holds a dead thread", th.name)
-    elif st & READY:
-        home = th.cpu
-        expected = (th is home.current or th is incoming or th is blocking
-                    or th is home.action or th in home.incoming)
-        if ready_queued == expected:
-            raise Bad("a ready thread is running or in the ready queue (exactly one)",
-                      f"{th.name} ({state_name(st)})")
-    x = th.xfer
-    if st & RECV_IN_PROGRESS and (x is None or x.copier is not th):
-        raise Bad("a thread pulling a message is the copier of its transfer", th.name)
-    if ready_queued and st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER | LOCK_WAIT | DRQ_WAIT):
-        raise Bad("a blocked thread is not in the ready queue", th.name)
+    else:
+        x = _check_thread_state(k, th, st, p, c, owner, queued, ready_queued, incoming,
+                                blocking)
     want = th.priority
     if x is not None and k.helping and x.copier is th:
         helped = max([w.prio for w in x.passive().deleters or () if w.cpu is th.cpu],
@@ -361,6 +357,55 @@ def _check_thread(k: Kernel, th: Thread, owner: Thread | None, queued: bool, rea
             if w.state != LOCK_WAIT or w.lock_victim is not th:
                 raise Bad("a thread's deleters wait in lock-wait for it",
                           f"{w.name} for {th.name}")
+
+
+def _check_thread_state(k: Kernel, th: Thread, st: int, p: Thread | Irq | None,
+                        c: Thread | None, owner: Thread | None, queued: bool,
+                        ready_queued: bool, incoming: Thread | None,
+                        blocking: Thread | None) -> Transfer | None:
+    """The tests of `_check_thread` that depend on the state, for a state other than
+    ready and receive-wait; returns the thread's transfer."""
+    Bad = KernelInvariantError
+    if st not in STATE_NAMES:
+        raise Bad("every state word is a declared state", f"{th.name}: {st:#x}")
+    if st == SEND_WAIT:
+        if owner is not p or p is None:
+            raise Bad("every blocked thread is in exactly the queues its state says",
+                      f"{th.name} is in send-wait but not queued at its partner")
+    elif queued:
+        raise Bad("no queue holds a thread that is not sending", th.name)
+    if st & IPC_TRANSFER:  # (receive-wait is `_check_thread`'s own case)
+        xf: Transfer | None = th.xfer
+        if xf is None or th not in (xf.snd, xf.rcv) or xf.copier is th:
+            raise Bad("a thread in a transfer knows it and is its passive side", th.name)
+        if xf.copier.xfer is not xf and not xf.abort:
+            raise Bad("both sides of a transfer point at it", f"{th.name}, {xf.copier.name}")
+    elif st != SEND_WAIT and p is not None:
+        raise Bad("partners point at each other consistently",
+                  f"{th.name} ({state_name(st)}) still has a partner")
+    if c is not None and (c.state != RECEIVE_WAIT or c.partner is not th):
+        raise Bad("a reply capability names a caller waiting for this thread",
+                  f"{th.name} holds the reply of {c.name} ({state_name(c.state)})")
+    timer = th.timer
+    if timer is not None and (not st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER)
+                              or timer[2] is not th):
+        raise Bad("a timer is armed only for a waiting thread", th.name)
+    if st & DEAD:
+        if ready_queued or th.sendq or c is not None:
+            raise Bad("no queue holds a dead thread", th.name)
+    elif st & READY:
+        home = th.cpu
+        expected = (th is home.current or th is incoming or th is blocking
+                    or th is home.action or th in home.incoming)
+        if ready_queued == expected:
+            raise Bad("a ready thread is running or in the ready queue (exactly one)",
+                      f"{th.name} ({state_name(st)})")
+    x: Transfer | None = th.xfer
+    if st & RECV_IN_PROGRESS and (x is None or x.copier is not th):
+        raise Bad("a thread pulling a message is the copier of its transfer", th.name)
+    if ready_queued and st & (SEND_WAIT | RECEIVE_WAIT | IPC_TRANSFER | LOCK_WAIT | DRQ_WAIT):
+        raise Bad("a blocked thread is not in the ready queue", th.name)
+    return x
 
 
 def _check_memory(k: Kernel, space: AddressSpace) -> None:

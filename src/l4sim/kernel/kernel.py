@@ -666,7 +666,8 @@ class Kernel:
         costs = self.costs
         same_space = costs.thread_switch
         other_space = costs.thread_switch + costs.space_switch
-        plain = not (self.check or self.trace) and budget == INFINITY
+        plain = not self.trace and budget == INFINITY
+        check = self.check
         th = cpu.action
         cpu.action = None
         if th is not None and th.state & DEAD:
@@ -699,9 +700,12 @@ class Kernel:
                 nxt = None
             now = cpu.now
             th.slice_left = cpu.slice_end - now
-            if nxt is not None and plain and now < cpu.next_event:
+            if (nxt is not None and plain and now < cpu.next_event
+                    and (not check or (nxt is self.checked_switch and not self.touched
+                                       and not self.check_all and not self.touched_tasks))):
                 # The decision of the common case, inlined: nothing is due, so the
-                # partner of the rendezvous runs next (the IPC path checked priorities).
+                # partner of the rendezvous runs next (the IPC path checked priorities;
+                # checked, the IPC path checked this switch and nothing changed since).
                 cpu.now = now + (same_space if nxt.task is th.task else other_space)
                 th = nxt
                 continue
@@ -716,7 +720,7 @@ class Kernel:
                 cpu.now += same_space if nxt.task is th.task else other_space
                 if self.trace:
                     self.record(nxt, "switch", f"from {th.name}")
-            if self.check and (nxt is not self.checked_switch or self.touched
+            if check and (nxt is not self.checked_switch or self.touched
                                or self.check_all or self.touched_tasks):
                 self.check_touched(incoming=nxt)
                 self.checked_switch = nxt

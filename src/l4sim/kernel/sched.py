@@ -418,7 +418,12 @@ class Cpu:
         or a preemption point? (`leave` is then awaited; a plain test otherwise.)"""
         k = self.k
         now = self.now
-        return bool(k.check or (k.trace and error) or now >= self.slice_end
+        if k.check:
+            cs = k.checked_switch
+            if (k.touched or k.check_all or k.touched_tasks or cs is None
+                    or cs.cpu.current is not cs):  # (check_touched's own early return)
+                return True
+        return bool((k.trace and error) or now >= self.slice_end
                     or now >= self.next_event or self.bitmap >> (th.prio + 1) or self.preempts)
 
     def enter_now(self, th: Thread) -> bool:
