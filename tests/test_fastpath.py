@@ -498,3 +498,48 @@ def test_a_long_call_waking_a_fast_path_server_reports_its_string_bytes() -> Non
         return seen
 
     assert run(check=False) == run(check=True) == [(5,), (5,)]
+
+
+def test_a_call_to_the_caller_waiting_for_our_reply_ends_our_reply_capability() -> None:
+    """A server that, instead of replying, calls its own caller (which waits for our
+    reply: a closed receive on us) ends its reply capability and the priority the caller
+    lent it, on either path. The fuzzer found the fast path keeping the lent priority:
+    the server, timed out while its high-priority caller computed, ran as if it were
+    high-priority too."""
+    from l4sim import Fpage, Kernel, Timeout
+
+    def run(fast: bool) -> list[tuple[str, str, int]]:
+        k = Kernel(fastpath=fast, timeslice=2000)
+        out: list[tuple[str, str, int]] = []
+
+        sels: dict[str, int] = {}
+
+        async def high(t: Any) -> None:
+            r = await t.call(sels["low"], words=[1], send_timeout=Timeout.us(16),
+                             window=Fpage.all())
+            out.append(("high call", r.error.name, t.now))
+            await t.compute(200_000)
+            out.append(("high computed", "OK", t.now))
+
+        async def low(t: Any) -> None:
+            r = await t.wait()
+            out.append(("low wait", r.error.name, t.now))
+            r = await t.call(sels["high"], label=785, send_timeout=Timeout.cycles(0xD529),
+                             receive_timeout=Timeout.us(72))
+            out.append(("low call", r.error.name, t.now))
+
+        t1, t4 = k.new_task("t1"), k.new_task("t4")
+        h = t1.new_thread(high, name="high", priority=100)
+        lo = t4.new_thread(low, name="low", priority=10)
+        sels["low"] = t1.add_cap(lo)
+        sels["high"] = t4.add_cap(h)
+        k.run()
+        return out
+
+    fast, slow = run(True), run(False)
+    assert fast == slow
+    # The low-priority server's call times out while high computes, and returns only
+    # after high is done.
+    assert [what for what, _, _ in slow] == ["low wait", "high call", "high computed",
+                                            "low call"]
+    assert slow[3][1] == "RETIMEOUT"

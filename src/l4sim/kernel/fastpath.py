@@ -139,8 +139,10 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 lbl = obj.label
             else:
                 dst = None
-            if (dst is not None and dst.state == RECEIVE_WAIT
-                    and (dst.partner is None or dst.partner is th)):
+            # (A receiver in a closed wait for us takes the general path: ending that
+            # wait also ends what ties it to us -- our reply capability for it and the
+            # priority it lends us, or its entry among our waiters.)
+            if dst is not None and dst.state == RECEIVE_WAIT and dst.partner is None:
                 cpu = th.cpu
                 cost = cpu.ipc_costs[n]
                 if receive_timeout is NEVER:
