@@ -44,6 +44,7 @@ from .objects import IpcGate, Thread
 from .result import IpcResult, new_result
 from .sched import INFINITY, TIMER_SLACK, bound_dead_timers, update_prio
 from .states import READY, RECEIVE_WAIT
+from .stringpath import call_string
 from .waits import set_reply_cap
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 and buffers is None and pagefault_timeout is NEVER
                 and (send_timeout is NEVER or type(send_timeout) is Timeout)
                 and (receive_timeout is NEVER or type(receive_timeout) is Timeout)):
+            if (t.fast and type(items) is list and len(items) == 1 and not words and not label
+                    and type(items[0]) is StringItem and window is None and buffers is None
+                    and send_timeout is NEVER and receive_timeout is NEVER
+                    and pagefault_timeout is NEVER):
+                return (yield from call_string(t, dest, items[0]))
             tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
                                      pagefault_timeout, tag, window, buffers)
             return cast(IpcResult, (yield from ipc(
