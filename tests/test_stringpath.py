@@ -37,7 +37,7 @@ class Scene:
     page_in_buffer: bool = True
     server_first: bool = True   # the server waits before the first call
     hog: int = 0                # a computing thread of the client's priority: its cycles
-    ticker: int = 0             # a higher-priority thread sleeping this many cycles, twice
+    ticker: int = 0             # a higher-priority thread sleeping this many cycles, 60 times
     timeslice: int | None = None
     steps: int | None = None    # run(max_steps=...) until done
 
@@ -74,7 +74,7 @@ def _run(sc: Scene, fastpath: bool) -> tuple[Any, ...]:
             await t.compute(sc.hog)
 
     async def ticker(t: Any) -> None:
-        for _ in range(2):
+        for _ in range(60):
             await t.sleep(Timeout.at(t.now + sc.ticker))
             log.append(("t", t.now))
 
@@ -148,8 +148,9 @@ STEPS_ASIDE = [
     Scene(page_in_buffer=False),                    # a page fault in the receiver's space
     Scene(client_prio=150),                         # the server would inherit the priority
     Scene(hog=20_000),                              # a ready thread of the same priority
-    Scene(ticker=3_000),                            # an event due during the copy
-    Scene(ticker=40_000, rounds=20),
+    Scene(ticker=700, rounds=8),                    # events due during the copies
+    Scene(ticker=1_100, rounds=8),
+    Scene(ticker=2_900, rounds=8, copy="kernel-buffer"),
     Scene(timeslice=2_000, hog=5_000),              # timeslices end during the copies
     Scene(server_first=False),                      # the client arrives first
     Scene(steps=3),                                 # a step limit: no fast path at all
