@@ -41,7 +41,7 @@ from .abi import (
 from .diagnose import native_coroutine, register_operation, word_error
 from .ipc import _result_of_wait, ipc
 from .objects import IpcGate, Thread
-from .result import IpcResult, new_result
+from .result import IpcResult, LongIpcResult, new_result
 from .sched import INFINITY, TIMER_SLACK, bound_dead_timers, update_prio
 from .states import READY, RECEIVE_WAIT
 from .stringpath import call_string
@@ -321,9 +321,15 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             if th.prio != th.priority:
                 update_prio(t._k, th)
             yield c  # the switch
-            if (th.state == READY and not th.wake_error and th.in_strings is None
+            if (th.state == READY and not th.wake_error
                     and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
-                r = new_result(IpcResult)
+                strings = th.in_strings
+                if strings is None:
+                    r = new_result(IpcResult)
+                else:  # a long message's byte counts (as `_result_of_wait` reports them)
+                    th.in_strings = None
+                    r = new_result(LongIpcResult)
+                    r._strings = strings
                 r.error = OK
                 r.label = th.in_label
                 r._tag = th.in_tag

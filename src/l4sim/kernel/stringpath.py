@@ -23,10 +23,10 @@ from .ipc import _result_of_wait, ipc, resolve_send
 from .longipc import BUFFER_BDR_SHIFT, STRING
 from .memory import USER_SPACE_BITS
 from .objects import Thread
-from .result import IpcResult
-from .states import DEAD, IPC_TRANSFER, RECEIVE_WAIT
-from .transfer import _end_receive_wait, _wake_receiver
-from .waits import set_reply_cap
+from .result import IpcResult, new_result
+from .sched import cancel_timer
+from .states import DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT
+from .waits import forget_waiter
 
 if TYPE_CHECKING:
     from ..user.context import UserContext
@@ -90,7 +90,8 @@ def call_string(t: UserContext, dest: int, item: StringItem) -> Trap:
                         mr[0] = w0
                         mr[1] = saddr
                         cpu.entries += 1
-                        _end_receive_wait(k, th, dst)
+                        if dst.partner is th:  # (`_end_receive_wait`: a closed wait for us)
+                            forget_waiter(k, th, dst)
                         dst.state = IPC_TRANSFER
                         src = ms.phys + saddr - ms.base
                         dpa = md.phys + baddr - md.base
@@ -105,12 +106,15 @@ def call_string(t: UserContext, dest: int, item: StringItem) -> Trap:
                         dst.in_words = None
                         dst.in_tag = _TAG
                         dst.in_label = label
-                        set_reply_cap(k, dst, th)
+                        dst.reply_caller = th  # (`set_reply_cap`: it held none, or ours)
                         dm = dst.mr
                         dm[0] = slen << 12 | STRING
                         dm[1] = baddr
                         dst.in_strings = (slen,)
-                        _wake_receiver(k, th, dst)
+                        if dst.timer is not None:  # (`_wake_receiver`)
+                            cancel_timer(dst)
+                        dst.partner = None
+                        dst.state = READY
                         dst.wake_error = OK
                         # `ipc._receive_phase`: wait for the reply; the receiver runs next.
                         th.partner = dst
@@ -118,6 +122,14 @@ def call_string(t: UserContext, dest: int, item: StringItem) -> Trap:
                         th.in_tag = th.in_label = 0
                         th.state = RECEIVE_WAIT
                         yield dst  # the switch
+                        if (th.state == READY and not th.wake_error and th.in_strings is None
+                                and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
+                            r = new_result(IpcResult)  # (`fastpath.call`'s exit)
+                            r.error = OK
+                            r.label = th.in_label
+                            r._tag = th.in_tag
+                            r._words = th.in_words
+                            return r
                         cpu = th.cpu  # (it may have migrated meanwhile)
                         r = _result_of_wait(k, th)
                         if cpu.must_leave(th, r.error):
