@@ -9,8 +9,9 @@ and a frame per IPC, which is a quarter of the whole round trip. Finite timeouts
 taken too: the send phase ends at once (the partner waits), and the wait that follows
 arms its timer when it blocks; the partner's wake-up cancels the partner's timer.
 
-Anything else takes the general path (`ipc.ipc`), which does the same thing with every
-check, the declared state transitions and the trace. The fast path is used only when
+A call whose only item is one string goes to `stringpath.call_string`, the same short
+cut for a long IPC. Anything else takes the general path (`ipc.ipc`), which does the
+same thing with every check, the declared state transitions and the trace. The fast path is used only when
 the kernel neither checks invariants nor traces; `tests/test_fastpath.py` runs the same
 programs both ways and compares every observable.
 
