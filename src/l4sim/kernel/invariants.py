@@ -130,7 +130,7 @@ def check_touched(k: Kernel, incoming: Thread | None = None,
                   "plus a constant", f"{dead} cancelled, {total} entries")
     for th in tuple(threads):  # and whom they point at
         p = th.partner
-        if type(p) is Thread:
+        if p is not None and type(p) is Thread:
             threads.add(p)
         c = th.reply_caller
         if c is not None:
@@ -170,10 +170,12 @@ def check_touched(k: Kernel, incoming: Thread | None = None,
                     raise Bad("a sender is in at most one queue", f"{s.name} is in two")
                 _check_queued_thread(th, s)
     for th in threads:
+        # Only a sending thread may sit in its partner's queue; one that is not sending
+        # and sits there was reported above, with that queue (its partner is touched).
         p = th.partner
-        if type(p) is Thread:
+        if th.state == SEND_WAIT and type(p) is Thread:
             q = p.sendq
-            owner = p if q and th in q else None
+            owner = p if q is not None and th in q else None
         else:
             owner = None
         _check_thread(k, th, owner, owner is not None, th in in_ready, incoming, blocking)
