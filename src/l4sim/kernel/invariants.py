@@ -159,7 +159,7 @@ def check_touched(k: Kernel, incoming: Thread | None = None,
                           f"cpu{cpu.index} priority {level}")
     for th in threads:  # the sender queues they own (first, as the full check does)
         q = th.sendq
-        if q:
+        if q is not None and q._len:  # (`_len`: the queue's truth test is a Python call)
             for s in q:
                 if isinstance(s, Irq):
                     _check_queued_irq(th, s)
@@ -331,7 +331,7 @@ def _check_thread(k: Kernel, th: Thread, owner: Thread | None, queued: bool, rea
             want = helped
     if k.priority_inheritance:
         q = th.sendq
-        if q is not None and q:
+        if q is not None and q._len:
             top = q.top_thread_prio()
             if top > want:
                 want = top
