@@ -17,6 +17,7 @@ from typing import Any
 
 from helpers import make_kernel, thread_named, when
 from l4sim import Fpage, IpcError, Kernel, MapItem, Rights, StringItem, Timeout
+from l4sim.kernel.states import DRQ_WAIT
 
 PAGE = 4096
 
@@ -359,3 +360,35 @@ def test_a_cancel_of_the_passive_receiver_during_the_copy_to_the_cycle() -> None
     assert (cancel_err, cancel_at) == (IpcError.OK, other_at + switch + c.kernel_op)
     assert out["receiver"] == (IpcError.REABORTED, (PAGE,), cancel_at + switch)
     assert out["sender"] == (IpcError.SEABORTED, (PAGE,), copier_at)
+
+
+def test_a_cancel_does_not_stop_a_reply_in_flight_to_the_other_cpu() -> None:
+    """A reply is a send that never waits. To a caller on another CPU its handshake runs
+    there an IPI later, while the server waits for the outcome; a cancel of the server in
+    that moment does not stop the reply (the kernel is still doing it): the caller gets
+    its answer, and the server goes on to its receive phase as if nothing happened."""
+    k = make_kernel(cpus=2)
+    out: dict[str, Any] = {}
+
+    async def server(t: Any) -> None:
+        await t.wait()
+        r = await t.reply_and_wait(words=[5], receive_timeout=Timeout.us(50))
+        out["reply_and_wait"] = (r.error, t.now)
+
+    async def client(t: Any, sel: int) -> None:
+        r = await t.call(sel, words=[7])
+        out["call"] = (r.error, r.words, t.now)
+
+    s = k.new_task("s").new_thread(server, name="srv", cpu=0)
+    ct = k.new_task("c")
+    ct.new_thread(client, ct.add_cap(s), name="cli", cpu=1)
+    while not (s.state & DRQ_WAIT and s.drq is not None and s.drq.reply):  # reply in flight
+        assert k.step() is not None
+    posted = k.cpus[0].now
+    k.cancel(s)
+    assert k.run().reason == "done"
+    ipc, _, ipi = _costs(k)
+    assert out["call"][:2] == (IpcError.OK, (5,))
+    err, when = out["reply_and_wait"]
+    # Not SECANCELED: the reply landed, and the receive phase waited its 50 us out.
+    assert err == IpcError.RETIMEOUT and when > posted + ipi + k.us(50) - ipc

@@ -649,6 +649,11 @@ def cancel_ipc(k: Kernel, victim: Thread) -> bool:
     elif st == RECEIVE_WAIT:
         err = RECANCELED
     elif st == DRQ_WAIT:
+        req = victim.drq
+        if req is not None and req.reply:
+            # A reply is a send that never waits: its handshake in flight on the other
+            # CPU is the kernel still doing the reply, which a cancel does not stop.
+            return False
         victim.drq = None  # the request in flight finds the sender gone
         err = SECANCELED
     else:
