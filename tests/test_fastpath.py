@@ -543,3 +543,201 @@ def test_a_call_to_the_caller_waiting_for_our_reply_ends_our_reply_capability() 
     assert [what for what, _, _ in slow] == ["low wait", "high call", "high computed",
                                             "low call"]
     assert slow[3][1] == "RETIMEOUT"
+
+
+# --- typed messages and page faults ----------------------------------------------------------
+# The fast path also takes map items, receive windows and the kernel's page-fault IPC. Each
+# scenario is a function that sets up a kernel and logs (what, result, t.now); it runs on
+# both paths, and the logs, the run results and every task's mappings must be the same.
+
+Setup = Callable[[Kernel, list[tuple[Any, ...]]], None]
+
+
+def _mapping_db(k: Kernel) -> list[tuple[Any, ...]]:
+    """Every mapping of every task, with the mapping it derives from."""
+    out = []
+    for task in [k.sigma0.task, *(th.task for th in k.threads.values())]:
+        for m in task.space.mappings():
+            p = m.parent
+            out.append((task.name, m.base, m.order, m.phys, m.rights,
+                        None if p is None else (p.space.name, p.base)))
+    return sorted(set(out), key=repr)
+
+
+def _run_typed(setup: Setup, *, fastpath: bool, **kw: Any) -> tuple[Any, ...]:
+    import l4sim.kernel.pagefault as pagefault_module
+
+    k = Kernel(fastpath=fastpath, **kw)
+    log: list[tuple[Any, ...]] = []
+    setup(k, log)
+    count = [0]
+    orig_ipc = ipc_module.ipc
+
+    def counting(*a: Any, **kw: Any) -> Any:
+        count[0] += 1
+        return orig_ipc(*a, **kw)
+
+    modules = (ipc_module, fastpath_module, pagefault_module)
+    for m in modules:
+        m.ipc = counting  # type: ignore[attr-defined]
+    try:
+        res = k.run()
+    finally:
+        for m in modules:
+            m.ipc = orig_ipc  # type: ignore[attr-defined]
+    died = [(t.name, str(why)) for t, why in res.died]
+    return (log, (res.reason, res.now, res.steps, died), _mapping_db(k), k.now), count[0]
+
+
+def assert_typed_equivalent(setup: Setup, *, taken: bool = True, **kw: Any) -> list[tuple[Any, ...]]:
+    fast, fast_general = _run_typed(setup, fastpath=True, **kw)
+    slow, slow_general = _run_typed(setup, fastpath=False, **kw)
+    for i, (x, y) in enumerate(zip(fast[0], slow[0], strict=False)):
+        assert x == y, f"result {i} differs: fast path {x}, general path {y}"
+    assert fast == slow
+    if taken:
+        assert fast_general * 2 < slow_general, (fast_general, slow_general)
+    log: list[tuple[Any, ...]] = fast[0]
+    return log
+
+
+def _toucher(pages: list[int], write: bool = True) -> Callable[..., Any]:
+    async def body(t: Any, log: list[tuple[Any, ...]]) -> None:
+        for i, page in enumerate(pages):
+            if write:
+                await t.store(page + 8 * i, bytes([i & 0xFF]))
+            else:
+                await t.load(page, 8)
+            log.append((t.name, "touch", page, t.now))
+    return body
+
+
+@pytest.mark.parametrize("prios", [(100, 100), (120, 80), (80, 120)])
+def test_page_faults_through_the_default_pager(prios: tuple[int, int]) -> None:
+    pages = [0x10000 + 0x1000 * i for i in (0, 1, 2, 0, 7, 3, 1, 30, 31)]
+
+    def setup(k: Kernel, log: list[tuple[Any, ...]]) -> None:
+        a = k.new_task("a")
+        a.new_thread(_toucher(pages), log, name="a0", priority=prios[0])
+        a.new_thread(_toucher(pages[::-1], write=False), log, name="a1", priority=prios[1])
+        k.new_task("b").new_thread(_toucher(pages[2:]), log, name="b0")
+
+    log = assert_typed_equivalent(setup)
+    assert len(log) == 3 * len(pages) - 2
+
+
+def test_page_faults_to_a_pager_of_the_users_own() -> None:
+    """A thread's own pager (seen with the thread's id) that replies with map items from
+    memory it got from sigma0, refusing one address: the fault kills the thread."""
+    from l4sim.kernel.abi import Fpage, Label, MapItem, Rights
+    from l4sim.lib.sigma0 import SIGMA0_ANY
+
+    async def pager(t: Any, s0: int, log: list[tuple[Any, ...]]) -> None:
+        r = await t.call(s0, words=[SIGMA0_ANY, 16], label=Label.SIGMA0,
+                         window=Fpage.mem(0x4000_0000, 16))
+        log.append(("pager", "sigma0", int(r.error), r.words, t.now))
+        r = await t.wait()
+        while True:
+            log.append(("pager", "fault", int(r.error), r.label, r.words[0], t.now))
+            page = r.words[0] & ~0xFFF
+            if page == 0x66000:
+                r = await t.reply_and_wait(label=-12)
+            else:
+                src = 0x4000_0000 + (page & 0xF000)
+                r = await t.reply_and_wait(
+                    items=[MapItem(Fpage.mem(src, 12, Rights.RWX), send_base=page)],
+                    receive_timeout=Timeout.cycles(1_000_000))
+
+    def setup(k: Kernel, log: list[tuple[Any, ...]]) -> None:
+        pt = k.new_task("pager")
+        p = pt.new_thread(pager, pt.add_cap(k.sigma0), log, name="pager", priority=150)
+        c = k.new_task("c")
+        c.new_thread(_toucher([0x60000, 0x61000, 0x60000, 0x62000]), log, name="c0", pager=p)
+        c.new_thread(_toucher([0x63000, 0x66000, 0x64000]), log, name="c1", pager=p)
+
+    log = assert_typed_equivalent(setup)
+    assert ("c1", "touch", 0x63000) in [e[:3] for e in log]
+    assert ("c1", "touch", 0x64000) not in [e[:3] for e in log]
+
+
+def test_map_items_windows_and_failed_items() -> None:
+    """Calls and replies with map items: into a window, without one (cut), an fpage beyond
+    the address space (map failed), a void item, a grant, with finite receive timeouts."""
+    from l4sim.kernel.abi import Fpage, Label, MapItem, Rights
+    from l4sim.lib.sigma0 import SIGMA0_ANY
+
+    base = 0x2000_0000
+    window = Fpage.mem(0x3000_0000, 20)
+
+    async def server(t: Any, log: list[tuple[Any, ...]]) -> None:
+        r = await t.wait(window=window)
+        i = 0
+        while True:
+            log.append(("srv", int(r.error), r.label, r.words, t.now))
+            if r.error not in (E.OK, E.REMSGCUT, E.REMAPFAILED):  # a failed reply, a timeout
+                r = await t.wait(window=window)
+                continue
+            i += 1
+            items: list[MapItem] = []
+            if i % 3 == 0:
+                items = [MapItem(Fpage.mem(0x3000_0000, 12, Rights.R), send_base=base)]
+            if i % 4 == 0:
+                items.append(MapItem(Fpage.mem(1 << 47, 12), send_base=base))  # map fails
+            r = await t.reply_and_wait(words=[i], items=items,
+                                       window=window if i % 2 else None,
+                                       receive_timeout=Timeout.cycles(200_000 + i))
+
+    async def client(t: Any, s0: int, srv: int, log: list[tuple[Any, ...]]) -> None:
+        r = await t.call(s0, words=[SIGMA0_ANY, 20], label=Label.SIGMA0,
+                         window=Fpage.mem(base, 20))
+        log.append(("cli", "sigma0", int(r.error), r.words, t.now))
+        for i in range(12):
+            page = base + 0x1000 * (i % 5)
+            items = [MapItem(Fpage.mem(page, 12, Rights.RW), send_base=0x3000_0000 + 0x1000 * i)]
+            if i % 5 == 1:
+                items.append(MapItem(Fpage.mem(page, 12), send_base=page, grant=True))
+            if i % 6 == 2:
+                items.insert(0, MapItem(Fpage(0), send_base=0))  # a void item
+            r = await t.call(srv, words=[i, i * 7], items=items,
+                             window=Fpage.mem(base, 20) if i % 2 else None,
+                             receive_timeout=Timeout.cycles(500_000) if i % 3 else Timeout.never())
+            log.append(("cli", i, int(r.error), r.label, r.words, t.now))
+            await t.compute(1_000 * (i % 4))
+
+    def setup(k: Kernel, log: list[tuple[Any, ...]]) -> None:
+        st = k.new_task("srv")
+        s = st.new_thread(server, log, name="srv", priority=110)
+        ct = k.new_task("cli")
+        ct.new_thread(client, ct.add_cap(k.sigma0), ct.add_cap(s), log, name="cli")
+
+    log = assert_typed_equivalent(setup)
+    errors = {e[2] for e in log if e[0] == "cli"}
+    assert len(errors) > 1, "some items failed"
+
+
+def test_map_items_to_a_receiver_without_a_window_are_cut() -> None:
+    from l4sim.kernel.abi import Fpage, MapItem
+
+    async def server(t: Any, log: list[tuple[Any, ...]]) -> None:
+        r = await t.wait()
+        while True:
+            log.append(("srv", int(r.error), r.words, t.now))
+            if r.error != E.OK:  # a failed reply (its caller's send was cut): wait afresh
+                r = await t.wait()
+                continue
+            r = await t.reply_and_wait(words=[1], items=[MapItem(Fpage.mem(0x10000, 12))])
+
+    async def client(t: Any, srv: int, log: list[tuple[Any, ...]]) -> None:
+        await t.store(0x10000, b"x")
+        for i in range(4):
+            r = await t.call(srv, words=[i], items=[MapItem(Fpage.mem(0x10000, 12))],
+                             window=Fpage.mem(0x10000, 16) if i % 2 else None)
+            log.append(("cli", int(r.error), r.words, t.now))
+
+    def setup(k: Kernel, log: list[tuple[Any, ...]]) -> None:
+        st = k.new_task("srv")
+        s = st.new_thread(server, log, name="srv", priority=110)
+        ct = k.new_task("cli")
+        ct.new_thread(client, ct.add_cap(s), log, name="cli")
+
+    assert_typed_equivalent(setup, taken=False)

@@ -40,16 +40,20 @@ from .abi import (
     Timeout,
 )
 from .diagnose import native_coroutine, register_operation, word_error
-from .ipc import _result_of_wait, ipc
+from .flexpage import transfer_items
+from .ipc import _result_of_wait, ipc, tag_fits
+from .longipc import string_items
 from .objects import IpcGate, Thread
 from .result import IpcResult, LongIpcResult, new_result
-from .sched import INFINITY, TIMER_SLACK, bound_dead_timers, update_prio
+from .sched import INFINITY, TIMER_SLACK, bound_dead_timers, make_ready, update_prio
 from .states import READY, RECEIVE_WAIT
 from .stringpath import call_string
+from .transfer import _end_receive_wait, _wake_receiver
 from .waits import set_reply_cap
 
 if TYPE_CHECKING:
     from ..user.context import UserContext
+    from .kernel import Kernel
 
 OK = IpcError.OK
 Trap = Generator[Thread | None, None, IpcResult]
@@ -97,6 +101,15 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 return (yield from call_string(t, dest, items[0]))
             tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
                                      pagefault_timeout, tag, window, buffers)
+            if (t.fast and buffers is None and pagefault_timeout is NEVER
+                    and (send_timeout is NEVER or type(send_timeout) is Timeout)
+                    and (receive_timeout is NEVER or type(receive_timeout) is Timeout)):
+                # Map items or a receive window (a pager's sigma0 call): the typed fast path.
+                callee, clbl = _callee(t._th, dest)
+                if callee is not None:
+                    r = yield from call_to(t._k, t._th, callee, clbl, tagraw, receive_timeout)
+                    if r is not None:
+                        return r
             return cast(IpcResult, (yield from ipc(
                 t._k, t._th, IpcOp.CALL, dest, tagraw, send_timeout, receive_timeout,
                 pf_to=pagefault_timeout)))
@@ -236,6 +249,12 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 and (receive_timeout is NEVER or type(receive_timeout) is Timeout)):
             tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
                                                pagefault_timeout, tag, window, buffers)
+            if (t.fast and buffers is None and pagefault_timeout is NEVER
+                    and (receive_timeout is NEVER or type(receive_timeout) is Timeout)):
+                # Map items (a pager's reply) or a receive window: the typed fast path.
+                r = yield from _reply_typed(t._k, t._th, tagraw, receive_timeout)
+                if r is not None:
+                    return r
             return cast(IpcResult, (yield from ipc(
                 t._k, t._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
                 pf_to=pagefault_timeout)))
@@ -340,6 +359,177 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
     return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO,
                                            receive_timeout)))
+
+
+# --- typed messages and kernel-made calls ------------------------------------------------
+# Map items, receive windows and the page-fault IPC: the same fast path with the items
+# applied by `transfer_items` (as `_deliver` does), one Python call more than the register
+# path, which stays as it is. A failed item ends the IPC as on the general path.
+TypedTrap = Generator[Thread | None, None, IpcResult | None]
+
+
+def _callee(th: Thread, dest: int) -> tuple[Thread | None, int]:
+    """The thread a call to selector `dest` goes to and the label it sees (None: the
+    general path decides, with its errors)."""
+    caps = th.caps
+    if 0 < dest < len(caps):
+        cap = caps[dest]
+        if cap is not None and cap.rights & 4:
+            obj = cap.obj
+            if type(obj) is Thread:
+                return obj, th.tid
+            if type(obj) is IpcGate:
+                return obj.thread, obj.label
+    return None, 0
+
+
+def _typed_ok(th: Thread, msgtag: int) -> bool:
+    """A message the typed fast path takes: well formed, without string items."""
+    return not msgtag & 0xFC0 or (tag_fits(msgtag) and string_items(th.mr, msgtag) is None)
+
+
+@types.coroutine
+def call_to(k: Kernel, th: Thread, dst: Thread, lbl: int, msgtag: int,
+            receive_timeout: Timeout = NEVER) -> TypedTrap:
+    """The fast path of a call of `th` to `dst` (seen with label `lbl`) whose message is
+    in the MRs, typed items included; None, with nothing done, if it does not apply."""
+    if not (dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th)
+            and _typed_ok(th, msgtag)):
+        return None
+    cpu = th.cpu
+    n = msgtag & 0x3F
+    cost = cpu.ipc_costs[n]
+    if receive_timeout is NEVER:
+        deadline = None
+    else:
+        deadline = receive_timeout.deadline(cpu.now + cost, k.mhz)
+        if deadline is not None and deadline >= INFINITY:
+            deadline = None
+    if not (dst.cpu is cpu and not cpu.bitmap >> (dst.prio + 1)
+            and (deadline is None or deadline > cpu.now + cost)):
+        return None
+    cpu.entries += 1
+    cpu.now += cost
+    w = th.mr[:n] if n else None
+    if w is not None:
+        dst.mr[:n] = w
+    dst.in_words = w
+    dst.in_tag = msgtag
+    dst.in_label = lbl
+    nitems = (msgtag >> 6) & 0x3F
+    if nitems:
+        err = transfer_items(k, th, dst, n, nitems)
+        if err:  # as `_deliver` and the general path's send phase end
+            dst.wake_error = IpcError(err | 1)
+            _wake_receiver(k, th, dst)
+            make_ready(dst)
+            return cast(IpcResult, (yield from cpu.leave(th, IpcResult(err))))
+    dst.wake_error = OK
+    if dst.reply_caller is None:
+        dst.reply_caller = th
+    else:
+        set_reply_cap(k, dst, th)
+    entry = dst.timer
+    if entry is not None:
+        entry[2] = dst.timer = None
+        k.dead_timers += 1
+        if k.dead_timers > TIMER_SLACK:
+            bound_dead_timers(k)
+    if dst.partner is not None or th.reply_caller is dst:
+        _end_receive_wait(k, th, dst)  # a closed wait on us, or our reply capability to it
+    dst.partner = None
+    dst.state = READY
+    th.partner = dst
+    th.state = RECEIVE_WAIT
+    if deadline is not None:
+        k._seq += 1
+        th.timer = entry = [deadline, k._seq, th, None]
+        heappush(cpu.timers, entry)
+        if deadline < cpu.next_event:
+            cpu.next_event = deadline
+    if th.prio > dst.prio:
+        update_prio(k, dst)
+    yield dst
+    if (th.state == READY and not th.wake_error and th.in_strings is None
+            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
+        r = new_result(IpcResult)
+        r.error = OK
+        r.label = th.in_label
+        r._tag = th.in_tag
+        r._words = th.in_words
+        return r
+    return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
+
+
+@types.coroutine
+def _reply_typed(k: Kernel, th: Thread, msgtag: int, receive_timeout: Timeout) -> TypedTrap:
+    """`reply_and_wait`'s fast path for a message already in the MRs, typed items
+    included; None, with nothing done, if it does not apply."""
+    c = th.reply_caller
+    if not (c is not None and c.state == RECEIVE_WAIT and c.partner is th
+            and not th.sendq and _typed_ok(th, msgtag)):
+        return None
+    cpu = th.cpu
+    n = msgtag & 0x3F
+    cost = cpu.ipc_costs[n]
+    if receive_timeout is NEVER:
+        deadline = None
+    else:
+        deadline = receive_timeout.deadline(cpu.now + cost, k.mhz)
+        if deadline is not None and deadline >= INFINITY:
+            deadline = None
+    if not (c.cpu is cpu and not cpu.bitmap >> (c.prio + 1)
+            and (deadline is None or deadline > cpu.now + cost)):
+        return None
+    cpu.entries += 1
+    cpu.now += cost
+    th.reply_caller = None
+    w = th.mr[:n] if n else None
+    if w is not None:
+        c.mr[:n] = w
+    c.in_words = w
+    c.in_tag = msgtag
+    c.in_label = th.tid
+    nitems = (msgtag >> 6) & 0x3F
+    if nitems:
+        err = transfer_items(k, th, c, n, nitems)
+        if err:  # as `_deliver` and the general path's send phase end
+            if th.prio != th.priority:
+                update_prio(k, th)
+            c.wake_error = IpcError(err | 1)
+            _wake_receiver(k, th, c)
+            make_ready(c)
+            return cast(IpcResult, (yield from cpu.leave(th, IpcResult(err))))
+    c.wake_error = OK
+    entry = c.timer
+    if entry is not None:
+        entry[2] = c.timer = None
+        k.dead_timers += 1
+        if k.dead_timers > TIMER_SLACK:
+            bound_dead_timers(k)
+    c.partner = None
+    c.state = READY
+    th.state = RECEIVE_WAIT
+    th.in_words = None
+    th.in_tag = th.in_label = 0
+    if deadline is not None:
+        k._seq += 1
+        th.timer = entry = [deadline, k._seq, th, None]
+        heappush(cpu.timers, entry)
+        if deadline < cpu.next_event:
+            cpu.next_event = deadline
+    if th.prio != th.priority:
+        update_prio(k, th)
+    yield c
+    if (th.state == READY and not th.wake_error and th.in_strings is None
+            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
+        r = new_result(IpcResult)
+        r.error = OK
+        r.label = th.in_label
+        r._tag = th.in_tag
+        r._words = th.in_words
+        return r
+    return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
 
 
 register_operation(call, "call")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .abi import NEVER, IpcOp, Label
 from .boot import boot_servers
+from .fastpath import call_to
 from .ipc import ipc
 from .lifecycle import kill
 from .memory import USER_SPACE_BITS, W
@@ -79,13 +80,16 @@ def _caller_ip(k: Kernel) -> int:
 async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: bool,
                      ip: int) -> None:
     """The page-fault IPC to `th`'s pager; returns when the pager has replied."""
-    pager = k.default_pager() if th.pager_default else th.pager
-    kind = "write" if write else "read"
-    what = f"{kind} page fault at {addr:#x} ({k.code_location(ip)})"
+    if th.pager_default:
+        pager = k._anon_pager  # (made on the first fault)
+        if pager is None:
+            pager = k.default_pager()
+    else:
+        pager = th.pager
     if pager is None:
-        raise kill(k, th, f"{what}, and no pager")
+        raise kill(k, th, f"{_what(k, addr, write, ip)}, and no pager")
     if pager.state & DEAD or not pager.alive:
-        raise kill(k, th, f"{what}: its pager {pager.name} has ended "
+        raise kill(k, th, f"{_what(k, addr, write, ip)}: its pager {pager.name} has ended "
                      f"({pager.exit_reason or 'returned'}), so nobody resolves it")
     utcb = th.utcb
     mr = th.mr
@@ -97,18 +101,26 @@ async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: boo
     br[1] = _ALL     # ... for the whole address space
     utcb.bdr = 0
     if k.trace:
-        k.record(th, "page fault", f"{kind} at {addr:#x} -> {pager.name}")
+        k.record(th, "page fault", f"{'write' if write else 'read'} at {addr:#x} -> {pager.name}")
     th.cpu.now += k.costs.page_fault
     # The default pager serves address spaces, not threads: it sees the task's id, so
     # that two threads of one task faulting on one page at once get one frame.
-    r = await ipc(k, th, IpcOp.CALL, 0, PF_TAG, NEVER, NEVER, dest=pager,
-                  dest_label=th.task.id if th.pager_default else None)
+    label = th.task.id if th.pager_default else th.tid
+    r = await call_to(k, th, pager, label, PF_TAG) if th.user.fast else None
+    if r is None:  # not the fast path: the general one
+        r = await ipc(k, th, IpcOp.CALL, 0, PF_TAG, NEVER, NEVER, dest=pager, dest_label=label)
     mr[0], mr[1], utcb.bdr, br[0], br[1] = saved
     if r.error:
-        raise kill(k, th, f"{what}: the page-fault IPC to {pager.name} failed with "
-                           f"{r.error.name}")
+        raise kill(k, th, f"{_what(k, addr, write, ip)}: the page-fault IPC to {pager.name} "
+                           f"failed with {r.error.name}")
     if r.tag.label < 0:
-        raise kill(k, th, f"{what}: refused by {pager.name}{_why_refused(k, pager, r.words)}")
+        raise kill(k, th, f"{_what(k, addr, write, ip)}: refused by {pager.name}"
+                           f"{_why_refused(k, pager, r.words)}")
+
+
+def _what(k: Kernel, addr: int, write: bool, ip: int) -> str:
+    """The fault, as a kill reason begins (made only when one is)."""
+    return f"{'write' if write else 'read'} page fault at {addr:#x} ({k.code_location(ip)})"
 
 
 def _why_refused(k: Kernel, pager: Thread, words: tuple[int, ...]) -> str:

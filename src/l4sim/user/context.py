@@ -221,6 +221,10 @@ class UserContext:
         """Check `window=`: the windows, one per kind, and the BDR fields pointing at them,
         as Fiasco lays them out (BR[2i] = 8, a map buffer; BR[2i+1] = the fpage). The BRs
         are registers: the windows stay until the next `window=` (`()` clears)."""
+        if type(window) is Fpage:  # one window (a pager's sigma0 call): BR0/BR1, BDR 0
+            if window.raw & 0x30 == 0 and window.raw & 0xFC0 != 0xFC0:
+                raise ValueError(f"{window!r} is not a receive window")
+            return [window], 0
         fps = [window] if isinstance(window, Fpage) else list(window)
         if len(fps) > 3:
             raise ValueError("at most one receive window per kind (memory, I/O, objects)")
