@@ -55,17 +55,20 @@ def translate(th: Thread, addr: int, n: int, need: int) -> tuple[list[tuple[int,
     return pieces, -1, False
 
 
-async def access(k: Kernel, th: Thread, addr: int, n: int, write: bool) -> list[tuple[int, int]]:
-    """Translate an access, faulting in what is missing; the physical pieces."""
+async def access(k: Kernel, th: Thread, addr: int, n: int, write: bool,
+                 missing: int = -1, present: bool = False) -> list[tuple[int, int]]:
+    """Translate an access, faulting in what is missing; the physical pieces. `missing`
+    (with `present`): the caller's translation already found that page missing."""
     if addr < 0 or n < 0 or addr + n > _SPACE_END:
         raise kill(k, th, f"access to {addr:#x}+{n} outside the address space at "
                            f"{k.code_location(_caller_ip(k))}")
     need = W if write else R
-    while True:
+    if missing < 0:
         pieces, missing, present = translate(th, addr, n, need)
-        if missing < 0:
-            return pieces
+    while missing >= 0:
         await page_fault(k, th, missing, write, present, _caller_ip(k))
+        pieces, missing, present = translate(th, addr, n, need)
+    return pieces
 
 
 def _caller_ip(k: Kernel) -> int:

@@ -26,14 +26,15 @@ async def anon_pager_body(t: UserContext, sigma0: int) -> None:
             r = await t.wait()
             continue
         reply_label, items = REFUSED, []
-        if r.tag.label == Label.PAGE_FAULT and len(r.words) == 2 and not r.words[0] & 1:
-            page = r.words[0] & ~(PAGE - 1)
+        words = r.words
+        if r.tag.label == Label.PAGE_FAULT and len(words) == 2 and not words[0] & 1:
+            page = words[0] & ~(PAGE - 1)
             key = (r.label, page)
             pool = served.get(key)
             if pool is None:
-                got = await t.call(sigma0, words=[SIGMA0_ANY, 12], label=Label.SIGMA0,
+                got = await t.call(sigma0, words=(SIGMA0_ANY, 12), label=Label.SIGMA0,
                                    window=Fpage.mem(next_pool, 12))
-                if got.ok and got.tag.label >= 0:
+                if not got.error and got.tag.label >= 0:
                     pool = next_pool
                     next_pool += PAGE
                     await t.store(pool, ZERO_PAGE)

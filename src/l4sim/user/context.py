@@ -258,9 +258,9 @@ class UserContext:
             raise ThreadDeleted  # a dead thread's chain being unwound touches no memory
         if th.cpu.preempts:
             return await _pf.explored_access(self._k, th, addr, n, write)
-        pieces, missing, _ = _pf.translate(th, addr, n, 2 if write else 4)
+        pieces, missing, present = _pf.translate(th, addr, n, 2 if write else 4)
         if missing >= 0:
-            pieces = await _pf.access(self._k, th, addr, n, write)
+            pieces = await _pf.access(self._k, th, addr, n, write, missing, present)
         return pieces
 
     async def load(self, addr: int, n: int) -> bytes:
