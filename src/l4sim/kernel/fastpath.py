@@ -48,7 +48,7 @@ from .result import IpcResult, LongIpcResult, new_result
 from .sched import INFINITY, TIMER_SLACK, bound_dead_timers, make_ready, update_prio
 from .states import READY, RECEIVE_WAIT
 from .stringpath import call_string
-from .transfer import _end_receive_wait, _wake_receiver
+from .transfer import _wake_receiver
 from .waits import set_reply_cap
 
 if TYPE_CHECKING:
@@ -393,7 +393,7 @@ def call_to(k: Kernel, th: Thread, dst: Thread, lbl: int, msgtag: int,
             receive_timeout: Timeout = NEVER) -> TypedTrap:
     """The fast path of a call of `th` to `dst` (seen with label `lbl`) whose message is
     in the MRs, typed items included; None, with nothing done, if it does not apply."""
-    if not (dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th)
+    if not (dst.state == RECEIVE_WAIT and dst.partner is None  # (closed waits: general)
             and _typed_ok(th, msgtag)):
         return None
     cpu = th.cpu
@@ -435,8 +435,6 @@ def call_to(k: Kernel, th: Thread, dst: Thread, lbl: int, msgtag: int,
         k.dead_timers += 1
         if k.dead_timers > TIMER_SLACK:
             bound_dead_timers(k)
-    if dst.partner is not None or th.reply_caller is dst:
-        _end_receive_wait(k, th, dst)  # a closed wait on us, or our reply capability to it
     dst.partner = None
     dst.state = READY
     th.partner = dst
