@@ -564,7 +564,8 @@ def _mapping_db(k: Kernel) -> list[tuple[Any, ...]]:
     return sorted(set(out), key=repr)
 
 
-def _run_typed(setup: Setup, *, fastpath: bool, **kw: Any) -> tuple[Any, ...]:
+def _run_typed(setup: Setup, *, fastpath: bool, steps: int | None = None,
+               **kw: Any) -> tuple[Any, ...]:
     import l4sim.kernel.pagefault as pagefault_module
 
     k = Kernel(fastpath=fastpath, **kw)
@@ -580,18 +581,24 @@ def _run_typed(setup: Setup, *, fastpath: bool, **kw: Any) -> tuple[Any, ...]:
     modules = (ipc_module, fastpath_module, pagefault_module)
     for m in modules:
         m.ipc = counting  # type: ignore[attr-defined]
+    runs = []
     try:
-        res = k.run()
+        while True:  # with `steps`, runs cut by max_steps until done
+            res = k.run(max_steps=steps)
+            runs.append((res.reason, res.now))
+            if res.reason != "steps":
+                break
     finally:
         for m in modules:
             m.ipc = orig_ipc  # type: ignore[attr-defined]
     died = [(t.name, str(why)) for t, why in res.died]
-    return (log, (res.reason, res.now, res.steps, died), _mapping_db(k), k.now), count[0]
+    return (log, (res.reason, res.now, res.steps, died), runs, _mapping_db(k), k.now), count[0]
 
 
-def assert_typed_equivalent(setup: Setup, *, taken: bool = True, **kw: Any) -> list[tuple[Any, ...]]:
-    fast, fast_general = _run_typed(setup, fastpath=True, **kw)
-    slow, slow_general = _run_typed(setup, fastpath=False, **kw)
+def assert_typed_equivalent(setup: Setup, *, taken: bool = True, steps: int | None = None,
+                            **kw: Any) -> list[tuple[Any, ...]]:
+    fast, fast_general = _run_typed(setup, fastpath=True, steps=steps, **kw)
+    slow, slow_general = _run_typed(setup, fastpath=False, steps=steps, **kw)
     for i, (x, y) in enumerate(zip(fast[0], slow[0], strict=False)):
         assert x == y, f"result {i} differs: fast path {x}, general path {y}"
     assert fast == slow
@@ -624,6 +631,18 @@ def test_page_faults_through_the_default_pager(prios: tuple[int, int]) -> None:
 
     log = assert_typed_equivalent(setup)
     assert len(log) == 3 * len(pages) - 2
+
+
+@pytest.mark.parametrize("steps", [1, 3, 7])
+def test_page_faults_in_runs_cut_by_max_steps(steps: int) -> None:
+    """The anonymous pager, made during a step-limited run, takes the general path there."""
+    pages = [0x10000 + 0x1000 * i for i in (0, 1, 0, 5)]
+
+    def setup(k: Kernel, log: list[tuple[Any, ...]]) -> None:
+        k.new_task("a").new_thread(_toucher(pages), log, name="a0")
+        k.new_task("b").new_thread(_toucher(pages[::-1]), log, name="b0")
+
+    assert_typed_equivalent(setup, taken=False, steps=steps)
 
 
 def test_page_faults_to_a_pager_of_the_users_own() -> None:

@@ -10,7 +10,10 @@ taken too: the send phase ends at once (the partner waits), and the wait that fo
 arms its timer when it blocks; the partner's wake-up cancels the partner's timer.
 
 A call whose only item is one string goes to `stringpath.call_string`, the same short
-cut for a long IPC. Anything else takes the general path (`ipc.ipc`), which does the
+cut for a long IPC. Map items and receive windows (a pager's sigma0 call and its
+replies) take `call_to` and `_reply_typed`: the message loaded by the general path's
+loader, then the same short cut with the items applied by `transfer_items`; the kernel's
+page-fault IPC uses `call_to` too. Anything else takes the general path (`ipc.ipc`), which does the
 same thing with every check, the declared state transitions and the trace. The fast path is used only when
 the kernel neither checks invariants nor traces; `tests/test_fastpath.py` runs the same
 programs both ways and compares every observable.

@@ -105,7 +105,9 @@ class UserContext:
         self._k = kernel
         self._th = thread
         self._mr = thread.mr
-        self.fast = kernel.fastpath  # the kernel turns it off while a step limit is set
+        # The kernel turns it off while a step limit is set (also for a thread made
+        # during such a run, as the anonymous pager is on the first fault).
+        self.fast = kernel.fastpath and kernel.entry_limit >= _sched.INFINITY
 
     # --- what a thread knows about itself ---------------------------------------------
 
