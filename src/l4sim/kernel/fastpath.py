@@ -48,7 +48,14 @@ from .ipc import _result_of_wait, ipc, tag_fits
 from .longipc import string_items
 from .objects import IpcGate, Thread
 from .result import IpcResult, LongIpcResult, new_result
-from .sched import INFINITY, TIMER_SLACK, bound_dead_timers, make_ready, update_prio
+from .sched import (
+    INFINITY,
+    TIMER_SLACK,
+    bound_dead_timers,
+    cancel_timer,
+    make_ready,
+    update_prio,
+)
 from .states import READY, RECEIVE_WAIT
 from .stringpath import call_string
 from .transfer import _wake_receiver
@@ -57,6 +64,7 @@ from .waits import set_reply_cap
 if TYPE_CHECKING:
     from ..user.context import UserContext
     from .kernel import Kernel
+    from .sched import Cpu
 
 OK = IpcError.OK
 Trap = Generator[Thread | None, None, IpcResult]
@@ -386,6 +394,30 @@ def _callee(th: Thread, dest: int) -> tuple[Thread | None, int]:
     return None, 0
 
 
+def _reply_deadline(cpu: Cpu, receive_timeout: Timeout, cost: int) -> int | None:
+    """When the reply wait of a fast IPC costing `cost` ends (None: never): its receive
+    timeout counts from the end of the send."""
+    if receive_timeout is NEVER:
+        return None
+    deadline = receive_timeout.deadline(cpu.now + cost, cpu.k.mhz)
+    return None if deadline is None or deadline >= INFINITY else deadline
+
+
+def _quiet_result(th: Thread, cpu: Cpu) -> IpcResult | None:
+    """After the switch: the result of a wait that ended well with nothing due (a short
+    message), or None when the general exit must run (an error, a long message's byte
+    counts, the end of the timeslice or an event due)."""
+    if (th.state == READY and not th.wake_error and th.in_strings is None
+            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
+        r = new_result(IpcResult)
+        r.error = OK
+        r.label = th.in_label
+        r._tag = th.in_tag
+        r._words = th.in_words
+        return r
+    return None
+
+
 def _typed_ok(th: Thread, msgtag: int) -> bool:
     """A message the typed fast path takes: well formed, without string items."""
     return not msgtag & 0xFC0 or (tag_fits(msgtag) and string_items(th.mr, msgtag) is None)
@@ -402,12 +434,7 @@ def call_to(k: Kernel, th: Thread, dst: Thread, lbl: int, msgtag: int,
     cpu = th.cpu
     n = msgtag & 0x3F
     cost = cpu.ipc_costs[n]
-    if receive_timeout is NEVER:
-        deadline = None
-    else:
-        deadline = receive_timeout.deadline(cpu.now + cost, k.mhz)
-        if deadline is not None and deadline >= INFINITY:
-            deadline = None
+    deadline = _reply_deadline(cpu, receive_timeout, cost)
     if not (dst.cpu is cpu and not cpu.bitmap >> (dst.prio + 1)
             and (deadline is None or deadline > cpu.now + cost)):
         return None
@@ -432,32 +459,18 @@ def call_to(k: Kernel, th: Thread, dst: Thread, lbl: int, msgtag: int,
         dst.reply_caller = th
     else:
         set_reply_cap(k, dst, th)
-    entry = dst.timer
-    if entry is not None:
-        entry[2] = dst.timer = None
-        k.dead_timers += 1
-        if k.dead_timers > TIMER_SLACK:
-            bound_dead_timers(k)
+    cancel_timer(dst)  # its receive timeout ends with the wait
     dst.partner = None
     dst.state = READY
     th.partner = dst
     th.state = RECEIVE_WAIT
-    if deadline is not None:
-        k._seq += 1
-        th.timer = entry = [deadline, k._seq, th, None]
-        heappush(cpu.timers, entry)
-        if deadline < cpu.next_event:
-            cpu.next_event = deadline
+    if deadline is not None:  # armed on block, cancelled by the reply
+        cpu.arm_timer(th, deadline)
     if th.prio > dst.prio:
         update_prio(k, dst)
     yield dst
-    if (th.state == READY and not th.wake_error and th.in_strings is None
-            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
-        r = new_result(IpcResult)
-        r.error = OK
-        r.label = th.in_label
-        r._tag = th.in_tag
-        r._words = th.in_words
+    r = _quiet_result(th, cpu)
+    if r is not None:
         return r
     return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
 
@@ -473,12 +486,7 @@ def _reply_typed(k: Kernel, th: Thread, msgtag: int, receive_timeout: Timeout) -
     cpu = th.cpu
     n = msgtag & 0x3F
     cost = cpu.ipc_costs[n]
-    if receive_timeout is NEVER:
-        deadline = None
-    else:
-        deadline = receive_timeout.deadline(cpu.now + cost, k.mhz)
-        if deadline is not None and deadline >= INFINITY:
-            deadline = None
+    deadline = _reply_deadline(cpu, receive_timeout, cost)
     if not (c.cpu is cpu and not cpu.bitmap >> (c.prio + 1)
             and (deadline is None or deadline > cpu.now + cost)):
         return None
@@ -502,33 +510,19 @@ def _reply_typed(k: Kernel, th: Thread, msgtag: int, receive_timeout: Timeout) -
             make_ready(c)
             return cast(IpcResult, (yield from cpu.leave(th, IpcResult(err))))
     c.wake_error = OK
-    entry = c.timer
-    if entry is not None:
-        entry[2] = c.timer = None
-        k.dead_timers += 1
-        if k.dead_timers > TIMER_SLACK:
-            bound_dead_timers(k)
+    cancel_timer(c)  # its receive timeout ends with the wait
     c.partner = None
     c.state = READY
     th.state = RECEIVE_WAIT
     th.in_words = None
     th.in_tag = th.in_label = 0
-    if deadline is not None:
-        k._seq += 1
-        th.timer = entry = [deadline, k._seq, th, None]
-        heappush(cpu.timers, entry)
-        if deadline < cpu.next_event:
-            cpu.next_event = deadline
+    if deadline is not None:  # armed on block, cancelled by the reply
+        cpu.arm_timer(th, deadline)
     if th.prio != th.priority:
         update_prio(k, th)
     yield c
-    if (th.state == READY and not th.wake_error and th.in_strings is None
-            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
-        r = new_result(IpcResult)
-        r.error = OK
-        r.label = th.in_label
-        r._tag = th.in_tag
-        r._words = th.in_words
+    r = _quiet_result(th, cpu)
+    if r is not None:
         return r
     return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
 
