@@ -42,6 +42,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..kernel import Schedule
 from .runs import KERNEL, PctPolicy, RunRecord, Touch, dependent, run_once
 from .scenario import Scenario
 
@@ -251,8 +252,6 @@ def pct(sc: Scenario, runner: Runner, depth: int, runs: int, seed: int,
 def shrink(sc: Scenario, failure: Failure, runner: Runner, max_runs: int = 300) -> Failure:
     """Delta debugging over a failing schedule's deviations from the policy: the
     smallest set of them that still fails the same way; the schedule of that run."""
-    from ..kernel import Schedule
-
     made = Schedule.parse(failure.schedule)
     deviations = [(i, option) for i, (_, option) in enumerate(made) if option]
     best: RunRecord | None = None
@@ -290,6 +289,5 @@ def shrink(sc: Scenario, failure: Failure, runner: Runner, max_runs: int = 300) 
             current, best = [], rec
     if best is None:  # no smaller set of deviations fails the same way
         return dataclasses.replace(failure, shrunk=True)
-    cost = sum(1 for _ in current)
-    return Failure(best.schedule, best.failure or failure.message, failure.kind, cost,
+    return Failure(best.schedule, best.failure or failure.message, failure.kind, len(current),
                    failure.found_after, failure.seconds, shrunk=True)

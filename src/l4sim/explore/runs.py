@@ -17,10 +17,10 @@ from __future__ import annotations
 import random
 import traceback
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..kernel import Chooser, Kernel, KernelInvariantError, RunResult, Schedule, ScheduleError
+from ..kernel import Chooser, Kernel, KernelInvariantError, RunResult, ScheduleError
 from ..kernel.objects import Thread
 from ..kernel.sched import Cpu
 from ..kernel.states import state_name
@@ -103,11 +103,8 @@ class ExploreChooser(Chooser):
         self.prefix = list(prefix)
         self.pct = pct
         self.lenient = lenient
-        self.misfit = False
         self.points: list[Point] = []
-        self.segments: list[Touch] = []   # segments[j]: after point j (-1: before the first)
-        self.first_segment: Touch = NOTHING
-        self.k: Kernel | None = None
+        self.segments: list[Touch] = []   # segments[j]: the execution after point j
         self._cpus: list[Cpu] = []
         self._reads: set[int] = set()
         self._writes: set[int] = set()
@@ -115,7 +112,6 @@ class ExploreChooser(Chooser):
         self.stored: set[int] = set()      # every word stored to during the run
 
     def attach(self, k: Kernel) -> None:
-        self.k = k
         self._cpus = list(k.cpus)
         self._mark = self._snapshot()
 
@@ -134,14 +130,10 @@ class ExploreChooser(Chooser):
             touch = KERNEL
         elif self._reads or self._writes:
             touch = Footprint(frozenset(self._reads), frozenset(self._writes))
-            self._reads = set()
-            self._writes = set()
         else:
             touch = NOTHING
-        if self.points:
+        if self.points:  # (what ran before the first point is no alternative's concern)
             self.segments.append(touch)
-        else:
-            self.first_segment = touch
         self._reads.clear()
         self._writes.clear()
         self._mark = mark
@@ -166,7 +158,6 @@ class ExploreChooser(Chooser):
                 if not self.lenient:
                     raise ExploreError(f"choice {at + 1} of the prefix is option {option}, "
                                        f"but the run offers {options} there")
-                self.misfit = True
                 option = 0
         elif self.pct is not None:
             option = self.pct.decide(at, point, options, who)
@@ -218,16 +209,13 @@ class RunRecord:
     kind: str | None
     state: str
     steps: int
-    misfit: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Records travel between processes: as plain tuples, which pickle several
         # times faster than named ones.
         return (_record, (self.schedule, self.choices, [tuple(p) for p in self.points],
                           [None if f is None else tuple(f) for f in self.segments],
-                          self.failure, self.kind, self.state, self.steps, self.misfit,
-                          self.extra))
+                          self.failure, self.kind, self.state, self.steps))
 
 
 def _record(schedule: str, choices: list[int], points: list[tuple[Any, ...]],
@@ -237,12 +225,11 @@ def _record(schedule: str, choices: list[int], points: list[tuple[Any, ...]],
 
 
 def run_once(sc: Scenario, prefix: Sequence[int] = (), pct: PctPolicy | None = None,
-             lenient: bool = False, check: bool | None = None) -> RunRecord:
+             lenient: bool = False) -> RunRecord:
     """Build the scenario on a fresh kernel, run it under an explorer's chooser that
     replays `prefix` and then follows its policy, and judge the outcome."""
     chooser = ExploreChooser(prefix, pct, lenient)
-    k = Kernel(cpus=sc.cpus, check=sc.kernel_check if check is None else check,
-               chooser=chooser)
+    k = Kernel(cpus=sc.cpus, check=sc.kernel_check, chooser=chooser)
     chooser.attach(k)
     failure: str | None = None
     kind: str | None = None
@@ -253,15 +240,13 @@ def run_once(sc: Scenario, prefix: Sequence[int] = (), pct: PctPolicy | None = N
         result = k.run(until=until, max_steps=steps)
     except KernelInvariantError as exc:
         failure, kind = f"kernel invariant violated: {exc}", "invariant"
-    except ExploreError:
-        raise
     chooser.end()
     if failure is None and result is not None:
         failure, kind = judge(sc, k, result)
     choices = [p.taken for p in chooser.points]
     return RunRecord(str(chooser.made), choices, chooser.points, chooser.segments,
                      failure, kind, end_state(k, result, chooser.stored),
-                     k.entries, chooser.misfit)
+                     k.entries)
 
 
 def judge(sc: Scenario, k: Kernel, result: RunResult) -> tuple[str | None, str | None]:
@@ -309,7 +294,3 @@ def _plain(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{_plain(a)}:{_plain(b)}" for a, b in value.items()) + "}"
     return f"<{type(value).__name__}>"
-
-
-def schedule_of(record: RunRecord) -> Schedule:
-    return Schedule.parse(record.schedule)

@@ -19,7 +19,7 @@ after every operation; a violation is a failure) and the explorer's chooser.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,7 +46,6 @@ class Scenario:
     deaths_ok: bool = False
     expect: str | None = None
     kernel_check: bool = True
-    options: dict[str, Any] = field(default_factory=dict)
 
     def bounds(self, k: Kernel) -> tuple[int | None, int | None]:
         """Where one run ends: (time in cycles, kernel entries)."""
