@@ -625,21 +625,17 @@ class Kernel:
     def _next_cpu(self) -> Cpu | None:
         """The CPU whose next step comes first (None: nothing can run). Steps go in the
         order of the CPUs' clocks; CPUs due at the same time are the chooser's choice."""
-        best: list[Cpu] = []
-        when = INFINITY
-        for cpu in self.cpus:
-            t = cpu.step_time()
-            if t < when:
-                best, when = [cpu], t
-            elif t == when and t < INFINITY:
-                best.append(cpu)
-        if not best:
+        times = [(cpu.step_time(), cpu) for cpu in self.cpus]
+        when = min(t for t, _ in times)
+        if when >= INFINITY:
             return None
         if self.chooser.preempts:
             # The explorer may let any CPU whose clock is within a quantum of the earliest
             # step first: real CPUs' speeds vary that much. Option 0 is the earliest.
-            best = sorted((c for c in self.cpus if c.step_time() < when + self.quantum),
-                          key=lambda c: (c.step_time(), c.index))
+            near = sorted((t, c.index) for t, c in times if t < when + self.quantum)
+            best = [self.cpus[i] for _, i in near]
+        else:
+            best = [c for t, c in times if t == when]
         return best[self.chooser.choose("c", len(best), best)] if len(best) > 1 else best[0]
 
     def _run_cpus(self, until: int | None) -> None:
