@@ -1,4 +1,4 @@
-"""A block-device driver as a user-level server (SPEC S12): clients read and write sectors
+"""A block-device driver as a user-level server: clients read and write sectors
 by IPC; the driver programs the device, waits for its interrupt, and replies.
 
 The platform's block device (`l4sim.platform.BlockDevice`) holds SECTORS sectors of 512

@@ -1,5 +1,5 @@
 """Connection-oriented client/server through IPC gates (lecture: "hold state for a
-client-server connection"; SPEC S3, S20).
+client-server connection").
 
 The server thread is reached only through IPC gates. Each client gets its own gate, bound
 to the server with a distinct label chosen by whoever set up the connection; the kernel

@@ -1,4 +1,4 @@
-"""Exception IPC: a handler that emulates an "instruction" for its client (SPEC S13).
+"""Exception IPC: a handler that emulates an "instruction" for its client.
 
 The client runs code that uses an instruction the (emulated) CPU does not have: it raises
 trap 6 (invalid opcode) with the operand in the error code. The kernel turns that into a

@@ -1,4 +1,4 @@
-"""A file server: reads return 64 KiB by string IPC (user-memory IPC, S11).
+"""A file server: reads return 64 KiB by string IPC (user-memory IPC).
 
 The server holds a "file" in its memory. A client first writes 64 KiB to the server's
 inbox while the server is still busy (so the client's long message waits in the

@@ -1,4 +1,4 @@
-"""Mutual exclusion with IPC: the lecture's synchronization thread (SPEC S20).
+"""Mutual exclusion with IPC: the lecture's synchronization thread.
 
 "Worker thread calls synchronization thread before entering; synchronization thread
 replies if critical section can be entered; worker thread blocks if critical section not

@@ -1,5 +1,5 @@
 """A pager hierarchy: sigma0 -> a user-level pager -> a client (lecture: "recursive
-address spaces"; SPEC S9, S10, S20).
+address spaces").
 
 sigma0 owns all physical memory (the roots of the mapping database). The pager is an
 ordinary thread in its own task whose own pager is sigma0; it gets memory from sigma0 in

@@ -3,7 +3,7 @@
 The client calls the server N times with one word; the server echoes the word plus one
 with `reply_and_wait` (reply to the caller with a zero timeout, then wait openly for the
 next request) — the canonical L4 server loop. The client measures the simulated time of
-the N round trips and prints the cycles per round trip, which the cost model (S17) sets:
+the N round trips and prints the cycles per round trip, which the cost model sets:
 two IPCs (entry/exit + IPC path each) and two thread switches across address spaces.
 
     python examples/pingpong.py          # or: l4sim run examples/pingpong.py

@@ -1,5 +1,5 @@
 """A prefetching pager (lecture: "the pager can map more than just the page where the
-page fault happened"; SPEC S9, S10).
+page fault happened").
 
 The pager gets a 64 KiB region from sigma0 at start (the sigma0 protocol: label
 Label.SIGMA0, words [SIGMA0_ANY, 16], a receive window of that size) and backs the

@@ -1,5 +1,5 @@
 """Priority inversion through IPC, and priority inheritance (lecture: "IPC and
-Scheduling"; SPEC S7).
+Scheduling").
 
 A low-priority server works on a request of a low-priority client. While it works, a
 high-priority client calls it and must wait in the server's sender queue. Then a

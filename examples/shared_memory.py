@@ -1,5 +1,5 @@
 """Producer/consumer over memory shared by flexpage mapping (lecture: "map a page to
-another address space", shared memory plus IPC for the notification; SPEC S9, S20).
+another address space", shared memory plus IPC for the notification).
 
 Both tasks get their own memory from the anonymous-memory pager (their threads are
 created without `pager=`): the first touch of a page faults and the pager maps a

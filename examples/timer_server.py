@@ -1,5 +1,5 @@
 """A timer server: a user-level driver owning the platform timer's interrupt offers
-`sleep(n ticks)` to clients by IPC (SPEC S12: drivers as user-level servers).
+`sleep(n ticks)` to clients by IPC (drivers as user-level servers).
 
 The server programs the timer (a device of `l4sim.platform`) through its registers — the
 register page is "mapped" into the server's task: the device object is passed to it — in

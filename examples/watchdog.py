@@ -1,4 +1,4 @@
-"""A watchdog learns of a crash through exception IPC (SPEC S13).
+"""A watchdog learns of a crash through exception IPC.
 
 Workers run with the watchdog as their exception handler. When a worker's Python code
 raises, the exception escapes its body; the kernel reports it to the watchdog (tag label

@@ -31,9 +31,9 @@ def _files() -> list[Path]:
     files = [p for p in pkg.rglob("*") if p.suffix in (".py", ".js", ".css", ".md", ".txt")
              and p.name not in VENDORED and "LICENSE" not in p.name and "NOTICE" not in p.name]
     files += [ROOT / "README.md"]
-    api = ROOT / "docs" / "api.md"
-    if api.exists():
-        files.append(api)
+    files += sorted((ROOT / "docs").glob("*.md"))
+    # The examples are read and run by users too (their docstrings say what each shows).
+    files += sorted(p for p in (ROOT / "examples").rglob("*") if p.suffix in (".py", ".md"))
     return files
 
 
