@@ -1,6 +1,6 @@
 """No user-facing text names the internal specification's sections ("S13", "SPEC
-S21"): not the package's sources (docstrings, messages, --help), the README, the API
-reference, the demo's output or a trace's metadata. Plain words instead."""
+S21"): not the package's sources (docstrings, messages, --help), the README, the pages
+of docs/, the examples, the demo's output or a trace's metadata. Plain words instead."""
 
 from __future__ import annotations
 
