@@ -79,17 +79,17 @@ def process_runner(sc: Scenario, jobs: int) -> Iterator[Runner]:
     with ProcessPoolExecutor(jobs, initializer=_init_worker,
                              initargs=(Source.of(sc),)) as pool:
         def run(tasks: list[Task]) -> list[RunRecord]:
-            return _gather([pool.submit(_run_chunk, tasks[i::jobs]).result
-                            for i in range(jobs)], len(tasks), jobs)
+            futures = [pool.submit(_run_chunk, tasks[i::jobs]) for i in range(jobs)]
+            return _interleave([f.result() for f in futures], jobs)
         yield run
 
 
-def _gather(results: list[Any], n: int, jobs: int) -> list[RunRecord]:
-    """Put interleaved chunks (`tasks[i::jobs]`) back in the batch's order."""
-    out: list[RunRecord | None] = [None] * n
-    for i, get in enumerate(results):
-        for j, rec in enumerate(get()):
-            out[i + j * jobs] = rec
+def _interleave(chunks: list[list[RunRecord]], jobs: int) -> list[RunRecord]:
+    """Put the records of interleaved chunks (`tasks[i::jobs]`) back in the batch's
+    order."""
+    out: list[RunRecord | None] = [None] * sum(map(len, chunks))
+    for i, chunk in enumerate(chunks):
+        out[i::jobs] = chunk
     return [r for r in out if r is not None]
 
 
@@ -112,8 +112,7 @@ def ray_runner(sc: Scenario, address: str | None, jobs: int) -> Iterator[Runner]
 
         def run(tasks: list[Task]) -> list[RunRecord]:
             refs = [w.run.remote(tasks[i::n]) for i, w in enumerate(workers)]
-            chunks = ray.get(refs)
-            return _gather([(lambda c=c: c) for c in chunks], len(tasks), n)
+            return _interleave(ray.get(refs), n)
         yield run
     finally:
         if started:
