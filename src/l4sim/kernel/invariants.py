@@ -271,6 +271,18 @@ def _check_task(k: Kernel, task: Task) -> None:
         _check_memory(k, task._io)
 
 
+def _check_ready_place(th: Thread, st: int, ready_queued: bool, incoming: Thread | None,
+                       blocking: Thread | None) -> None:
+    """A ready thread is in exactly one place: running (or about to: being switched to,
+    decided, its wake-up IPI in flight) or in its CPU's ready queue."""
+    home = th.cpu
+    expected = (th is home.current or th is incoming or th is blocking
+                or th is home.action or th in home.incoming)
+    if ready_queued == expected:
+        raise KernelInvariantError("a ready thread is running or in the ready queue (exactly one)",
+                                   f"{th.name} ({state_name(st)})")
+
+
 def _check_thread(k: Kernel, th: Thread, owner: Thread | None, queued: bool, ready_queued: bool,
                   incoming: Thread | None, blocking: Thread | None) -> None:
     """The invariants of one thread. `owner`: the thread in whose sender queue it sits
@@ -292,12 +304,7 @@ def _check_thread(k: Kernel, th: Thread, owner: Thread | None, queued: bool, rea
                       f"{th.name} holds the reply of {c.name} ({state_name(c.state)})")
         if th.timer is not None:
             raise Bad("a timer is armed only for a waiting thread", th.name)
-        home = th.cpu
-        expected = (th is home.current or th is incoming or th is blocking
-                    or th is home.action or th in home.incoming)
-        if ready_queued == expected:
-            raise Bad("a ready thread is running or in the ready queue (exactly one)",
-                      f"{th.name} ({state_name(st)})")
+        _check_ready_place(th, st, ready_queued, incoming, blocking)
         x = th.xfer
     elif st == RECEIVE_WAIT:
         if queued:
@@ -396,12 +403,7 @@ def _check_thread_state(k: Kernel, th: Thread, st: int, p: Thread | Irq | None,
         if ready_queued or th.sendq or c is not None:
             raise Bad("no queue holds a dead thread", th.name)
     elif st & READY:
-        home = th.cpu
-        expected = (th is home.current or th is incoming or th is blocking
-                    or th is home.action or th in home.incoming)
-        if ready_queued == expected:
-            raise Bad("a ready thread is running or in the ready queue (exactly one)",
-                      f"{th.name} ({state_name(st)})")
+        _check_ready_place(th, st, ready_queued, incoming, blocking)
     x: Transfer | None = th.xfer
     if st & RECV_IN_PROGRESS and (x is None or x.copier is not th):
         raise Bad("a thread pulling a message is the copier of its transfer", th.name)
