@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from .kernel import Kernel
     from .objects import Task, Thread
+    from .pagershortcut import DefaultServers
 
 
 class BootServers(Protocol):
@@ -23,6 +24,10 @@ class BootServers(Protocol):
 
     def start_anon_pager(self, k: Kernel, sigma0: Thread) -> Thread:
         """Start the anonymous-memory pager in a task of its own, paged by `sigma0`."""
+        ...
+
+    def default_servers(self, k: Kernel, pager: Thread) -> DefaultServers | None:
+        """The default pager `pager` and sigma0 as the page-fault shortcut sees them."""
         ...
 
     def refusal_reason(self, k: Kernel, pager: Thread, words: tuple[int, ...]) -> str:

@@ -27,6 +27,7 @@ from .ipc import expire
 from .lifecycle import delete_object, end_thread, foreign_await, thread_ended
 from .memory import DEFAULT_PT_QUOTA, MappingDatabase, PhysicalMemory
 from .objects import DEFAULT_PAGER, Body, DefaultPager, IpcGate, Irq, KernelObject, Task, Thread
+from .pagershortcut import DefaultServers
 from .sched import INFINITY, STOP, Cpu, dead_entry, migrate
 from .states import (
     DEAD,
@@ -233,6 +234,9 @@ class Kernel:
         self._sigma0: Thread | None = None
         self._root_task: Task | None = None  # sigma0's: it holds the roots of the mapping database
         self._anon_pager: Thread | None = None
+        # The boot servers as the page-fault shortcut sees them (pagershortcut.py).
+        self.default_servers: DefaultServers | None = None
+        self.stepping = False  # in `step()`: every step shows, so no shortcut may merge them
         self._code_files: list[str] = []       # code locations: file index << 32 | line
         self._code_index: dict[str, int] = {}
         # With trace_limit, a ring holding the last trace_limit..2*trace_limit events.
@@ -391,7 +395,9 @@ class Kernel:
         """The anonymous-memory pager: zero-filled pages from sigma0, for every thread
         created without an explicit pager."""
         if self._anon_pager is None:
-            self._anon_pager = boot_servers().start_anon_pager(self, self.sigma0)
+            servers = boot_servers()
+            self._anon_pager = servers.start_anon_pager(self, self.sigma0)
+            self.default_servers = servers.default_servers(self, self._anon_pager)
         return self._anon_pager
 
     def default_pager(self) -> Thread | None:
@@ -606,12 +612,14 @@ class Kernel:
             return None
         self.stop = None
         self._running = True
+        self.stepping = True
         if len(self.cpus) > 1:
             self.executing = cpu
         try:
             return self._loop(cpu, 1)
         finally:
             self._running = False
+            self.stepping = False
             self.executing = None
 
     def peek(self) -> tuple[int, int] | None:

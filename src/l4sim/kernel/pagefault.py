@@ -22,6 +22,7 @@ from .fastpath import call_to
 from .ipc import ipc
 from .lifecycle import kill
 from .memory import USER_SPACE_BITS, W
+from .pagershortcut import serve_fault
 from .states import DEAD
 
 if TYPE_CHECKING:
@@ -66,7 +67,10 @@ async def access(k: Kernel, th: Thread, addr: int, n: int, write: bool,
     if missing < 0:
         pieces, missing, present = translate(th, addr, n, need)
     while missing >= 0:
-        await page_fault(k, th, missing, write, present, _caller_ip(k))
+        ip = _caller_ip(k)
+        if not (th.pager_default and not present and th.user.fast
+                and serve_fault(k, th, missing)):  # (served as the IPCs would serve it)
+            await page_fault(k, th, missing, write, present, ip)
         pieces, missing, present = translate(th, addr, n, need)
     return pieces
 

@@ -15,11 +15,25 @@ POOL_BASE = 1 << 46  # where the pager keeps its pages, in its own space
 PAGE = 4096
 ZERO_PAGE = bytes(PAGE)
 REFUSED = -12
+REQUEST = (SIGMA0_ANY, 12)  # what the pager asks sigma0 for: any one page
 
 
-async def anon_pager_body(t: UserContext, sigma0: int) -> None:
-    served: dict[tuple[int, int], int] = {}  # (client task's id, page) -> pool address
-    next_pool = POOL_BASE
+class AnonPagerBooks:
+    """The pager's bookkeeping, in an object of its own so that the kernel's page-fault
+    shortcut (`kernel/pagershortcut.py`), which serves a fault as this body would
+    without running it, keeps it exactly as the body does."""
+
+    __slots__ = ("served", "next_pool")
+
+    def __init__(self) -> None:
+        self.served: dict[tuple[int, int], int] = {}  # (client task's id, page) -> pool address
+        self.next_pool = POOL_BASE
+
+
+async def anon_pager_body(t: UserContext, sigma0: int, books: AnonPagerBooks | None = None) -> None:
+    if books is None:
+        books = AnonPagerBooks()
+    served = books.served
     r = await t.wait()
     while True:
         if r.error:
@@ -32,11 +46,11 @@ async def anon_pager_body(t: UserContext, sigma0: int) -> None:
             key = (r.label, page)
             pool = served.get(key)
             if pool is None:
-                got = await t.call(sigma0, words=(SIGMA0_ANY, 12), label=Label.SIGMA0,
-                                   window=Fpage.mem(next_pool, 12))
+                got = await t.call(sigma0, words=REQUEST, label=Label.SIGMA0,
+                                   window=Fpage.mem(books.next_pool, 12))
                 if not got.error and got.tag.label >= 0:
-                    pool = next_pool
-                    next_pool += PAGE
+                    pool = books.next_pool
+                    books.next_pool = pool + PAGE
                     await t.store(pool, ZERO_PAGE)
                     served[key] = pool
             if pool is not None:

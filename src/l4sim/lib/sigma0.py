@@ -123,8 +123,10 @@ def _why(own: Ownership, start: int, end: int) -> int:
     return BEYOND_MEMORY if start < 0 or end > own.size else OWNED
 
 
-async def sigma0_body(t: UserContext, memory: int) -> None:
-    own = Ownership(memory)
+async def sigma0_body(t: UserContext, memory: int, own: Ownership | None = None) -> None:
+    """sigma0's loop; `own` (made here if not given) is where it records its clients."""
+    if own is None:
+        own = Ownership(memory)
     r = await t.wait()
     while True:
         if r.error:  # a failed reply (the caller went away) or a failed receive
