@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import l4sim.kernel.fastpath as fastpath_module
 import l4sim.kernel.ipc as ipc_module
 from l4sim import IpcError, Kernel, Timeout
+from l4sim.kernel.sched import Cpu
 
 E = IpcError
 
@@ -760,3 +761,116 @@ def test_map_items_to_a_receiver_without_a_window_are_cut() -> None:
         ct.new_thread(client, ct.add_cap(s), log, name="cli")
 
     assert_typed_equivalent(setup, taken=False)
+
+
+# --- timers the fast path arms lazily ----------------------------------------------------------
+
+
+def _expiries(fastpath: bool, timeouts: tuple[int, int], sleep: int | None
+              ) -> tuple[list[tuple[str, int, int]], Kernel]:
+    """Two clients call a server that takes their calls and never replies, with the receive
+    timeouts `timeouts`; a third thread sleeps `sleep` cycles. The order and times in which
+    the waits end, and the kernel."""
+    k = Kernel(fastpath=fastpath)
+    task = k.new_task()
+    ended: list[tuple[str, int, int]] = []
+
+    async def server(t: Any) -> None:
+        while True:
+            await t.wait()  # (the caller waits on for a reply that never comes)
+
+    async def client(t: Any, dest: int, rto: int) -> None:
+        r = await t.call(dest, words=(1, 2), receive_timeout=Timeout.cycles(rto))
+        ended.append((t.name, int(r.error), t.now))
+
+    async def sleeper(t: Any, cycles: int) -> None:
+        r = await t.sleep(Timeout.cycles(cycles))
+        ended.append((t.name, int(r.error), t.now))
+
+    srv = task.new_thread(server, name="server")
+    dest = task.add_cap(srv)
+    for name, rto in zip(("a", "b"), timeouts, strict=True):
+        task.new_thread(client, dest, rto, name=name)
+    if sleep is not None:
+        task.new_thread(sleeper, sleep, name="sleeper")
+    k.run()
+    return ended, k
+
+
+def test_lazily_armed_timers_expire_in_arming_order_with_heap_armed_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path arms a reply wait's timer without a heap entry until the heap is next
+    looked at; made then, the entry keeps the sequence number it was armed with. So timers
+    due at the same cycle (two lazily armed ones and a sleep's, armed on the general path)
+    fire in the same order and at the same times as on the general path."""
+    base = 20_000
+    armed: dict[str, int] = {}
+    arm_timer = Cpu.arm_timer
+
+    def recording(cpu: Cpu, th: Any, deadline: int) -> None:
+        armed[th.name] = deadline
+        arm_timer(cpu, th, deadline)
+
+    monkeypatch.setattr(Cpu, "arm_timer", recording)
+    _expiries(False, (base, base), base)
+    monkeypatch.setattr(Cpu, "arm_timer", arm_timer)
+    # Shorten b's timeout and the sleep so that all three are due at a's deadline.
+    aligned = (base, base - (armed["b"] - armed["a"]))
+    sleep = base - (armed["sleeper"] - armed["a"])
+    due: list[int] = []
+    first_of = Cpu._first_of_simultaneous
+
+    def counting(cpu: Cpu, entry: list[Any]) -> list[Any]:
+        heap = cpu.timers
+        due.append(1 + sum(1 for e in heap if e[0] == entry[0] and e[2] is not None))
+        return first_of(cpu, entry)
+
+    monkeypatch.setattr(Cpu, "_first_of_simultaneous", counting)
+    general, _ = _expiries(False, aligned, sleep)
+    assert due[0] == 3, "all three timers are due at the same cycle"
+    due.clear()
+    fast, k = _expiries(True, aligned, sleep)
+    assert due[0] == 3
+    assert {err for _, err, _ in general} == {int(E.RETIMEOUT)}
+    assert [name for name, _, _ in general] == ["a", "b", "sleeper"], "in arming order"
+    assert fast == general
+    assert not k.cpus[0].lazy and not k.cpus[0].timers, "nothing is left armed"
+
+
+def _timed_pingpong(fastpath: bool) -> tuple[int, list[int]]:
+    """1,000 calls with finite timeouts on both sides: when the run ended (the server's
+    last wait expires), and the timer entries in the heap (live ones count 10) after each
+    call."""
+    k = Kernel(fastpath=fastpath)
+    task = k.new_task()
+    long = Timeout.us(1_000_000)
+    seen: list[int] = []
+
+    async def server(t: Any) -> None:
+        r = await t.wait(receive_timeout=long)
+        while r.ok:
+            r = await t.reply_and_wait(words=(1,), receive_timeout=long)
+
+    async def client(t: Any, dest: int) -> None:
+        for _ in range(1_000):
+            await t.call(dest, words=(2,), send_timeout=long, receive_timeout=long)
+            heap = k.cpus[0].timers
+            seen.append(len(heap) + 10 * sum(1 for e in heap if e[2] is not None))
+
+    srv = task.new_thread(server, name="server")
+    task.new_thread(client, task.add_cap(srv), name="client")
+    res = k.run()
+    assert res.reason == "done" and not res.died
+    return res.now, seen
+
+
+def test_a_lazily_armed_timer_cancelled_by_the_reply_leaves_no_heap_entry() -> None:
+    """A ping-pong with finite timeouts on both sides makes no live heap entry: every timer
+    the fast path arms is cancelled by the partner before the heap is looked at. The
+    server's last wait, armed lazily, still expires when it does on the general path."""
+    fast_end, fast_seen = _timed_pingpong(True)
+    general_end, general_seen = _timed_pingpong(False)
+    assert fast_end == general_end
+    # (the server's first wait took the general path: its entry stays, dead)
+    assert len(fast_seen) == 1_000 and max(fast_seen) <= 1
+    assert max(general_seen) > 1, "the general path makes heap entries"

@@ -177,7 +177,7 @@ class Timeout:
     (bit 15 absolute, bits 14-10 exponent e, bits 9-0 mantissa m: m * 2**e µs).
     """
 
-    __slots__ = ("kind", "value")
+    __slots__ = ("kind", "value", "_mhz", "_rel")
 
     kind: int
     value: int
@@ -185,6 +185,10 @@ class Timeout:
     def __init__(self, kind: int, value: int = 0) -> None:
         self.kind = kind
         self.value = value
+        # A relative timeout's length in cycles at clock `_mhz` (0: not computed yet):
+        # the fast path reads it instead of converting µs on every IPC.
+        self._mhz = 0
+        self._rel = 0
 
     # constructors
     @staticmethod
@@ -240,9 +244,13 @@ class Timeout:
         if kind == _ZERO:
             return now
         if kind == _REL_CYCLES:
+            self._mhz = mhz
+            self._rel = self.value
             return now + self.value
         if kind == _REL_US:
-            return now + (self.value * mhz + 999) // 1000
+            self._mhz = mhz
+            self._rel = rel = (self.value * mhz + 999) // 1000
+            return now + rel
         if kind == _ABS_US:
             return self.value * mhz
         return self.value

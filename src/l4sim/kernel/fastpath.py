@@ -27,7 +27,6 @@ from __future__ import annotations
 import types
 from array import array
 from collections.abc import Generator, Iterable, Sequence
-from heapq import heappush
 from typing import TYPE_CHECKING, cast
 
 from .abi import (
@@ -50,7 +49,9 @@ from .objects import IpcGate, Thread
 from .result import IpcResult, LongIpcResult, new_result
 from .sched import (
     INFINITY,
+    LAZY_TIMER,
     TIMER_SLACK,
+    arm_lazy_timer,
     bound_dead_timers,
     cancel_timer,
     make_ready,
@@ -178,10 +179,12 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 cost = cpu.ipc_costs[n]
                 if receive_timeout is NEVER:
                     deadline = None
-                else:  # the reply wait's deadline, from the end of the send (as there)
-                    deadline = receive_timeout.deadline(cpu.now + cost, cpu.k.mhz)
-                    if deadline is not None and deadline >= INFINITY:
+                elif receive_timeout._mhz == t._k.mhz:  # (its cycles, known: as there)
+                    deadline = cpu.now + cost + receive_timeout._rel
+                    if deadline >= INFINITY:
                         deadline = None
+                else:  # the reply wait's deadline, from the end of the send
+                    deadline = _reply_deadline(cpu, receive_timeout, cost)
                 if (dst.cpu is cpu and not cpu.bitmap >> (dst.prio + 1)
                         and (deadline is None or deadline > cpu.now + cost)):
                     # Transfer: one slice copy of the words; finish: the partner runs next.
@@ -206,11 +209,14 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                         set_reply_cap(t._k, dst, th)
                     entry = dst.timer
                     if entry is not None:  # its receive timeout ends with the wait
-                        entry[2] = dst.timer = None  # (`cancel_timer`, inlined)
-                        k = t._k
-                        k.dead_timers += 1
-                        if k.dead_timers > TIMER_SLACK:
-                            bound_dead_timers(k)
+                        if entry is LAZY_TIMER:  # (`cancel_timer`, inlined)
+                            dst.timer = None
+                        else:
+                            entry[2] = dst.timer = None
+                            k = t._k
+                            k.dead_timers += 1
+                            if k.dead_timers > TIMER_SLACK:
+                                bound_dead_timers(k)
                     dst.partner = None
                     dst.state = READY
                     th.partner = dst
@@ -218,10 +224,14 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     cpu.entries += 1
                     cpu.now += cost
                     if deadline is not None:  # armed on block, cancelled by the reply
-                        k = t._k  # (`arm_timer`, inlined)
+                        k = t._k  # (`arm_lazy_timer`, inlined)
                         k._seq += 1
-                        th.timer = entry = [deadline, k._seq, th, None]
-                        heappush(cpu.timers, entry)
+                        th.timer_seq = k._seq
+                        th.timer_at = deadline
+                        th.timer = LAZY_TIMER
+                        if not th.timer_listed:
+                            th.timer_listed = True
+                            cpu.lazy.append(th)
                         if deadline < cpu.next_event:
                             cpu.next_event = deadline
                     if th.prio > dst.prio:
@@ -306,10 +316,12 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
         cost = cpu.ipc_costs[n]
         if receive_timeout is NEVER:
             deadline = None
-        else:  # the open wait's deadline, from the end of the reply (as there)
-            deadline = receive_timeout.deadline(cpu.now + cost, cpu.k.mhz)
-            if deadline is not None and deadline >= INFINITY:
+        elif receive_timeout._mhz == t._k.mhz:  # (its cycles, known: as there)
+            deadline = cpu.now + cost + receive_timeout._rel
+            if deadline >= INFINITY:
                 deadline = None
+        else:  # the open wait's deadline, from the end of the reply
+            deadline = _reply_deadline(cpu, receive_timeout, cost)
         if (c.cpu is cpu and not cpu.bitmap >> (c.prio + 1)
                 and (deadline is None or deadline > cpu.now + cost)):
             th.reply_caller = None
@@ -330,11 +342,14 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             c.in_label = th.tid
             entry = c.timer
             if entry is not None:  # the caller's reply wait ends: so does its timeout
-                entry[2] = c.timer = None  # (`cancel_timer`, inlined)
-                k = t._k
-                k.dead_timers += 1
-                if k.dead_timers > TIMER_SLACK:
-                    bound_dead_timers(k)
+                if entry is LAZY_TIMER:  # (`cancel_timer`, inlined)
+                    c.timer = None
+                else:
+                    entry[2] = c.timer = None
+                    k = t._k
+                    k.dead_timers += 1
+                    if k.dead_timers > TIMER_SLACK:
+                        bound_dead_timers(k)
             c.partner = None
             c.state = READY
             th.state = RECEIVE_WAIT
@@ -343,10 +358,14 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             if deadline is not None:
                 th.in_words = None
                 th.in_tag = th.in_label = 0
-                k = t._k  # (`arm_timer`, inlined)
+                k = t._k  # (`arm_lazy_timer`, inlined)
                 k._seq += 1
-                th.timer = entry = [deadline, k._seq, th, None]
-                heappush(cpu.timers, entry)
+                th.timer_seq = k._seq
+                th.timer_at = deadline
+                th.timer = LAZY_TIMER
+                if not th.timer_listed:
+                    th.timer_listed = True
+                    cpu.lazy.append(th)
                 if deadline < cpu.next_event:
                     cpu.next_event = deadline
             if th.prio != th.priority:
@@ -399,7 +418,7 @@ def _reply_deadline(cpu: Cpu, receive_timeout: Timeout, cost: int) -> int | None
     timeout counts from the end of the send."""
     if receive_timeout is NEVER:
         return None
-    deadline = receive_timeout.deadline(cpu.now + cost, cpu.k.mhz)
+    deadline = receive_timeout.deadline(cpu.now + cost, cpu.k.mhz)  # (caches its cycles)
     return None if deadline is None or deadline >= INFINITY else deadline
 
 
@@ -465,7 +484,7 @@ def call_to(k: Kernel, th: Thread, dst: Thread, lbl: int, msgtag: int,
     th.partner = dst
     th.state = RECEIVE_WAIT
     if deadline is not None:  # armed on block, cancelled by the reply
-        cpu.arm_timer(th, deadline)
+        arm_lazy_timer(k, cpu, th, deadline)
     if th.prio > dst.prio:
         update_prio(k, dst)
     yield dst
@@ -517,7 +536,7 @@ def _reply_typed(k: Kernel, th: Thread, msgtag: int, receive_timeout: Timeout) -
     th.in_words = None
     th.in_tag = th.in_label = 0
     if deadline is not None:  # armed on block, cancelled by the reply
-        cpu.arm_timer(th, deadline)
+        arm_lazy_timer(k, cpu, th, deadline)
     if th.prio != th.priority:
         update_prio(k, th)
     yield c

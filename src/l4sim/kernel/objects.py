@@ -244,6 +244,7 @@ class Thread(KernelObject):
         "wake_error",    # set by whoever ended our wait abnormally
         "reply_caller",  # one-shot reply capability: the caller we owe a reply
         "timer",         # [deadline, seq, thread] entry of the kernel's timer heap, or None
+        "timer_at", "timer_seq", "timer_listed",  # a timer armed lazily by the fast path
         # scheduling
         "slice_left", "rq_prio",
         # the end
@@ -290,6 +291,9 @@ class Thread(KernelObject):
         self.wake_error = IpcError.OK
         self.reply_caller: Thread | None = None
         self.timer: list[Any] | None = None
+        self.timer_at = 0          # a lazily armed timer (sched.LAZY_TIMER): its deadline,
+        self.timer_seq = 0         # its sequence number,
+        self.timer_listed = False  # and whether the thread is in its CPU's `lazy` list
         self.slice_left = kernel.timeslice
         self.rq_prio = -1
         self.result: Any = None

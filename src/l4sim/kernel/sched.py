@@ -44,7 +44,7 @@ class Cpu:
 
     __slots__ = ("k", "index", "now", "current", "queues", "bitmap", "slice_end", "timers",
                  "next_event", "entries", "ipc_costs", "last", "action", "on_timeout",
-                 "on_preemption", "preempts", "incoming", "held", "holds")
+                 "on_preemption", "preempts", "incoming", "held", "holds", "lazy")
 
     def __init__(self, k: Kernel, index: int, on_timeout: Hook, on_preemption: Hook) -> None:
         self.k = k
@@ -69,6 +69,10 @@ class Cpu:
         # and the time of its earliest live entry.
         self.timers: list[list[Any]] = []
         self.next_event = INFINITY
+        # Threads the fast path armed a timer for without a heap entry (`LAZY_TIMER`):
+        # most such timers are cancelled by the reply within the same round trip, so the
+        # entry is only made (`arm_lazy`) when the heap is next looked at.
+        self.lazy: list[Thread] = []
         self.entries = 0                  # kernel entries on this CPU
         self.ipc_costs: list[int] = []    # cycles of one IPC by word count (the kernel's profile)
 
@@ -142,14 +146,29 @@ class Cpu:
         if entry[0] < self.next_event:
             self.next_event = entry[0]
 
+    def arm_lazy(self) -> None:
+        """Give every timer the fast path armed lazily its heap entry, with the sequence
+        number it was armed with (so events due together fire in the same order)."""
+        for th in self.lazy:
+            th.timer_listed = False
+            if th.timer is LAZY_TIMER:
+                entry = [th.timer_at, th.timer_seq, th, None]
+                th.timer = entry
+                heapq.heappush(self.timers, entry)
+        self.lazy.clear()
+
     def anything_pending(self) -> bool:
         """Is a timer or host event pending, other than the end of this run?"""
+        if self.lazy:
+            self.arm_lazy()
         return any(e[2] is not None or (e[3] is not None and e[3] is not STOP)
                    for e in self.timers)
 
     def process_events(self) -> None:
         """Fire every timer and host event due by now (the timer interrupt)."""
         k = self.k
+        if self.lazy:
+            self.arm_lazy()
         heap = self.timers
         ticked = False
         self.held = False
@@ -473,11 +492,32 @@ def send_ipi(here: Cpu, there: Cpu, th: Thread) -> None:
 TIMER_SLACK = 64
 
 
+# The `timer` of a thread whose timeout the fast path armed without a heap entry: its
+# deadline and sequence number are in `timer_at` and `timer_seq`, and the thread is in its
+# CPU's `lazy` list.
+LAZY_TIMER: list[Any] = [INFINITY, 0, None, None]
+
+
+def arm_lazy_timer(k: Kernel, cpu: Cpu, th: Thread, deadline: int) -> None:
+    """Arm `th`'s timeout as `Cpu.arm_timer` does, without the heap entry for now."""
+    k._seq += 1
+    th.timer_seq = k._seq
+    th.timer_at = deadline
+    th.timer = LAZY_TIMER
+    if not th.timer_listed:
+        th.timer_listed = True
+        cpu.lazy.append(th)
+    if deadline < cpu.next_event:
+        cpu.next_event = deadline
+
+
 def cancel_timer(th: Thread) -> None:
     """Disarm `th`'s timeout (the heap entry stays, dead, until it comes up or the heap
     is compacted)."""
     entry = th.timer
-    if entry is not None:
+    if entry is LAZY_TIMER:  # no heap entry was made
+        th.timer = None
+    elif entry is not None:
         entry[2] = None
         th.timer = None
         dead_entry(th.cpu.k)
