@@ -223,12 +223,21 @@ class AddressSpace:
             table = self.by_order[o] = {}
             self.orders.append(o)
             self.orders.sort(reverse=True)
-        table[m.base >> o] = m
+        base = m.base
+        table[base >> o] = m
         self.count += 1
         if self.pt_quota is not None:
             tables = self.tables
-            for t in self._tables_of(m.base, o):
+            if o < 21:  # a 4 KiB entry (most): its three tables, without the tuple of them
+                t = 21, base >> 21
                 tables[t] = tables.get(t, 0) + 1
+                t = 30, base >> 30
+                tables[t] = tables.get(t, 0) + 1
+                t = 39, base >> 39
+                tables[t] = tables.get(t, 0) + 1
+            else:
+                for t in self._tables_of_large(base, o):
+                    tables[t] = tables.get(t, 0) + 1
 
     def remove(self, m: Mapping) -> None:
         o = m.order

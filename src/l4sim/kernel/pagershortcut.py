@@ -80,9 +80,14 @@ class DefaultServers:
         self.frames = frames
 
 
-def _parked(th: Thread, body: CodeType) -> bool:
-    """Whether `th` runs `body` and waits in the fast path's reply (`reply_and_wait`'s own
-    switch or `_reply_typed`'s), whose resume only returns the message it got."""
+def _waiting(th: Thread, body: CodeType) -> bool:
+    """Whether `th` runs `body`, waits openly with nothing that the fast path's handshake
+    would also end, and waits in the fast path's reply (`reply_and_wait`'s own switch or
+    `_reply_typed`'s), whose resume only returns the message it got."""
+    if not (th.state == RECEIVE_WAIT and th.partner is None and th.timer is None
+            and th.reply_caller is None and not th.sendq and th.in_strings is None
+            and th.pf_target is None and th.prio == th.priority and th.user.fast):
+        return False
     coro: Any = th.coro
     if coro is None or coro.cr_code is not body:
         return False
@@ -92,13 +97,6 @@ def _parked(th: Thread, body: CodeType) -> bool:
     inner = op.cr_await
     return inner is None or (getattr(inner, "gi_code", None) is _REPLY_TYPED
                              and inner.gi_yieldfrom is None)
-
-
-def _idle(th: Thread) -> bool:
-    """Waiting openly, with nothing that the fast path's handshake would also end."""
-    return (th.state == RECEIVE_WAIT and th.partner is None and th.timer is None
-            and th.reply_caller is None and not th.sendq and th.in_strings is None
-            and th.pf_target is None and th.prio == th.priority and th.user.fast)
 
 
 def serve_fault(k: Kernel, th: Thread, addr: int) -> bool:
@@ -116,8 +114,7 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> bool:
             and th.in_strings is None and th.prio <= pager.prio <= s0.prio
             and not cpu.bitmap >> (th.prio + 1)
             and task is not pager.task and task is not s0.task and pager.task is not s0.task
-            and _idle(pager) and _idle(s0)
-            and _parked(pager, ds.pager_code) and _parked(s0, ds.sigma0_code)):
+            and _waiting(pager, ds.pager_code) and _waiting(s0, ds.sigma0_code)):
         return False
     caps = pager.caps
     sel = ds.sigma0_sel

@@ -61,20 +61,26 @@ class Ownership:
         return all(who == client for who in self.owner_of(start, end))
 
     def take(self, start: int, end: int, client: int) -> None:
-        if self.owner_of(start, end):
+        starts, regions = self.starts, self.regions
+        i = bisect.bisect_right(starts, start)
+        n = len(regions)
+        if (i and regions[i - 1][1] > start) or (i < n and starts[i] < end):
             return  # already this client's (may_take checked it)
-        i = bisect.bisect_left(self.starts, start)
         # Merge with a neighbour of the same client, so that the list stays short when
         # regions are handed out one after another (find_free then stays fast).
-        if i < len(self.regions) and self.regions[i][0] == end and self.regions[i][2] == client:
-            end = self.regions[i][1]
-            del self.starts[i], self.regions[i]
-        if i > 0 and self.regions[i - 1][1] == start and self.regions[i - 1][2] == client:
-            start = self.regions[i - 1][0]
-            i -= 1
-            del self.starts[i], self.regions[i]
-        self.starts.insert(i, start)
-        self.regions.insert(i, (start, end, client))
+        right = i < n and starts[i] == end and regions[i][2] == client
+        left = i > 0 and regions[i - 1][1] == start and regions[i - 1][2] == client
+        if left and right:
+            regions[i - 1] = (regions[i - 1][0], regions[i][1], client)
+            del starts[i], regions[i]
+        elif right:
+            regions[i] = (start, regions[i][1], client)
+            starts[i] = start
+        elif left:
+            regions[i - 1] = (regions[i - 1][0], end, client)
+        else:
+            starts.insert(i, start)
+            regions.insert(i, (start, end, client))
 
     def find_free(self, order: int) -> int | None:
         """The highest free naturally aligned region of 2^order bytes."""
