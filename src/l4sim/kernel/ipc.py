@@ -13,20 +13,22 @@ and compare.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+import types
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final
 
 from . import longipc
 from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
-from .diagnose import register_operation
+from .diagnose import native_coroutine, register_operation
 from .irq import deliver_irq
 from .irq import unmask as unmask_irq
 from .objects import IpcGate, Irq, Thread
-from .result import IpcResult, result_with
-from .sched import cancel_timer, make_ready, update_prio
+from .result import IpcResult, new_result, result_with
+from .sched import INFINITY, cancel_timer, make_ready, update_prio
 from .sendq import SenderQueue
 from .states import (
     CANCEL,
+    DEAD,
     DRQ_WAIT,
     IPC_TRANSFER,
     READY,
@@ -36,7 +38,6 @@ from .states import (
     TIMEOUT,
 )
 from .transfer import _deliver, _end_receive_wait, _wake_receiver
-from .trap import switch
 from .waits import add_waiter, end_wait
 
 if TYPE_CHECKING:
@@ -60,6 +61,10 @@ _SEND, _RECEIVE, _OPEN_WAIT, _REPLY = (int(IpcOp.SEND), int(IpcOp.RECEIVE),
                                        int(IpcOp.OPEN_WAIT), int(IpcOp.REPLY))
 
 EMPTY_OK = IpcResult(OK)
+
+# The general IPC operation is a generator flagged as a native coroutine: it yields the
+# thread to switch to (or None) to the CPU loop and returns the result.
+IpcTrap = Generator["Thread | None", None, IpcResult]
 
 
 def resolve_send(th: Thread, sel: int) -> tuple[Thread, int, IpcGate | None] | None:
@@ -159,34 +164,6 @@ def _deliver_cut(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int,
     return err
 
 
-def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
-        snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER,
-        unmask: Irq | None = None, dest: Thread | None = None,
-        dest_label: int | None = None, pf_to: Timeout = NEVER) -> Coroutine[Any, Any, IpcResult]:
-    """The general IPC operation: the send phase (if op has SEND), then, if it succeeded,
-    the receive phase (if op has RECEIVE; open if OPEN_WAIT, else closed on `sel`).
-    With `unmask`, that IRQ is unmasked first, in the same kernel entry (Fiasco's
-    irq receive / irq wait). With `dest`, the kernel sends to that thread on the
-    caller's behalf, without a capability (exception and page-fault IPC), seen with
-    `dest_label` (default: the caller's tid). `pf_to` is how long a long IPC may wait
-    for page faults in the partner's space."""
-    if pf_to is NEVER:
-        return _ipc(k, th, op, sel, tag, snd_to, rcv_to, unmask, dest, dest_label)
-    return _ipc_with_pf_timeout(k, th, op, sel, tag, snd_to, rcv_to, pf_to)
-
-
-longipc.nested_ipc = ipc  # the transfer's nested page-fault IPC is this operation
-
-
-async def _ipc_with_pf_timeout(k: Kernel, th: Thread, op: int, sel: int, tag: int,
-                               snd_to: Timeout, rcv_to: Timeout, pf_to: Timeout) -> IpcResult:
-    th.pf_timeout = pf_to
-    try:
-        return await _ipc(k, th, op, sel, tag, snd_to, rcv_to, None, None, None)
-    finally:
-        th.pf_timeout = NEVER
-
-
 class Handshake:
     """What a sender finds at its receiver (Fiasco's check of the receiver in `do_ipc`;
     seL4's case over the endpoint's state). Small ints: matched on every general IPC."""
@@ -216,203 +193,150 @@ def first_accepted(th: Thread, src: Thread | Irq | None) -> Thread | Irq | None:
     return src if src.sends_to(th) else None
 
 
-async def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeout,
-               rcv_to: Timeout, unmask: Irq | None, dest: Thread | None,
-               dest_label: int | None) -> IpcResult:
-    """One IPC system call, the lecture's way: the kernel entry, the send phase (if
-    `op` sends), then, once the message is sent, the receive phase (if `op` receives)."""
+@types.coroutine
+def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
+        snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER,
+        unmask: Irq | None = None, dest: Thread | None = None,
+        dest_label: int | None = None, pf_to: Timeout = NEVER) -> IpcTrap:
+    """The general IPC operation, the lecture's way: the kernel entry, the send phase (if
+    op has SEND), then, if it succeeded, the receive phase (if op has RECEIVE; open if
+    OPEN_WAIT, else closed on `sel`). With `unmask`, that IRQ is unmasked first, in the
+    same kernel entry (Fiasco's irq receive / irq wait). With `dest`, the kernel sends
+    to that thread on the caller's behalf, without a capability (exception and
+    page-fault IPC), seen with `dest_label` (default: the caller's tid). `pf_to` is how
+    long a long IPC may wait for page faults in the partner's space.
+
+    One generator frame that yields to the CPU loop itself (the switch of `trap.py`,
+    inlined), with the common cases written out and the rare ones in helpers: every
+    coroutine level on this path costs each IPC twice, on the way down and back up."""
+    res: IpcResult
+    done: IpcResult | None
+    if pf_to is not NEVER:
+        res = yield from _ipc_with_pf_timeout(k, th, op, sel, tag, snd_to, rcv_to, pf_to)
+        return res
     op = int(op)
     cpu = th.cpu
-    if not cpu.enter_now(th):
-        await cpu.enter(th)
+    if th.state & DEAD or cpu.preempts or k.entry_limit < INFINITY:
+        yield from cpu.enter(th)  # (else `Cpu.enter_now`, inlined)
+        cpu = th.cpu
+    else:
+        cpu.entries += 1
+        cpu.now += cpu.ipc_costs[0]
     if unmask is not None:
         unmask_irq(k, unmask)
     woken: Thread | None = None  # the partner this operation made ready, not yet queued
     src: Thread | Irq | None = None
     if op & _SEND:
-        sent = await _send_phase(k, th, op, sel, tag, snd_to, rcv_to, dest, dest_label)
-        if isinstance(sent, IpcResult):
-            return sent  # the operation ended in its send phase
-        woken, src = sent
-    return await _receive_phase(k, th, op, sel, rcv_to, src, woken)
-
-
-async def _send_phase(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeout,
-                      rcv_to: Timeout, dest: Thread | None, dest_label: int | None
-                      ) -> IpcResult | tuple[Thread | None, Thread | Irq | None]:
-    """Find the receiver, do the handshake, transfer or wait to be taken. Returns the
-    operation's result when it ends here (an error, or a send without a receive);
-    otherwise the partner it made ready (or None) and the source a call's receive
-    phase waits for (None: an open wait)."""
-    woken: Thread | None = None
-    src: Thread | Irq | None = None
-    # A malformed message fails before anything happens (a reply keeps its capability).
-    if not tag_fits(tag):
-        return await th.cpu.leave(th, IpcResult(SEMSGCUT))
-    strings = longipc.string_items(th.mr, tag) if tag & 0xFC0 else None
-    if strings is not None and not longipc.strings_fit(strings):
-        return await th.cpu.leave(th, result_with(SEMSGCUT, 0, 0, None, (0,) * len(strings)))
-    call = bool(op & _RECEIVE) and not op & _OPEN_WAIT
-    if op & _REPLY:
-        # The one-shot reply capability: consumed by this reply, even a failed one.
-        dst = th.reply_caller
-        if dst is None or dst.state != RECEIVE_WAIT or dst.partner is not th:
-            th.reply_caller = None
-            if th.prio != th.priority:
-                update_prio(k, th)
-            return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
-        if dst.cpu is th.cpu:
-            th.reply_caller = None
-            if th.prio != th.priority:
-                update_prio(k, th)
-        # (a caller on another CPU waits until the remote handshake ends its wait:
-        # that consumes the capability there)
-        label, gate, call = th.tid, None, False
-    else:
-        target = resolve_send(th, sel) if dest is None else (
-            (dest, th.tid if dest_label is None else dest_label, None)
-            if not dest.state & 0x200 else None)
-        if target is None:
-            return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
-        dst, label, gate = target
-    if call:
-        src = dst
-    # Handshake: what do we find at the receiver? (On another CPU: ask its CPU.)
-    match handshake(th, dst, strings) if dst.cpu is th.cpu else Handshake.REMOTE:
-        case Handshake.WAITING_LONG:
-            # Long IPC, the receiver arrived first: we copy, it sleeps (both algorithms).
-            assert strings is not None
-            x = longipc.Transfer(th, dst, th, label, tag, call, strings)
-            _end_receive_wait(k, th, dst)
-            k.set_state(dst, IPC_TRANSFER)
-            longipc.begin(k, x)
-            err = longipc.end(k, x, await longipc.copy_strings(k, x))
-            if err or not op & _RECEIVE:
-                return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
-        case Handshake.WAITING:
-            # The receiver waits for us: transfer, and wake it (it runs when we block).
-            if strings is None:
-                err = _deliver(k, th, dst, label, tag, call)
-            else:  # the receiver is in a long IPC of its own: no buffers for ours
-                err = _deliver_cut(k, th, dst, label, tag, len(strings))
-                th.in_strings = None
-            _wake_receiver(k, th, dst)
-            woken = dst
-            if err:
-                make_ready(dst)
-                return await th.cpu.leave(th, IpcResult(err) if strings is None else
-                                          result_with(err, 0, 0, None, (0,) * len(strings)))
-        case Handshake.BUSY:
-            # The receiver is not ready: enqueue and block, unless we may not wait.
-            deadline = th.cpu.deadline_of(snd_to)
-            if deadline is not None and deadline <= th.cpu.now:
-                return await th.cpu.leave(th, IpcResult(SETIMEOUT))
-            q = dst.sendq
-            if q is None:
-                q = dst.sendq = SenderQueue()
-            q.enqueue(th, th.prio)
-            th.partner = dst
-            th.snd_label = label
-            th.snd_tag = tag
-            th.snd_gate = gate
-            th.snd_call = call
-            th.rcv_timeout = rcv_to
-            k.set_state(th, SEND_WAIT)
-            if deadline is not None:
-                th.cpu.arm_timer(th, deadline)
-            if th.prio > dst.prio:
-                update_prio(k, dst)
-        case Handshake.REMOTE:
+        # --- the send phase: find the receiver, handshake, transfer or wait to be taken.
+        # A malformed message fails before anything happens (a reply keeps its capability).
+        if (tag & 0x3F) + 2 * ((tag >> 6) & 0x3F) > MR_COUNT:  # (`tag_fits`, inlined)
+            res = yield from cpu.leave(th, IpcResult(SEMSGCUT))
+            return res
+        strings = longipc.string_items(th.mr, tag) if tag & 0xFC0 else None
+        if strings is not None and not longipc.strings_fit(strings):
+            res = yield from cpu.leave(th, result_with(SEMSGCUT, 0, 0, None,
+                                                         (0,) * len(strings)))
+            return res
+        call = op & (_RECEIVE | _OPEN_WAIT) == _RECEIVE
+        gate: IpcGate | None
+        if op & _REPLY:
+            # The one-shot reply capability: consumed by this reply, even a failed one.
+            dst = th.reply_caller
+            if dst is None or dst.state != RECEIVE_WAIT or dst.partner is not th:
+                th.reply_caller = None
+                if th.prio != th.priority:
+                    update_prio(k, th)
+                res = yield from cpu.leave(th, IpcResult(ENOT_EXISTENT))
+                return res
+            if dst.cpu is cpu:
+                th.reply_caller = None
+                if th.prio != th.priority:
+                    update_prio(k, th)
+            # (a caller on another CPU waits until the remote handshake ends its wait:
+            # that consumes the capability there)
+            label, gate, call = th.tid, None, False
+        else:
+            target = resolve_send(th, sel) if dest is None else (
+                (dest, th.tid if dest_label is None else dest_label, None)
+                if not dest.state & DEAD else None)
+            if target is None:
+                res = yield from cpu.leave(th, IpcResult(ENOT_EXISTENT))
+                return res
+            dst, label, gate = target
+        if call:
+            src = dst
+        # Handshake: what do we find at the receiver? (`handshake`, inlined; on another
+        # CPU: ask its CPU.)
+        if dst.cpu is not cpu:
             # A remote request (Fiasco's DRQ) runs the handshake on the receiver's
             # CPU; we wait for its outcome as a queued sender waits for its receiver.
             post_drq(k, Drq(th, dst, label, tag, call, gate, strings,
-                            th.cpu.deadline_of(snd_to), rcv_to, bool(op & _REPLY)))
-    if th.state & (SEND_WAIT | DRQ_WAIT):
-        # Blocked in the send phase: whoever takes our message (or ends the wait)
-        # leaves the outcome in our TCB.
-        await th.cpu.block(th, None)
-        th.snd_call = False
-        mine: longipc.Transfer | None = th.xfer
-        if mine is not None and mine.copier is th and not mine.started:
-            # We copy: the receiver took us and woke us (sender-driven), or our
-            # remote handshake found it waiting.
-            err = longipc.end(k, mine, await longipc.copy_strings(k, mine))
-            if err or not op & _RECEIVE:
-                return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(mine.done)))
-            woken = None
-        elif th.in_strings is not None and not call:
-            # Our long message was taken (and copied by the receiver): its byte counts.
-            done = th.in_strings
-            th.in_strings = None
-            if th.state != READY:
-                k.set_state(th, READY)
-            err = th.wake_error
-            th.wake_error = OK
-            if err or not op & _RECEIVE:
-                return await th.cpu.leave(th, result_with(err, 0, 0, None, done))
-            woken = None
-        elif call or th.wake_error or th.state != READY:
-            return await th.cpu.leave(th, _result_of_wait(k, th))
-        elif not op & _RECEIVE:
-            return await th.cpu.leave(th, EMPTY_OK)
+                            cpu.deadline_of(snd_to), rcv_to, bool(op & _REPLY)))
+        elif dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
+            if strings is None:
+                # The receiver waits for us: transfer, and wake it (it runs when we block).
+                err = _deliver(k, th, dst, label, tag, call)
+                _wake_receiver(k, th, dst)
+                woken = dst
+                if err:
+                    make_ready(dst)
+                    res = yield from cpu.leave(th, IpcResult(err))
+                    return res
+            elif dst.xfer is not None:
+                # The receiver is in a long IPC of its own: no buffers for ours.
+                err = _deliver_cut(k, th, dst, label, tag, len(strings))
+                th.in_strings = None
+                _wake_receiver(k, th, dst)
+                woken = dst
+                if err:
+                    make_ready(dst)
+                    res = yield from cpu.leave(th, result_with(err, 0, 0, None,
+                                                                 (0,) * len(strings)))
+                    return res
+            else:
+                # Long IPC, the receiver arrived first: we copy, it sleeps (both algorithms).
+                done = yield from _send_long(k, th, op, dst, label, tag, call, strings)
+                if done is not None:
+                    return done
         else:
-            # A send-and-open-wait whose send was taken: go on to the receive phase.
+            # The receiver is not ready: enqueue and block, unless we may not wait.
+            r = _queue_sender(k, th, dst, label, tag, gate, call, snd_to, rcv_to)
+            if r is not None:
+                res = yield from cpu.leave(th, r)
+                return res
+        if th.state & (SEND_WAIT | DRQ_WAIT):
+            # Blocked in the send phase: whoever takes our message (or ends the wait)
+            # leaves the outcome in our TCB.
+            done = yield from _send_wait(k, th, op, call)
+            if done is not None:
+                return done
             woken = None
-
-
-    if not op & _RECEIVE:
-        if woken is not None:
-            make_ready(woken)
-        return await th.cpu.leave(th, EMPTY_OK)
-    return woken, src
-
-
-async def _receive_phase(k: Kernel, th: Thread, op: int, sel: int, rcv_to: Timeout,
-                         src: Thread | Irq | None, woken: Thread | None) -> IpcResult:
-    """Take a sender that arrived first, or wait for one (or for a call's reply).
-    `woken`: the partner the send phase made ready, which runs when we block."""
-    if not op & _SEND:
-        if op & _OPEN_WAIT:
-            src = None
-        else:
-            src = resolve_source(th, sel)
-            if src is None:
-                return await th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
-    elif op & _OPEN_WAIT:
-        src = None
-    # Did a sender arrive first? Take the first queued one that this receive accepts.
-    match first_accepted(th, src) if th.sendq else None:
-        case None:
-            pass  # none: we wait (below)
-        case Irq() as irq:
-            # An interrupt is pending for us: its one bit is the message.
-            if woken is not None:  # the partner of our send phase queues behind us
-                make_ready(woken)
-            assert th.sendq is not None
-            th.sendq.remove(irq)
-            irq.queued = False
-            return await th.cpu.leave(th, deliver_irq(k, irq, th))
-        case Thread() as snd:
+        if not op & _RECEIVE:
             if woken is not None:
                 make_ready(woken)
-            stag = snd.snd_tag
-            strings = longipc.string_items(snd.mr, stag) if stag & 0xFC0 else None
-            if strings is not None and th.xfer is None:
-                # A long message: we pull it (symmetric), or the sender copies.
-                return await th.cpu.leave(th, await take_long_sender(k, th, snd, strings))
-            # A short message (or, while we copy one of our own, strings we cut).
-            return await th.cpu.leave(th, take_queued_sender(k, th, snd, strings))
+            res = yield from th.cpu.leave(th, EMPTY_OK)
+            return res
+        if op & _OPEN_WAIT:
+            src = None
+    # --- the receive phase: take a sender that arrived first, or wait for one (or for a
+    # call's reply); `woken`, the partner the send phase made ready, runs when we block.
+    elif not op & _OPEN_WAIT:
+        src = resolve_source(th, sel)
+        if src is None:
+            res = yield from th.cpu.leave(th, IpcResult(ENOT_EXISTENT))
+            return res
+    if th.sendq:
+        # Did a sender arrive first? Take the first queued one that this receive accepts.
+        first = first_accepted(th, src)
+        if first is not None:
+            res = yield from _take_first(k, th, first, woken)
+            return res
     # Receiver arrives first (or a call's send is done): prepare to receive and block.
-    deadline = th.cpu.deadline_of(rcv_to)
-    if deadline is not None and deadline <= th.cpu.now:
-        if type(src) is Thread and src.reply_caller is th:
-            # A call that may not wait for its reply: the reply capability ends with it.
-            src.reply_caller = None
-            if src.prio != src.priority:
-                update_prio(k, src)
-        if woken is not None:
-            make_ready(woken)
-        return await th.cpu.leave(th, IpcResult(RETIMEOUT))
+    cpu = th.cpu
+    deadline = None if rcv_to is NEVER else cpu.deadline_of(rcv_to)
+    if deadline is not None and deadline <= cpu.now:
+        res = yield from cpu.leave(th, _may_not_wait(k, th, src, woken))
+        return res
     th.partner = src
     th.in_words = None
     th.in_tag = th.in_label = 0
@@ -421,19 +345,165 @@ async def _receive_phase(k: Kernel, th: Thread, op: int, sel: int, rcv_to: Timeo
     else:
         th.state = RECEIVE_WAIT  # (set_state checks and records only)
     if deadline is not None:
-        th.cpu.arm_timer(th, deadline)
+        cpu.arm_timer(th, deadline)
     if type(src) is Thread and src is not th:
         if src.reply_caller is th:
             if th.prio > src.prio:
                 update_prio(k, src)  # the server now works for us: it inherits our priority
         else:
             add_waiter(k, src, th)
-    await switch(th.cpu.switch_target(th, woken))  # (blocked: `Cpu.block`, inlined)
+    # Blocked: switch to the partner we woke (`Cpu.block` and `Cpu.switch_target`, inlined
+    # for the common case: no check, the partner here and of the highest ready priority).
+    if (woken is not None and not k.check and woken.cpu is cpu
+            and not cpu.bitmap >> (woken.prio + 1)):
+        yield woken
+    else:
+        yield cpu.switch_target(th, woken)
     cpu = th.cpu  # (it may have migrated meanwhile)
-    r = _result_of_wait(k, th)
-    if cpu.must_leave(th, r.error):
-        return await cpu.leave(th, r)
-    return r
+    # Finish: the state word says how the wait ended (`_result_of_wait` and
+    # `Cpu.must_leave`, inlined for a message with nothing due).
+    if (th.state == READY and not th.wake_error and th.in_strings is None and not k.check
+            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
+            and not cpu.bitmap >> (th.prio + 1) and not cpu.preempts):
+        res = new_result(IpcResult)
+        res.error = OK
+        res.label = th.in_label
+        res._tag = th.in_tag
+        res._words = th.in_words
+        return res
+    res = _result_of_wait(k, th)
+    if cpu.must_leave(th, res.error):
+        res = yield from cpu.leave(th, res)
+        return res
+    return res
+
+
+if TYPE_CHECKING:
+    def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeout = NEVER,
+            rcv_to: Timeout = NEVER, unmask: Irq | None = None, dest: Thread | None = None,
+            dest_label: int | None = None, pf_to: Timeout = NEVER
+            ) -> Coroutine[Any, Any, IpcResult]: ...
+else:
+    # A generator flagged as a native coroutine (as the fast path's entries are): awaited
+    # like any `async def`, and one dropped without `await` is reported as such.
+    ipc = native_coroutine(_ipc)
+
+longipc.nested_ipc = ipc  # the transfer's nested page-fault IPC is this operation
+
+
+async def _ipc_with_pf_timeout(k: Kernel, th: Thread, op: int, sel: int, tag: int,
+                               snd_to: Timeout, rcv_to: Timeout, pf_to: Timeout) -> IpcResult:
+    th.pf_timeout = pf_to
+    try:
+        return await ipc(k, th, op, sel, tag, snd_to, rcv_to)
+    finally:
+        th.pf_timeout = NEVER
+
+
+async def _send_long(k: Kernel, th: Thread, op: int, dst: Thread, label: int, tag: int,
+                     call: bool, strings: list[tuple[int, int]]) -> IpcResult | None:
+    """The send phase of a long IPC whose receiver arrived first: we copy, it sleeps
+    (both algorithms). The operation's result if it ends here, else None."""
+    x = longipc.Transfer(th, dst, th, label, tag, call, strings)
+    _end_receive_wait(k, th, dst)
+    k.set_state(dst, IPC_TRANSFER)
+    longipc.begin(k, x)
+    err = longipc.end(k, x, await longipc.copy_strings(k, x))
+    if err or not op & _RECEIVE:
+        return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(x.done)))
+    return None
+
+
+def _queue_sender(k: Kernel, th: Thread, dst: Thread, label: int, tag: int,
+                  gate: IpcGate | None, call: bool, snd_to: Timeout,
+                  rcv_to: Timeout) -> IpcResult | None:
+    """The receiver is not ready: `th` queues at it (SEND_WAIT), or, if its send timeout
+    is over, the send ends with SETIMEOUT (the result, to leave with)."""
+    deadline = th.cpu.deadline_of(snd_to)
+    if deadline is not None and deadline <= th.cpu.now:
+        return IpcResult(SETIMEOUT)
+    q = dst.sendq
+    if q is None:
+        q = dst.sendq = SenderQueue()
+    q.enqueue(th, th.prio)
+    th.partner = dst
+    th.snd_label = label
+    th.snd_tag = tag
+    th.snd_gate = gate
+    th.snd_call = call
+    th.rcv_timeout = rcv_to
+    k.set_state(th, SEND_WAIT)
+    if deadline is not None:
+        th.cpu.arm_timer(th, deadline)
+    if th.prio > dst.prio:
+        update_prio(k, dst)
+    return None
+
+
+async def _send_wait(k: Kernel, th: Thread, op: int, call: bool) -> IpcResult | None:
+    """Blocked in the send phase (queued, or a remote handshake in flight): whoever takes
+    our message (or ends the wait) leaves the outcome in our TCB. The operation's result
+    if it ends here, else None (a send-and-open-wait goes on to its receive phase)."""
+    await th.cpu.block(th, None)
+    th.snd_call = False
+    mine: longipc.Transfer | None = th.xfer
+    if mine is not None and mine.copier is th and not mine.started:
+        # We copy: the receiver took us and woke us (sender-driven), or our
+        # remote handshake found it waiting.
+        err = longipc.end(k, mine, await longipc.copy_strings(k, mine))
+        if err or not op & _RECEIVE:
+            return await th.cpu.leave(th, result_with(err, 0, 0, None, tuple(mine.done)))
+        return None
+    if th.in_strings is not None and not call:
+        # Our long message was taken (and copied by the receiver): its byte counts.
+        done = th.in_strings
+        th.in_strings = None
+        if th.state != READY:
+            k.set_state(th, READY)
+        err = th.wake_error
+        th.wake_error = OK
+        if err or not op & _RECEIVE:
+            return await th.cpu.leave(th, result_with(err, 0, 0, None, done))
+        return None
+    if call or th.wake_error or th.state != READY:
+        return await th.cpu.leave(th, _result_of_wait(k, th))
+    if not op & _RECEIVE:
+        return await th.cpu.leave(th, EMPTY_OK)
+    return None  # a send-and-open-wait whose send was taken: on to the receive phase
+
+
+async def _take_first(k: Kernel, th: Thread, first: Thread | Irq,
+                      woken: Thread | None) -> IpcResult:
+    """The receive phase found a sender that arrived first: take it."""
+    if woken is not None:  # the partner of our send phase queues behind us
+        make_ready(woken)
+    if type(first) is Irq:
+        # An interrupt is pending for us: its one bit is the message.
+        assert th.sendq is not None
+        th.sendq.remove(first)
+        first.queued = False
+        return await th.cpu.leave(th, deliver_irq(k, first, th))
+    assert type(first) is Thread
+    stag = first.snd_tag
+    strings = longipc.string_items(first.mr, stag) if stag & 0xFC0 else None
+    if strings is not None and th.xfer is None:
+        # A long message: we pull it (symmetric), or the sender copies.
+        return await th.cpu.leave(th, await take_long_sender(k, th, first, strings))
+    # A short message (or, while we copy one of our own, strings we cut).
+    return await th.cpu.leave(th, take_queued_sender(k, th, first, strings))
+
+
+def _may_not_wait(k: Kernel, th: Thread, src: Thread | Irq | None,
+                  woken: Thread | None) -> IpcResult:
+    """A receive whose timeout is already over: RETIMEOUT without waiting."""
+    if type(src) is Thread and src.reply_caller is th:
+        # A call that may not wait for its reply: the reply capability ends with it.
+        src.reply_caller = None
+        if src.prio != src.priority:
+            update_prio(k, src)
+    if woken is not None:
+        make_ready(woken)
+    return IpcResult(RETIMEOUT)
 
 
 class Drq:
@@ -672,5 +742,5 @@ def expire(k: Kernel, victim: Thread) -> None:
     end_wait(k, victim, err, READY | TIMEOUT)
 
 
-register_operation(_ipc, "ipc")
+register_operation(ipc, "ipc")
 register_operation(_ipc_with_pf_timeout, "ipc")
