@@ -38,7 +38,7 @@ from .states import (
     TIMEOUT,
 )
 from .transfer import _deliver, _end_receive_wait, _wake_receiver
-from .waits import add_waiter, end_wait
+from .waits import add_waiter, end_wait, forget_waiter, set_reply_cap
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -214,7 +214,8 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     if pf_to is not NEVER:
         res = yield from _ipc_with_pf_timeout(k, th, op, sel, tag, snd_to, rcv_to, pf_to)
         return res
-    op = int(op)
+    if type(op) is not int:
+        op = int(op)  # (IpcOp: IntFlag arithmetic runs Python code on every test)
     cpu = th.cpu
     if th.state & DEAD or cpu.preempts or k.entry_limit < INFINITY:
         yield from cpu.enter(th)  # (else `Cpu.enter_now`, inlined)
@@ -256,13 +257,26 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             # that consumes the capability there)
             label, gate, call = th.tid, None, False
         else:
-            target = resolve_send(th, sel) if dest is None else (
-                (dest, th.tid if dest_label is None else dest_label, None)
-                if not dest.state & DEAD else None)
-            if target is None:
+            dst = None
+            if dest is not None:
+                if not dest.state & DEAD:
+                    dst, label, gate = dest, th.tid if dest_label is None else dest_label, None
+            else:  # (`resolve_send`, inlined: no tuple per IPC)
+                caps = th.task.caps
+                if 0 < sel < len(caps):
+                    cap = caps[sel]
+                    if cap is not None and cap.rights & _R:
+                        obj = cap.obj
+                        if type(obj) is Thread:
+                            if not obj.state & DEAD and obj.alive:
+                                dst, label, gate = obj, th.tid, None
+                        elif type(obj) is IpcGate:
+                            bound = obj.thread
+                            if bound is not None and not bound.state & DEAD:
+                                dst, label, gate = bound, obj.label, obj
+            if dst is None:
                 res = yield from cpu.leave(th, IpcResult(ENOT_EXISTENT))
                 return res
-            dst, label, gate = target
         if call:
             src = dst
         # Handshake: what do we find at the receiver? (`handshake`, inlined; on another
@@ -275,8 +289,41 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         elif dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
             if strings is None:
                 # The receiver waits for us: transfer, and wake it (it runs when we block).
-                err = _deliver(k, th, dst, label, tag, call)
-                _wake_receiver(k, th, dst)
+                if tag & 0xFC0 or k.trace:
+                    err = _deliver(k, th, dst, label, tag, call)
+                else:  # (`_deliver` of words only, untraced: inlined)
+                    n = tag & 0x3F
+                    if n:
+                        w = th.mr[:n]
+                        dst.mr[:n] = w
+                        dst.in_words = w
+                    else:
+                        dst.in_words = None
+                    dst.in_tag = tag
+                    dst.in_label = label
+                    c = k.executing or cpu  # the CPU that copies
+                    costs = c.ipc_costs
+                    c.now += costs[n] - costs[0]
+                    dst.wake_error = err = OK
+                    if call:
+                        if dst.reply_caller is None:
+                            dst.reply_caller = th
+                        else:
+                            set_reply_cap(k, dst, th)
+                # (`_wake_receiver`, inlined)
+                if dst.timer is not None:
+                    cancel_timer(dst)
+                if dst.partner is th and k.waiters:
+                    forget_waiter(k, th, dst)
+                if th.reply_caller is dst:
+                    th.reply_caller = None
+                    if th.prio != th.priority:
+                        update_prio(k, th)
+                dst.partner = None
+                if k.check or k.trace:
+                    k.set_state(dst, READY)
+                else:
+                    dst.state = READY  # (set_state checks and records only)
                 woken = dst
                 if err:
                     make_ready(dst)

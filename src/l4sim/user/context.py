@@ -141,6 +141,19 @@ class UserContext:
     def _load(self, words: Sequence[int], label: int, items: Iterable[Item],
               tag: MsgTag | None) -> int:
         """Write words and typed items into the MRs; the raw tag describing them."""
+        if (tag is None and type(label) is int and not label and type(items) is tuple
+                and not items and (type(words) is tuple or type(words) is list)
+                and len(words) == 2):
+            # Two words, the common message: no array built. All or nothing, as the
+            # general case (an array of the words first): a bad word leaves MR0 as it was.
+            mr = self._th.mr
+            old = mr[0]
+            try:
+                mr[0], mr[1] = words
+            except (OverflowError, TypeError) as exc:
+                mr[0] = old
+                raise word_error(words, exc) from None
+            return 2
         if tag is not None:
             if not isinstance(tag, MsgTag):
                 raise TypeError(f"tag must be a MsgTag, got {type(tag).__name__}")
@@ -335,10 +348,12 @@ class UserContext:
                       tag: MsgTag | None, window: Windows = None, buffers: Buffers = None) -> int:
         """`call`'s arguments checked and loaded for the general path: the raw tag. (A
         plain function: the fast path's fallback awaits the IPC itself, a level less.)"""
-        _check_sel(dest)
-        _check_timeout("send_timeout", send_timeout)
-        _check_timeout("receive_timeout", receive_timeout)
-        _check_timeout("pagefault_timeout", pagefault_timeout)
+        if not (type(dest) is int and type(send_timeout) is Timeout
+                and type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout):
+            _check_sel(dest)  # (the checks in full only when the plain types do not match)
+            _check_timeout("send_timeout", send_timeout)
+            _check_timeout("receive_timeout", receive_timeout)
+            _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
         if window is not None or buffers is not None:
             self._set_receive(window, buffers)
@@ -384,8 +399,9 @@ class UserContext:
                                 pagefault_timeout: Timeout, tag: MsgTag | None,
                                 window: Windows = None, buffers: Buffers = None) -> int:
         """`reply_and_wait`'s arguments checked and loaded for the general path."""
-        _check_timeout("receive_timeout", receive_timeout)
-        _check_timeout("pagefault_timeout", pagefault_timeout)
+        if not (type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout):
+            _check_timeout("receive_timeout", receive_timeout)
+            _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
         if window is not None or buffers is not None:
             self._set_receive(window, buffers)

@@ -1,0 +1,212 @@
+"""The general IPC path's short cuts change nothing observable.
+
+The general path (`Kernel(fastpath=False)`, and every IPC the fast path does not take) is
+one generator frame with its common cases written out: the words-only transfer, the end
+of the receiver's wait, the capability lookup and the result after a wait are inlined
+when neither checking nor tracing, and the user side loads a two-word message without
+building an array. Here the same programs run unchecked, checked (every invariant after
+every operation, every state transition declared) and traced, and every observable must
+be the same: results, the simulated times they returned at, the run results, the trace.
+Bad arguments fail the same way on the short cut as on the full checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from l4sim import IpcError, Kernel, Timeout
+from l4sim.kernel import ipc as ipc_module
+from test_fastpath import ClientSpec, Program, ServerSpec, run_program
+
+E = IpcError
+
+
+def _observe(k: Kernel, log: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    res = k.run()
+    return (tuple(log), res.reason, res.now, res.steps, sorted(t.name for t in res.blocked),
+            [(t.name, str(why)) for t, why in res.died], k.now)
+
+
+async def _echo(t: Any, log: list[tuple[Any, ...]]) -> None:
+    r = await t.wait()
+    while True:
+        log.append(("srv", int(r.error), r.label, r.words, t.now))
+        r = await t.reply_and_wait(words=(r.words[0] + 1 if r.words else 0, 7))
+
+
+async def _caller(t: Any, log: list[tuple[Any, ...]], sel: int, n: int) -> None:
+    for i in range(n):
+        r = await t.call(sel, words=[i, i * 3] if i % 2 else (i, i + 1))
+        log.append(("cli", int(r.error), r.label, r.words, t.now))
+
+
+async def _mixed(t: Any, log: list[tuple[Any, ...]], srv: int, gate: int, bad: int) -> None:
+    """Every branch of the general path a plain thread reaches without strings."""
+    def note(what: str, r: Any) -> None:
+        log.append((what, int(r.error), r.label, r.words, t.now))
+
+    note("call", await t.call(srv, words=(1, 2)))
+    note("gate", await t.call(gate, words=(3,), label=5))
+    note("bad", await t.call(bad, words=(1, 2)))               # empty capability
+    note("nocap", await t.call(999, words=(1, 2)))             # out of range
+    note("send", await t.send(srv, words=(4, 5)))              # the server waits
+    note("send0", await t.send(srv, words=(6,), send_timeout=Timeout.zero()))  # busy
+    note("recv0", await t.receive(srv, receive_timeout=Timeout.zero()))  # may not wait
+    note("sleep", await t.sleep(Timeout.cycles(2_000)))
+    note("reply", await t.reply(words=(1,)))                   # nobody to reply to
+    note("long", await t.call(srv, words=tuple(range(10))))
+    note("none", await t.call(srv))
+    note("to", await t.call(srv, words=(8, 9), receive_timeout=Timeout.cycles(10**7),
+                            send_timeout=Timeout.cycles(10**7)))
+
+
+async def _slow_echo(t: Any, log: list[tuple[Any, ...]]) -> None:
+    r = await t.wait()
+    while True:
+        log.append(("srv", int(r.error), r.label, r.words, t.now))
+        if r.error:  # a failed reply (the last message was a send): wait afresh
+            r = await t.wait()
+            continue
+        await t.compute(5_000)
+        r = await t.reply_and_wait(words=(len(r.words),))
+
+
+def _mixed_system(**kw: Any) -> tuple[Kernel, list[tuple[Any, ...]]]:
+    k = Kernel(**kw)
+    log: list[tuple[Any, ...]] = []
+    task = k.new_task("t")
+    srv = task.new_thread(_slow_echo, log, name="srv", priority=100)
+    s = task.add_cap(srv)
+    g = task.add_cap(k.new_gate(srv, label=0x40))
+    bad = task.add_cap(k.new_gate(srv))
+    task.caps[bad] = None  # an empty slot
+    task.new_thread(_mixed, log, s, g, bad, name="cli", priority=100)
+    # a second caller queues at the busy server: its send waits, the server takes it
+    task.new_thread(_caller, log, s, 4, name="cli2", priority=100)
+    return k, log
+
+
+def _pingpong_system(cpus: int = 1, **kw: Any) -> tuple[Kernel, list[tuple[Any, ...]]]:
+    k = Kernel(cpus=cpus, **kw)
+    log: list[tuple[Any, ...]] = []
+    stask, ctask = k.new_task("s"), k.new_task("c")
+    srv = stask.new_thread(_echo, log, name="srv", priority=100, cpu=cpus - 1)
+    ctask.new_thread(_caller, log, ctask.add_cap(srv), 30, name="cli", priority=100)
+    return k, log
+
+
+MODES = [dict(check=False, trace=False), dict(check=True), dict(trace=True),
+         dict(check="full", trace=True)]
+
+
+@pytest.mark.parametrize("build", [_mixed_system, _pingpong_system,
+                                   lambda **kw: _pingpong_system(2, **kw)],
+                         ids=["mixed", "pingpong", "pingpong-2cpus"])
+def test_unchecked_checked_and_traced_runs_agree(build: Any) -> None:
+    seen = []
+    for mode in MODES:
+        k, log = build(fastpath=False, **mode)
+        seen.append(_observe(k, log))
+    assert all(s == seen[0] for s in seen[1:])
+
+
+def test_traces_agree_with_and_without_checks() -> None:
+    traces = []
+    for check in (False, True):
+        k, _ = _mixed_system(fastpath=False, trace=True, check=check)
+        k.run()
+        traces.append(list(k.events))
+    assert traces[0] == traces[1] and traces[0]
+
+
+def test_the_pingpong_takes_the_same_simulated_time_on_both_paths() -> None:
+    """The general path and the fast path charge the same cycles per round trip."""
+    times = []
+    for fast in (True, False):
+        k, log = _pingpong_system(fastpath=fast, check=False, trace=False)
+        times.append(_observe(k, log))
+    assert times[0] == times[1]
+
+
+@pytest.mark.parametrize("prog", [
+    Program((ServerSpec(work=300),), (ClientSpec(ops=(("call", 0, False, 2, 0, None),) * 5),
+                                      ClientSpec(ops=(("call", 0, True, 2, 7, None),
+                                                      ("send", 0, False, 2, 0)) * 3))),
+    Program((ServerSpec(style="rw_timeout", timeout=4_000),),
+            (ClientSpec(ops=(("call", 0, False, 2, 0, 2_000), ("sleep", 9_000)) * 3),)),
+    Program((ServerSpec(style="reply_wait"),),
+            (ClientSpec(ops=(("call", 0, False, 1, 0, None, 0),) * 4),
+             ClientSpec(priority=120, ops=(("call", 0, False, 2, 0, None),) * 4))),
+], ids=["queued", "timeouts", "priorities"])
+def test_programs_agree_checked_and_unchecked(prog: Program) -> None:
+    plain, _ = run_program(prog, fastpath=False)
+    checked, _ = run_program(prog, fastpath=False, check=True)
+    traced, _ = run_program(prog, fastpath=False, trace=True)
+    for other in (checked, traced):
+        assert (other.logs, other.results, other.states, other.runs, other.now) == (
+            plain.logs, plain.results, plain.states, plain.runs, plain.now)
+
+
+@pytest.mark.parametrize("words", [(1, 1 << 64), [1, -1], (1, "x"), [1.5, 2], (1 << 70, 2)])
+def test_two_bad_words_fail_as_any_bad_message(words: Any) -> None:
+    """A two-word message on the general path is loaded without an array: all or
+    nothing, with the error a longer message gets for the same word."""
+    errors = []
+    for msg in (words, (*words, 0)):  # two words, and three (the array-building load)
+        k = Kernel(fastpath=False)
+        task = k.new_task("t")
+        seen: list[Any] = []
+
+        async def body(t: Any, msg: Any = msg, seen: list[Any] = seen) -> None:
+            t.utcb.mr[0], t.utcb.mr[1] = 11, 22
+            try:
+                await t.call(t.self_sel, words=msg)
+            except (OverflowError, TypeError) as exc:
+                seen.append((type(exc), str(exc), tuple(t.utcb.mr[:2])))
+
+        task.new_thread(body, name="a")
+        k.run()
+        errors.append(seen[0])
+    assert errors[0] == errors[1]
+    assert errors[0][2] == (11, 22)  # the MRs are as they were
+
+
+def test_bad_argument_types_fail_as_before() -> None:
+    cases = [dict(dest="1"), dict(send_timeout=5), dict(receive_timeout=None),
+             dict(pagefault_timeout=1.0)]
+    for bad in cases:
+        k = Kernel(fastpath=False)
+        task = k.new_task("t")
+        seen: list[str] = []
+
+        async def body(t: Any, bad: dict[str, Any] = bad, seen: list[str] = seen) -> None:
+            kw: dict[str, Any] = dict(dest=t.self_sel, words=(1, 2))
+            kw.update(bad)
+            try:
+                await t.call(**kw)
+            except TypeError as exc:
+                seen.append(str(exc))
+
+        task.new_thread(body, name="a")
+        k.run()
+        assert len(seen) == 1
+        name = next(iter(bad))
+        assert ("selector" if name == "dest" else name) in seen[0]
+
+
+def test_the_general_operation_is_one_frame_that_reports_a_forgotten_await() -> None:
+    """It is awaited like any coroutine, and one never awaited is named as the call."""
+    k = Kernel(fastpath=False)
+    task = k.new_task("t")
+
+    async def body(t: Any) -> None:
+        t.send(t.self_sel, words=(1,))  # never awaited
+
+    task.new_thread(body, name="a")
+    with pytest.warns(RuntimeWarning, match="send"):
+        k.run()
+    assert any("t.send(...) was never awaited" in w for w in k.warnings)
+    assert ipc_module.ipc.__code__.co_flags & 0x80  # CO_COROUTINE
+
