@@ -261,7 +261,11 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             if dest is not None:
                 if not dest.state & DEAD:
                     dst, label, gate = dest, th.tid if dest_label is None else dest_label, None
-            else:  # (`resolve_send`, inlined: no tuple per IPC)
+            elif k.check or k.trace:
+                target = resolve_send(th, sel)
+                if target is not None:
+                    dst, label, gate = target
+            else:  # (`resolve_send`, inlined when neither checking nor tracing: no tuple)
                 caps = th.task.caps
                 if 0 < sel < len(caps):
                     cap = caps[sel]
@@ -289,9 +293,12 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         elif dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
             if strings is None:
                 # The receiver waits for us: transfer, and wake it (it runs when we block).
-                if tag & 0xFC0 or k.trace:
+                if tag & 0xFC0 or k.check or k.trace:
                     err = _deliver(k, th, dst, label, tag, call)
-                else:  # (`_deliver` of words only, untraced: inlined)
+                    _wake_receiver(k, th, dst)
+                else:
+                    # `_deliver` and `_wake_receiver` for words only, inlined when neither
+                    # checking nor tracing (a checked run calls them: the tests compare).
                     n = tag & 0x3F
                     if n:
                         w = th.mr[:n]
@@ -310,19 +317,15 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
                             dst.reply_caller = th
                         else:
                             set_reply_cap(k, dst, th)
-                # (`_wake_receiver`, inlined)
-                if dst.timer is not None:
-                    cancel_timer(dst)
-                if dst.partner is th and k.waiters:
-                    forget_waiter(k, th, dst)
-                if th.reply_caller is dst:
-                    th.reply_caller = None
-                    if th.prio != th.priority:
-                        update_prio(k, th)
-                dst.partner = None
-                if k.check or k.trace:
-                    k.set_state(dst, READY)
-                else:
+                    if dst.timer is not None:
+                        cancel_timer(dst)
+                    if dst.partner is th and k.waiters:
+                        forget_waiter(k, th, dst)
+                    if th.reply_caller is dst:
+                        th.reply_caller = None
+                        if th.prio != th.priority:
+                            update_prio(k, th)
+                    dst.partner = None
                     dst.state = READY  # (set_state checks and records only)
                 woken = dst
                 if err:
