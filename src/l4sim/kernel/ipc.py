@@ -61,6 +61,7 @@ _SEND, _RECEIVE, _OPEN_WAIT, _REPLY = (int(IpcOp.SEND), int(IpcOp.RECEIVE),
                                        int(IpcOp.OPEN_WAIT), int(IpcOp.REPLY))
 
 EMPTY_OK = IpcResult(OK)
+_SEND_BLOCKED = SEND_WAIT | DRQ_WAIT  # states of a sender blocked in its send phase
 
 # The general IPC operation is a generator flagged as a native coroutine: it yields the
 # thread to switch to (or None) to the CPU loop and returns the result.
@@ -225,20 +226,24 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         cpu.now += cpu.ipc_costs[0]
     if unmask is not None:
         unmask_irq(k, unmask)
+    plain = not k.check and not k.trace  # (kernel code runs atomically up to the switch)
     woken: Thread | None = None  # the partner this operation made ready, not yet queued
     src: Thread | Irq | None = None
     if op & _SEND:
         # --- the send phase: find the receiver, handshake, transfer or wait to be taken.
         # A malformed message fails before anything happens (a reply keeps its capability).
-        if (tag & 0x3F) + 2 * ((tag >> 6) & 0x3F) > MR_COUNT:  # (`tag_fits`, inlined)
-            res = yield from cpu.leave(th, IpcResult(SEMSGCUT))
-            return res
-        strings = longipc.string_items(th.mr, tag) if tag & 0xFC0 else None
-        if strings is not None and not longipc.strings_fit(strings):
-            res = yield from cpu.leave(th, result_with(SEMSGCUT, 0, 0, None,
-                                                         (0,) * len(strings)))
-            return res
-        call = op & (_RECEIVE | _OPEN_WAIT) == _RECEIVE
+        if tag & 0xFC0:  # typed items (words alone always fit: at most 63)
+            if (tag & 0x3F) + 2 * ((tag >> 6) & 0x3F) > MR_COUNT:  # (`tag_fits`, inlined)
+                res = yield from cpu.leave(th, IpcResult(SEMSGCUT))
+                return res
+            strings = longipc.string_items(th.mr, tag)
+            if strings is not None and not longipc.strings_fit(strings):
+                res = yield from cpu.leave(th, result_with(SEMSGCUT, 0, 0, None,
+                                                             (0,) * len(strings)))
+                return res
+        else:
+            strings = None
+        call = op & 6 == 2  # RECEIVE without OPEN_WAIT: a call's reply wait follows
         gate: IpcGate | None
         if op & _REPLY:
             # The one-shot reply capability: consumed by this reply, even a failed one.
@@ -261,7 +266,7 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             if dest is not None:
                 if not dest.state & DEAD:
                     dst, label, gate = dest, th.tid if dest_label is None else dest_label, None
-            elif k.check or k.trace:
+            elif not plain:
                 target = resolve_send(th, sel)
                 if target is not None:
                     dst, label, gate = target
@@ -293,7 +298,7 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         elif dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
             if strings is None:
                 # The receiver waits for us: transfer, and wake it (it runs when we block).
-                if tag & 0xFC0 or k.check or k.trace:
+                if tag & 0xFC0 or not plain:
                     err = _deliver(k, th, dst, label, tag, call)
                     _wake_receiver(k, th, dst)
                 else:
@@ -354,13 +359,14 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             if r is not None:
                 res = yield from cpu.leave(th, r)
                 return res
-        if th.state & (SEND_WAIT | DRQ_WAIT):
+        if th.state & _SEND_BLOCKED:
             # Blocked in the send phase: whoever takes our message (or ends the wait)
             # leaves the outcome in our TCB.
             done = yield from _send_wait(k, th, op, call)
             if done is not None:
                 return done
             woken = None
+            plain = not k.check and not k.trace  # (read again after the switch)
         if not op & _RECEIVE:
             if woken is not None:
                 make_ready(woken)
@@ -390,10 +396,10 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     th.partner = src
     th.in_words = None
     th.in_tag = th.in_label = 0
-    if k.check or k.trace:
-        k.set_state(th, RECEIVE_WAIT)
-    else:
+    if plain:
         th.state = RECEIVE_WAIT  # (set_state checks and records only)
+    else:
+        k.set_state(th, RECEIVE_WAIT)
     if deadline is not None:
         cpu.arm_timer(th, deadline)
     if type(src) is Thread and src is not th:
@@ -404,7 +410,7 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             add_waiter(k, src, th)
     # Blocked: switch to the partner we woke (`Cpu.block` and `Cpu.switch_target`, inlined
     # for the common case: no check, the partner here and of the highest ready priority).
-    if (woken is not None and not k.check and woken.cpu is cpu
+    if (woken is not None and plain and woken.cpu is cpu
             and not cpu.bitmap >> (woken.prio + 1)):
         yield woken
     else:

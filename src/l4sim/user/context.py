@@ -348,9 +348,22 @@ class UserContext:
                       tag: MsgTag | None, window: Windows = None, buffers: Buffers = None) -> int:
         """`call`'s arguments checked and loaded for the general path: the raw tag. (A
         plain function: the fast path's fallback awaits the IPC itself, a level less.)"""
-        if not (type(dest) is int and type(send_timeout) is Timeout
+        if (type(dest) is int and type(send_timeout) is Timeout
                 and type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout):
-            _check_sel(dest)  # (the checks in full only when the plain types do not match)
+            if (tag is None and window is None and buffers is None and type(label) is int
+                    and not label and type(items) is tuple and not items
+                    and (type(words) is tuple or type(words) is list) and len(words) == 2):
+                # The common message, two words and nothing else (as `_load` does it).
+                mr = self._th.mr
+                old = mr[0]
+                try:
+                    mr[0], mr[1] = words
+                except (OverflowError, TypeError) as exc:
+                    mr[0] = old
+                    raise word_error(words, exc) from None
+                return 2
+        else:  # (the checks in full only when the plain types do not match)
+            _check_sel(dest)
             _check_timeout("send_timeout", send_timeout)
             _check_timeout("receive_timeout", receive_timeout)
             _check_timeout("pagefault_timeout", pagefault_timeout)
@@ -399,7 +412,20 @@ class UserContext:
                                 pagefault_timeout: Timeout, tag: MsgTag | None,
                                 window: Windows = None, buffers: Buffers = None) -> int:
         """`reply_and_wait`'s arguments checked and loaded for the general path."""
-        if not (type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout):
+        if type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout:
+            if (tag is None and window is None and buffers is None and type(label) is int
+                    and not label and type(items) is tuple and not items
+                    and (type(words) is tuple or type(words) is list) and len(words) == 2):
+                # The common message, two words and nothing else (as `_load` does it).
+                mr = self._th.mr
+                old = mr[0]
+                try:
+                    mr[0], mr[1] = words
+                except (OverflowError, TypeError) as exc:
+                    mr[0] = old
+                    raise word_error(words, exc) from None
+                return 2
+        else:
             _check_timeout("receive_timeout", receive_timeout)
             _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
