@@ -8,8 +8,9 @@ coroutine chain as the user code, one frame below it.
 
 from __future__ import annotations
 
+import types
 from array import array
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..kernel import exceptions as _exc
@@ -33,7 +34,7 @@ from ..kernel.abi import (
     StringItem,
     Timeout,
 )
-from ..kernel.diagnose import register_operations, word_error
+from ..kernel.diagnose import native_coroutine, register_operations, word_error
 from ..kernel.errors import ThreadDeleted
 from ..kernel.fastpath import Buffers, Windows
 from ..kernel.lifecycle import delete_object, wait_for_lock
@@ -100,6 +101,11 @@ class UserContext:
     """What a thread body calls. Selectors name capabilities in the thread's own task."""
 
     __slots__ = ("_k", "_th", "_mr", "fast")
+
+    def __new__(cls, kernel: Kernel, thread: Thread) -> UserContext:
+        # A kernel without the fast path (checked, traced, several CPUs, an exploring
+        # chooser, or `fastpath=False`) gives its threads the general path's entries.
+        return object.__new__(cls if kernel.fastpath else GeneralUserContext)
 
     def __init__(self, kernel: Kernel, thread: Thread) -> None:
         self._k = kernel
@@ -602,4 +608,54 @@ class UserContext:
         return f"<t of {self._th.name}>"
 
 
+GeneralTrap = Generator["Thread | None", None, IpcResult]
+
+
+@native_coroutine
+@types.coroutine
+def _general_call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
+                  items: Iterable[Item] = (), send_timeout: Timeout = NEVER,
+                  receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
+                  tag: MsgTag | None = None, window: Windows = None,
+                  buffers: Buffers = None) -> GeneralTrap:
+    """`call` on a kernel without the fast path: what `fastpath.call` does when it is
+    off (the arguments checked and loaded when awaited, then the general IPC), without
+    its tests of the fast cases. A native coroutine, as that one: nothing happens until
+    it is awaited."""
+    tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
+                             pagefault_timeout, tag, window, buffers)
+    res: IpcResult = yield from _ipc.ipc(t._k, t._th, _CALL, dest, tagraw, send_timeout,
+                                         receive_timeout, None, None, None, pagefault_timeout)
+    return res
+
+
+@native_coroutine
+@types.coroutine
+def _general_reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
+                            items: Iterable[Item] = (), receive_timeout: Timeout = NEVER,
+                            pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None,
+                            window: Windows = None, buffers: Buffers = None) -> GeneralTrap:
+    """`reply_and_wait` on a kernel without the fast path (as `_general_call`)."""
+    tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
+                                       pagefault_timeout, tag, window, buffers)
+    res: IpcResult = yield from _ipc.ipc(t._k, t._th, _REPLY_AND_WAIT, 0, tagraw, ZERO,
+                                         receive_timeout, None, None, None, pagefault_timeout)
+    return res
+
+
+_CALL, _REPLY_AND_WAIT = int(IpcOp.CALL), int(IpcOp.REPLY_AND_WAIT)
+
+
+class GeneralUserContext(UserContext):
+    """The user context of a kernel without the fast path: `call` and `reply_and_wait`
+    enter the general path directly (the fast path's entries would only fall back to
+    it, a coroutine level and a dozen tests later). Everything else is `UserContext`."""
+
+    __slots__ = ()
+
+    call = _general_call
+    reply_and_wait = _general_reply_and_wait
+
+
 register_operations(UserContext)
+register_operations(GeneralUserContext)
