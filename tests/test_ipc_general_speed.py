@@ -18,6 +18,7 @@ import pytest
 
 from l4sim import IpcError, Kernel, Timeout
 from l4sim.kernel import ipc as ipc_module
+from l4sim.user.context import GeneralUserContext, UserContext
 from test_fastpath import ClientSpec, Program, ServerSpec, run_program
 
 E = IpcError
@@ -149,8 +150,9 @@ def test_programs_agree_checked_and_unchecked(prog: Program) -> None:
             plain.logs, plain.results, plain.states, plain.runs, plain.now)
 
 
+@pytest.mark.parametrize("op", ["call", "reply_and_wait", "send"])
 @pytest.mark.parametrize("words", [(1, 1 << 64), [1, -1], (1, "x"), [1.5, 2], (1 << 70, 2)])
-def test_two_bad_words_fail_as_any_bad_message(words: Any) -> None:
+def test_two_bad_words_fail_as_any_bad_message(words: Any, op: str) -> None:
     """A two-word message on the general path is loaded without an array: all or
     nothing, with the error a longer message gets for the same word."""
     errors = []
@@ -162,7 +164,10 @@ def test_two_bad_words_fail_as_any_bad_message(words: Any) -> None:
         async def body(t: Any, msg: Any = msg, seen: list[Any] = seen) -> None:
             t.utcb.mr[0], t.utcb.mr[1] = 11, 22
             try:
-                await t.call(t.self_sel, words=msg)
+                if op == "reply_and_wait":
+                    await t.reply_and_wait(words=msg)
+                else:
+                    await getattr(t, op)(t.self_sel, words=msg)
             except (OverflowError, TypeError) as exc:
                 seen.append((type(exc), str(exc), tuple(t.utcb.mr[:2])))
 
@@ -194,6 +199,19 @@ def test_bad_argument_types_fail_as_before() -> None:
         assert len(seen) == 1
         name = next(iter(bad))
         assert ("selector" if name == "dest" else name) in seen[0]
+
+
+def test_a_kernel_without_the_fast_path_gives_the_general_entries() -> None:
+    for kw, general in ((dict(), False), (dict(fastpath=False), True), (dict(check=True), True),
+                        (dict(trace=True), True), (dict(cpus=2), True)):
+        k = Kernel(**kw)
+
+        async def body(t: Any) -> None:
+            await t.sleep(Timeout.zero())
+
+        th = k.new_task("t").new_thread(body, name="a")
+        assert isinstance(th.user, UserContext)
+        assert (type(th.user) is GeneralUserContext) == general
 
 
 def test_the_general_operation_is_one_frame_that_reports_a_forgotten_await() -> None:

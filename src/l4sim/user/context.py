@@ -354,22 +354,9 @@ class UserContext:
                       tag: MsgTag | None, window: Windows = None, buffers: Buffers = None) -> int:
         """`call`'s arguments checked and loaded for the general path: the raw tag. (A
         plain function: the fast path's fallback awaits the IPC itself, a level less.)"""
-        if (type(dest) is int and type(send_timeout) is Timeout
+        if not (type(dest) is int and type(send_timeout) is Timeout
                 and type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout):
-            if (tag is None and window is None and buffers is None and type(label) is int
-                    and not label and type(items) is tuple and not items
-                    and (type(words) is tuple or type(words) is list) and len(words) == 2):
-                # The common message, two words and nothing else (as `_load` does it).
-                mr = self._th.mr
-                old = mr[0]
-                try:
-                    mr[0], mr[1] = words
-                except (OverflowError, TypeError) as exc:
-                    mr[0] = old
-                    raise word_error(words, exc) from None
-                return 2
-        else:  # (the checks in full only when the plain types do not match)
-            _check_sel(dest)
+            _check_sel(dest)  # (the checks in full only when the plain types do not match)
             _check_timeout("send_timeout", send_timeout)
             _check_timeout("receive_timeout", receive_timeout)
             _check_timeout("pagefault_timeout", pagefault_timeout)
@@ -418,20 +405,7 @@ class UserContext:
                                 pagefault_timeout: Timeout, tag: MsgTag | None,
                                 window: Windows = None, buffers: Buffers = None) -> int:
         """`reply_and_wait`'s arguments checked and loaded for the general path."""
-        if type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout:
-            if (tag is None and window is None and buffers is None and type(label) is int
-                    and not label and type(items) is tuple and not items
-                    and (type(words) is tuple or type(words) is list) and len(words) == 2):
-                # The common message, two words and nothing else (as `_load` does it).
-                mr = self._th.mr
-                old = mr[0]
-                try:
-                    mr[0], mr[1] = words
-                except (OverflowError, TypeError) as exc:
-                    mr[0] = old
-                    raise word_error(words, exc) from None
-                return 2
-        else:
+        if not (type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout):
             _check_timeout("receive_timeout", receive_timeout)
             _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
@@ -622,8 +596,22 @@ def _general_call(t: UserContext, dest: int, words: Sequence[int] = (), label: i
     off (the arguments checked and loaded when awaited, then the general IPC), without
     its tests of the fast cases. A native coroutine, as that one: nothing happens until
     it is awaited."""
-    tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
-                             pagefault_timeout, tag, window, buffers)
+    if (type(dest) is int and type(send_timeout) is Timeout and type(receive_timeout) is Timeout
+            and type(pagefault_timeout) is Timeout and tag is None and window is None
+            and buffers is None and type(label) is int and not label and type(items) is tuple
+            and not items and (type(words) is tuple or type(words) is list) and len(words) == 2):
+        # The common message, two words and nothing else (as `_load` does it).
+        mr = t._th.mr
+        old = mr[0]
+        try:
+            mr[0], mr[1] = words
+        except (OverflowError, TypeError) as exc:
+            mr[0] = old
+            raise word_error(words, exc) from None
+        tagraw = 2
+    else:
+        tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
+                                 pagefault_timeout, tag, window, buffers)
     res: IpcResult = yield from _ipc.ipc(t._k, t._th, _CALL, dest, tagraw, send_timeout,
                                          receive_timeout, None, None, None, pagefault_timeout)
     return res
@@ -636,8 +624,22 @@ def _general_reply_and_wait(t: UserContext, words: Sequence[int] = (), label: in
                             pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None,
                             window: Windows = None, buffers: Buffers = None) -> GeneralTrap:
     """`reply_and_wait` on a kernel without the fast path (as `_general_call`)."""
-    tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
-                                       pagefault_timeout, tag, window, buffers)
+    if (type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout
+            and tag is None and window is None and buffers is None and type(label) is int
+            and not label and type(items) is tuple and not items
+            and (type(words) is tuple or type(words) is list) and len(words) == 2):
+        # The common message, two words and nothing else (as `_load` does it).
+        mr = t._th.mr
+        old = mr[0]
+        try:
+            mr[0], mr[1] = words
+        except (OverflowError, TypeError) as exc:
+            mr[0] = old
+            raise word_error(words, exc) from None
+        tagraw = 2
+    else:
+        tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
+                                           pagefault_timeout, tag, window, buffers)
     res: IpcResult = yield from _ipc.ipc(t._k, t._th, _REPLY_AND_WAIT, 0, tagraw, ZERO,
                                          receive_timeout, None, None, None, pagefault_timeout)
     return res
