@@ -212,6 +212,7 @@ def test_a_kernel_without_the_fast_path_gives_the_general_entries() -> None:
         th = k.new_task("t").new_thread(body, name="a")
         assert isinstance(th.user, UserContext)
         assert (type(th.user) is GeneralUserContext) == general
+        assert k.run().reason == "done"
 
 
 def test_the_general_operation_is_one_frame_that_reports_a_forgotten_await() -> None:
