@@ -389,10 +389,13 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             return res
     # Receiver arrives first (or a call's send is done): prepare to receive and block.
     cpu = th.cpu
-    deadline = None if rcv_to is NEVER else cpu.deadline_of(rcv_to)
-    if deadline is not None and deadline <= cpu.now:
-        res = yield from cpu.leave(th, _may_not_wait(k, th, src, woken))
-        return res
+    if rcv_to is NEVER:
+        deadline = None
+    else:
+        deadline = cpu.deadline_of(rcv_to)
+        if deadline is not None and deadline <= cpu.now:
+            res = yield from cpu.leave(th, _may_not_wait(k, th, src, woken))
+            return res
     th.partner = src
     th.in_words = None
     th.in_tag = th.in_label = 0
@@ -418,8 +421,9 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     cpu = th.cpu  # (it may have migrated meanwhile)
     # Finish: the state word says how the wait ended (`_result_of_wait` and
     # `Cpu.must_leave`, inlined for a message with nothing due).
+    now = cpu.now
     if (th.state == READY and not th.wake_error and th.in_strings is None and not k.check
-            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
+            and now < cpu.slice_end and now < cpu.next_event
             and not cpu.bitmap >> (th.prio + 1) and not cpu.preempts):
         res = new_result(IpcResult)
         res.error = OK
