@@ -418,13 +418,16 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         yield woken
     else:
         yield cpu.switch_target(th, woken)
+    # (what the kernel is configured with does not change meanwhile: every CPU
+    # preempts, or none)
+    quiet = plain and not cpu.preempts
     cpu = th.cpu  # (it may have migrated meanwhile)
     # Finish: the state word says how the wait ended (`_result_of_wait` and
     # `Cpu.must_leave`, inlined for a message with nothing due).
     now = cpu.now
-    if (th.state == READY and not th.wake_error and th.in_strings is None and not k.check
+    if (quiet and th.state == READY and not th.wake_error and th.in_strings is None
             and now < cpu.slice_end and now < cpu.next_event
-            and not cpu.bitmap >> (th.prio + 1) and not cpu.preempts):
+            and not cpu.bitmap >> (th.prio + 1)):
         res = new_result(IpcResult)
         res.error = OK
         res.label = th.in_label
