@@ -4,8 +4,9 @@ Design note. A thread is a coroutine chain: its `async def` body is the user sta
 the kernel functions it awaits are its kernel stack (Fiasco gives every thread its own
 kernel stack; so do we). A system call is a plain `await` on a method of the user
 context `t`; the kernel path runs in the caller's chain and, when it must block, awaits
-`trap.switch(next)`: the only yield to the CPU loop (`Kernel._loop`), the only place
-that calls `coroutine.send()`. When the blocked thread runs again its kernel path goes
+`trap.switch(next)` (the IPC paths yield the same value themselves, a frame less): the
+only yield to the CPU loop (`Kernel._loop`), the only place that calls
+`coroutine.send()`. When the blocked thread runs again its kernel path goes
 on after that await and re-reads its state word: whoever ended its wait (a partner,
 the timer, a cancel, a deletion) changed the state and left the outcome in the TCB.
 
