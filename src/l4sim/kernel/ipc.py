@@ -278,7 +278,7 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
                 if target is not None:
                     dst, label, gate = target
             else:  # (`resolve_send`, inlined when neither checking nor tracing: no tuple)
-                caps = th.task.caps
+                caps = th.caps  # (the task's list itself)
                 if 0 < sel < len(caps):
                     cap = caps[sel]
                     if cap is not None and cap.rights & _R:
