@@ -366,7 +366,7 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             if r is not None:
                 res = yield from cpu.leave(th, r)
                 return res
-        if th.state & _SEND_BLOCKED:
+        if woken is None and th.state & _SEND_BLOCKED:  # (a receiver woken: we are not)
             # Blocked in the send phase: whoever takes our message (or ends the wait)
             # leaves the outcome in our TCB.
             done = yield from _send_wait(k, th, op, call)

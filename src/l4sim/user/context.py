@@ -583,6 +583,7 @@ class UserContext:
 
 
 GeneralTrap = Generator["Thread | None", None, IpcResult]
+_NO_ITEMS: tuple[()] = ()  # (the default: the one empty tuple, tested by identity first)
 
 
 @native_coroutine
@@ -596,10 +597,12 @@ def _general_call(t: UserContext, dest: int, words: Sequence[int] = (), label: i
     off (the arguments checked and loaded when awaited, then the general IPC), without
     its tests of the fast cases. A native coroutine, as that one: nothing happens until
     it is awaited."""
-    if (type(dest) is int and type(send_timeout) is Timeout and type(receive_timeout) is Timeout
-            and type(pagefault_timeout) is Timeout and tag is None and window is None
-            and buffers is None and type(label) is int and not label and type(items) is tuple
-            and not items and (type(words) is tuple or type(words) is list) and len(words) == 2):
+    if (type(dest) is int and (send_timeout is NEVER or type(send_timeout) is Timeout)
+            and (receive_timeout is NEVER or type(receive_timeout) is Timeout)
+            and (pagefault_timeout is NEVER or type(pagefault_timeout) is Timeout)
+            and tag is None and window is None and buffers is None and type(label) is int
+            and not label and (items is _NO_ITEMS or (type(items) is tuple and not items))
+            and (type(words) is tuple or type(words) is list) and len(words) == 2):
         # The common message, two words and nothing else (as `_load` does it).
         mr = t._th.mr
         old = mr[0]
@@ -624,9 +627,10 @@ def _general_reply_and_wait(t: UserContext, words: Sequence[int] = (), label: in
                             pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None,
                             window: Windows = None, buffers: Buffers = None) -> GeneralTrap:
     """`reply_and_wait` on a kernel without the fast path (as `_general_call`)."""
-    if (type(receive_timeout) is Timeout and type(pagefault_timeout) is Timeout
+    if ((receive_timeout is NEVER or type(receive_timeout) is Timeout)
+            and (pagefault_timeout is NEVER or type(pagefault_timeout) is Timeout)
             and tag is None and window is None and buffers is None and type(label) is int
-            and not label and type(items) is tuple and not items
+            and not label and (items is _NO_ITEMS or (type(items) is tuple and not items))
             and (type(words) is tuple or type(words) is list) and len(words) == 2):
         # The common message, two words and nothing else (as `_load` does it).
         mr = t._th.mr
