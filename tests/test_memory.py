@@ -745,6 +745,25 @@ def test_python_misuse_of_memory_access_raises() -> None:
     assert errors == [ValueError, TypeError, TypeError, TypeError]
 
 
+def test_a_bad_address_or_length_names_the_argument() -> None:
+    k = kernel()
+    said: list[str] = []
+
+    async def body(t: Any) -> None:
+        for addr, n in (("0", 4), (0, 4.0), (0x1000, True), (-8, 4), (0, -1)):
+            try:
+                await t.load(addr, n)
+            except (TypeError, ValueError) as e:
+                said.append(str(e))
+
+    k.new_task("T").new_thread(body, name="T", pager=None)
+    k.run()
+    assert said == ["addr must be an int, got str", "n must be an int, got float",
+                    "n must be an int, got bool",
+                    "addr and n must not be negative, got -0x8, 4",
+                    "addr and n must not be negative, got 0x0, -1"]
+
+
 def test_windows_are_laid_out_in_the_brs_and_bdr() -> None:
     k = kernel()
     seen: list[Any] = []

@@ -3,9 +3,9 @@ waiting, on the same CPU, with a buffer that takes the whole string, where both 
 string and the buffer lie inside one mapping each and nothing falls due before the copy
 is over (no preemption point is taken, no page faults).
 
-It does what the general path does in that case (`ipc._send_phase`'s long IPC with
-`longipc.copy_strings` and `longipc.end`, then `ipc._receive_phase`'s reply wait) in one
-frame: the same state words, registers, reply capability and simulated time, without a
+It does what the general path does in that case (`ipc.ipc`'s send phase with its long
+IPC, `ipc._send_long`: `longipc.copy_strings` and `longipc.end`; then its receive phase's
+reply wait) in one frame: the same state words, registers, reply capability and simulated time, without a
 `Transfer`, the copy's coroutine and the scheduler's pick. The receiver would be made
 ready and picked at once (no ready thread of its priority or above): it is switched to
 directly. Anything else takes the general path; `tests/test_fastpath.py` runs the same
@@ -114,7 +114,7 @@ def call_string(t: UserContext, dest: int, item: StringItem) -> Trap:
                         dst.partner = None
                         dst.state = READY
                         dst.wake_error = OK
-                        # `ipc._receive_phase`: wait for the reply; the receiver runs next.
+                        # (`ipc.ipc`'s receive phase): wait for the reply; the receiver runs next.
                         th.partner = dst
                         th.in_words = None
                         th.in_tag = th.in_label = 0

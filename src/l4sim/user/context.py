@@ -65,10 +65,9 @@ _BUFFER_BR = 6  # string receive buffers start after the three window pairs
 
 
 def _check_access(addr: object, n: object) -> None:
-    for name, value in (("addr", addr), ("n", n)):
-        if type(value) is not int:
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    assert isinstance(addr, int) and isinstance(n, int)
+    if type(addr) is not int or type(n) is not int:  # (on every load and store: no loop)
+        name, value = ("addr", addr) if type(addr) is not int else ("n", n)
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if addr < 0 or n < 0:
         raise ValueError(f"addr and n must not be negative, got {addr:#x}, {n}")
 
