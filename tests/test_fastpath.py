@@ -874,3 +874,35 @@ def test_a_lazily_armed_timer_cancelled_by_the_reply_leaves_no_heap_entry() -> N
     # (the server's first wait took the general path: its entry stays, dead)
     assert len(fast_seen) == 1_000 and max(fast_seen) <= 1
     assert max(general_seen) > 1, "the general path makes heap entries"
+
+
+def test_the_full_check_of_an_unchecked_kernel_sees_a_lazily_armed_timer_as_armed() -> None:
+    """`k.check_invariants()` on a kernel that runs the fast path: a reply wait's timer
+    armed lazily gets its heap entry first, and still expires when it would have."""
+    ended: list[tuple[int, int]] = []
+    ends = []
+    for check_between in (False, True):
+        k = Kernel()
+        task = k.new_task()
+
+        async def server(t: Any) -> None:
+            await t.wait()
+            await t.wait()  # the caller waits on for a reply that never comes
+
+        async def client(t: Any, dest: int) -> None:
+            r = await t.call(dest, words=(1,), receive_timeout=Timeout.cycles(50_000))
+            ended.append((int(r.error), t.now))
+
+        srv = task.new_thread(server, name="server")
+        cli = task.new_thread(client, task.add_cap(srv), name="client")
+        for _ in range(10):  # single steps: a run's end would look at the heap
+            if k.cpus[0].lazy:
+                break
+            k.step()
+        assert cli.state_name == "receive_wait" and k.cpus[0].lazy, "armed lazily"
+        if check_between:
+            k.check_invariants()
+            assert not k.cpus[0].lazy and cli.timer in k.cpus[0].timers
+        k.run()
+        ends.append(ended.pop())
+    assert ends[0] == ends[1] and ends[0][0] == int(E.RETIMEOUT)

@@ -194,6 +194,9 @@ def check(k: Kernel, incoming: Thread | None = None, blocking: Thread | None = N
     k.touched.clear()
     k.touched_tasks.clear()
     _check_time(k)
+    for cpu in k.cpus:  # (an unchecked kernel's fast path may have armed timers lazily)
+        if cpu.lazy:
+            cpu.arm_lazy()
     entries = [e for cpu in k.cpus for e in cpu.timers]
     dead = sum(1 for e in entries if e[2] is None and e[3] is None)
     if dead != k.dead_timers or dead > len(entries) - dead + TIMER_SLACK:
