@@ -214,3 +214,28 @@ def test_check_json() -> None:
 def test_check_table() -> None:
     result = invoke("check", "--n", "50", "--repeats", "1")
     assert "check=True" in result.stdout and "full" in result.stdout
+
+
+def test_bytecodes_are_counted_deterministically() -> None:
+    """`l4sim bench bytecodes` counts the same bytecodes for the same code on every run
+    (unlike a timing), in all and by function."""
+    args = ("bytecodes", "--case", "register-same-space", "--case", "general-register",
+            "--round-trips", "40")
+    first, second = bench_json(*args), bench_json(*args)
+    assert first == second
+    rows = {r["case"]: r for r in first["rows"]}
+    assert list(rows) == ["register-same-space", "general-register"]
+    for r in rows.values():
+        assert r["bytecodes_per_rt"] == sum(r["by_function"].values()) > 0
+    fast = rows["register-same-space"]["by_function"]
+    general = rows["general-register"]["by_function"]
+    assert "fastpath.py:call" in fast and "fastpath.py:call" not in general
+    assert "ipc.py:_ipc" in general and "ipc.py:_ipc" not in fast
+    assert rows["general-register"]["bytecodes_per_rt"] > rows["register-same-space"]["bytecodes_per_rt"]
+
+
+def test_bytecodes_table_and_a_bad_case() -> None:
+    result = invoke("bytecodes", "--case", "timeouts-both", "--round-trips", "20", "--top", "2")
+    assert "timeouts-both" in result.stdout and "bytecodes/rt" in result.stdout
+    bad = CliRunner().invoke(bench, ["bytecodes", "--case", "no-such-case"])
+    assert bad.exit_code != 0 and "no-such-case" in bad.output

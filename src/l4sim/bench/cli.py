@@ -14,11 +14,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .bytecodes import ROUND_TRIPS, run_bytecodes
 from .check import run_check_bench
 from .irq_cli import irq
 from .memory import FULL, QUICK, run_memory
 from .model import LECTURE_MHZ, MATPLOTLIB_MISSING, plot
-from .pingpong import Progress, run_pingpong
+from .pingpong import CASES, Progress, run_pingpong
 from .posix import run_posix
 from .scale import KINDS, run_scale
 
@@ -304,4 +305,35 @@ def check(as_json: bool, n: int, repeats: int) -> None:
     table.add_row("check=True", f"{result['checked_ns_per_rt']:,.0f}", f"{result['ratio']:.2f}")
     table.add_row('check="full"', f"{result['full_checked_ns_per_rt']:,.0f}",
                   f"{result['full_ratio']:.2f}")
+    Console(width=max(Console().width, 120)).print(table)
+
+
+@bench.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--case", "cases", type=click.Choice([c.name for c in CASES]), multiple=True,
+              help="Count this ping-pong case only (repeatable; default: every case).")
+@click.option("--round-trips", type=click.IntRange(min=1), default=ROUND_TRIPS,
+              show_default=True, help="Round trips per counted run.")
+@click.option("--top", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Functions shown per case, by bytecodes (the JSON has them all).")
+def bytecodes(as_json: bool, cases: tuple[str, ...], round_trips: int, top: int) -> None:
+    """Bytecodes CPython executes per round trip of each ping-pong case, in all and by
+    function: a measure of the emulator's work that does not move with the machine's
+    load, unlike the timed benchmarks (compare counts of one case before and after a
+    change; confirm a gain with `l4sim bench pingpong`)."""
+    try:
+        result = run_bytecodes(cases, round_trips, progress=_progress())
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"l4sim bytecodes per round trip (Python {result['python']})")
+    table.add_column("case", no_wrap=True)
+    table.add_column("bytecodes/rt", justify="right")
+    table.add_column("largest shares")
+    for r in result["rows"]:
+        shares = ", ".join(f"{name} {n:,.0f}"
+                           for name, n in list(r["by_function"].items())[:top])
+        table.add_row(r["case"], f"{r['bytecodes_per_rt']:,.0f}", shares)
     Console(width=max(Console().width, 120)).print(table)
