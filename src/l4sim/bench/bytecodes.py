@@ -12,6 +12,7 @@ the same case, and confirm a gain with the timed benchmark.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ def count_bytecodes(case: Case, round_trips: int) -> Counter[str]:
     def local(frame: FrameType, event: str, _arg: Any) -> TraceFunction:
         if event == "opcode":
             code = frame.f_code
-            counts[f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_name}"] += 1
+            counts[f"{os.path.basename(code.co_filename)}:{code.co_name}"] += 1
         return local
 
     def on_call(frame: FrameType, _event: str, _arg: Any) -> TraceFunction:
