@@ -1,9 +1,12 @@
-"""Benchmarks of the emulator itself: `l4sim bench pingpong` and `l4sim bench scale`.
+"""Benchmarks of the emulator itself: the commands of `l4sim bench`.
 
 `floor` is the reference: a minimal coroutine trampoline doing the same rendezvous with
 trivial kernel logic. `pingpong` measures call/reply round trips on l4sim against it;
-`scale` measures a round trip beside many threads blocked in IPC, and the memory of a
-blocked thread. `cli` holds the click group `bench`.
+`bytecodes` counts the bytecodes of the same round trips (a measure that does not move
+with the machine's load); `scale` measures a round trip beside many threads blocked in
+IPC, and the memory of a blocked thread; `memory`, `check`, `irq`, `posix` and
+`explore` measure mapping and page faults, invariant checking, interrupt latency, the
+POSIX servers and the explorer. `cli` holds the click group `bench`.
 """
 
 from .floor import floor_ns_per_rt, run_floor
