@@ -229,3 +229,25 @@ def test_the_general_operation_is_one_frame_that_reports_a_forgotten_await() -> 
     assert any("t.send(...) was never awaited" in w for w in k.warnings)
     assert ipc_module.ipc.__code__.co_flags & 0x80  # CO_COROUTINE
 
+
+
+@pytest.mark.parametrize("op", ["call", "reply_and_wait"])
+def test_the_general_entries_hand_back_the_ipc_itself(op: str) -> None:
+    """Without the fast path, `call` and `reply_and_wait` are the general IPC's own
+    coroutine (no level of their own), and one never awaited is named as the user's
+    operation."""
+    k = Kernel(fastpath=False)
+    task = k.new_task("t")
+    seen: list[object] = []
+
+    async def body(t: Any) -> None:
+        coro = t.call(t.self_sel, words=(1, 2)) if op == "call" else t.reply_and_wait(words=(1, 2))
+        seen.append(coro.cr_code)
+        seen.append(list(t.utcb.mr[:2]))  # the words are loaded when called, as `send` does
+        del coro  # never awaited
+
+    task.new_thread(body, name="a")
+    with pytest.warns(RuntimeWarning, match=op):
+        k.run()
+    assert seen == [ipc_module._ipc.__code__, [1, 2]]
+    assert any(f"t.{op}(...) was never awaited" in w for w in k.warnings)

@@ -233,7 +233,7 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         cpu.now += cpu.ipc_costs[0]
     if unmask is not None:
         unmask_irq(k, unmask)
-    plain = not k.check and not k.trace  # (kernel code runs atomically up to the switch)
+    plain = k.plain  # (kernel code runs atomically up to the switch)
     woken: Thread | None = None  # the partner this operation made ready, not yet queued
     src: Thread | Irq | None = None
     if op & _SEND:
@@ -373,7 +373,6 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
             if done is not None:
                 return done
             woken = None
-            plain = not k.check and not k.trace  # (read again after the switch)
         if not op & _RECEIVE:
             if woken is not None:
                 make_ready(woken)

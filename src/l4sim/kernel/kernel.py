@@ -193,6 +193,7 @@ class Kernel:
         self.seed = seed
         self.check = check
         self.trace = trace
+        self.plain = not check and not trace  # neither: the IPC paths inline what they record
         self.priority_inheritance = priority_inheritance
         self.helping = helping  # a deleter waiting for a transfer lock lends the copier its time
         self.timeslice = timeslice if timeslice is not None else 10_000 * frequency_mhz  # 10 ms

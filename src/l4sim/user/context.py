@@ -8,9 +8,8 @@ coroutine chain as the user code, one frame below it.
 
 from __future__ import annotations
 
-import types
 from array import array
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..kernel import exceptions as _exc
@@ -34,7 +33,7 @@ from ..kernel.abi import (
     StringItem,
     Timeout,
 )
-from ..kernel.diagnose import native_coroutine, register_operations, word_error
+from ..kernel.diagnose import register_operations, word_error
 from ..kernel.errors import ThreadDeleted
 from ..kernel.fastpath import Buffers, Windows
 from ..kernel.lifecycle import delete_object, wait_for_lock
@@ -581,21 +580,17 @@ class UserContext:
         return f"<t of {self._th.name}>"
 
 
-GeneralTrap = Generator["Thread | None", None, IpcResult]
 _NO_ITEMS: tuple[()] = ()  # (the default: the one empty tuple, tested by identity first)
 
 
-@native_coroutine
-@types.coroutine
 def _general_call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                   items: Iterable[Item] = (), send_timeout: Timeout = NEVER,
                   receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
                   tag: MsgTag | None = None, window: Windows = None,
-                  buffers: Buffers = None) -> GeneralTrap:
-    """`call` on a kernel without the fast path: what `fastpath.call` does when it is
-    off (the arguments checked and loaded when awaited, then the general IPC), without
-    its tests of the fast cases. A native coroutine, as that one: nothing happens until
-    it is awaited."""
+                  buffers: Buffers = None) -> Op:
+    """`call` on a kernel without the fast path: the arguments checked and loaded, as
+    `send` does, and the general IPC handed back to be awaited. (A plain function: a
+    coroutine of its own around the IPC would be one more level on every IPC.)"""
     if (type(dest) is int and (send_timeout is NEVER or type(send_timeout) is Timeout)
             and (receive_timeout is NEVER or type(receive_timeout) is Timeout)
             and (pagefault_timeout is NEVER or type(pagefault_timeout) is Timeout)
@@ -614,17 +609,14 @@ def _general_call(t: UserContext, dest: int, words: Sequence[int] = (), label: i
     else:
         tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
                                  pagefault_timeout, tag, window, buffers)
-    res: IpcResult = yield from _ipc.ipc(t._k, t._th, _CALL, dest, tagraw, send_timeout,
-                                         receive_timeout, None, None, None, pagefault_timeout)
-    return res
+    return _ipc.ipc(t._k, t._th, _CALL, dest, tagraw, send_timeout, receive_timeout,
+                    None, None, None, pagefault_timeout)
 
 
-@native_coroutine
-@types.coroutine
 def _general_reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                             items: Iterable[Item] = (), receive_timeout: Timeout = NEVER,
                             pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None,
-                            window: Windows = None, buffers: Buffers = None) -> GeneralTrap:
+                            window: Windows = None, buffers: Buffers = None) -> Op:
     """`reply_and_wait` on a kernel without the fast path (as `_general_call`)."""
     if ((receive_timeout is NEVER or type(receive_timeout) is Timeout)
             and (pagefault_timeout is NEVER or type(pagefault_timeout) is Timeout)
@@ -643,9 +635,8 @@ def _general_reply_and_wait(t: UserContext, words: Sequence[int] = (), label: in
     else:
         tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
                                            pagefault_timeout, tag, window, buffers)
-    res: IpcResult = yield from _ipc.ipc(t._k, t._th, _REPLY_AND_WAIT, 0, tagraw, ZERO,
-                                         receive_timeout, None, None, None, pagefault_timeout)
-    return res
+    return _ipc.ipc(t._k, t._th, _REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
+                    None, None, None, pagefault_timeout)
 
 
 _CALL, _REPLY_AND_WAIT = int(IpcOp.CALL), int(IpcOp.REPLY_AND_WAIT)
@@ -658,8 +649,10 @@ class GeneralUserContext(UserContext):
 
     __slots__ = ()
 
-    call = _general_call
-    reply_and_wait = _general_reply_and_wait
+    # (Plain functions handing back the IPC's coroutine: awaited the same way as the
+    # fast path's generator entries, whose type the base class declares.)
+    call = _general_call  # type: ignore[assignment]
+    reply_and_wait = _general_reply_and_wait  # type: ignore[assignment]
 
 
 register_operations(UserContext)
