@@ -162,7 +162,24 @@ def prog_direct_call(k: Kernel, log: Log) -> None:
     task.new_thread(caller, task.add_cap(pager), name="caller", priority=100)
 
 
+def prog_spanning(k: Kernel, log: Log) -> None:
+    """Accesses across page boundaries: a fault on the second page of an access whose
+    first is mapped, and one access that faults on three pages in turn."""
+    async def body(t: Any) -> None:
+        for i in range(8):
+            end = BASE + (2 * i + 1) * PAGE
+            await t.store(end - 4, bytes([i]) * 8)            # two fresh pages
+            log.append(("s", i, t.now, await t.load(end - 6, 12)))
+            await t.store(end + PAGE - 2, b"abcd")            # the first mapped, the next not
+            log.append(("s", i, "next", t.now))
+        await t.store(BASE + 40 * PAGE + 100, bytes(range(256)) * 40)  # three fresh pages
+        log.append(("s", "big", t.now, await t.load(BASE + 40 * PAGE + 90, 3 * PAGE)))
+
+    k.new_task("s").new_thread(body, name="s")
+
+
 PROGRAMS: dict[str, tuple[Program, dict[str, Any]]] = {
+    "spanning": (prog_spanning, {}),
     "plain": (prog_plain, {}),
     "compute": (prog_compute, {}),
     "timers": (prog_timers, {}),
@@ -175,7 +192,7 @@ PROGRAMS: dict[str, tuple[Program, dict[str, Any]]] = {
     "direct-call": (prog_direct_call, {}),
     "int30": (prog_plain, {"profile": "core2-int30"}),
 }
-SHORTCUT_TAKEN = {"plain", "compute", "timers", "refault", "two-threads", "high-client",
+SHORTCUT_TAKEN = {"spanning", "plain", "compute", "timers", "refault", "two-threads", "high-client",
                   "short-slices", "out-of-memory", "direct-call", "int30"}
 
 
@@ -185,13 +202,13 @@ def _run(program: Program, config: dict[str, Any], shortcut: bool,
     real = pagefault_module.serve_fault
     taken = 0
 
-    def counted(*args: Any) -> bool:
+    def counted(*args: Any) -> int:
         nonlocal taken
-        ok = real(*args)
-        taken += ok
-        return ok
+        phys = real(*args)
+        taken += phys >= 0
+        return phys
 
-    pagefault_module.serve_fault = counted if shortcut else (lambda *args: False)
+    pagefault_module.serve_fault = counted if shortcut else (lambda *args: -1)
     try:
         k = Kernel(**{"memory": 16 << 20, **config, **extra})
         log: Log = []
@@ -260,7 +277,7 @@ def test_shortcut_keeps_traced_run_identical() -> None:
     program(k1, [])
     k1.run()
     real = pagefault_module.serve_fault
-    pagefault_module.serve_fault = lambda *args: False
+    pagefault_module.serve_fault = lambda *args: -1
     try:
         k2 = Kernel(memory=16 << 20, trace=True)
         program(k2, [])

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .objects import Thread
 
 R = 4
+PAGE = 4096
 PF_TAG = Label.PAGE_FAULT << 16 | 2
 PF_WRITE = 2
 PF_PRESENT = 1  # a protection fault: the page is mapped without the needed right
@@ -67,10 +68,16 @@ async def access(k: Kernel, th: Thread, addr: int, n: int, write: bool,
     if missing < 0:
         pieces, missing, present = translate(th, addr, n, need)
     while missing >= 0:
-        ip = _caller_ip(k)
-        if not (th.pager_default and not present and th.user.fast
-                and serve_fault(k, th, missing)):  # (served as the IPCs would serve it)
-            await page_fault(k, th, missing, write, present, ip)
+        ip = _caller_ip(k)  # (also registers the file: later code locations keep their ids)
+        if th.pager_default and not present and th.user.fast:
+            phys = serve_fault(k, th, missing)  # (served as the IPCs would serve it)
+            if phys >= 0:
+                page = missing & -PAGE
+                if missing == addr and addr + n <= page + PAGE:
+                    return [(phys + addr - page, n)]  # what translating again would give
+                pieces, missing, present = translate(th, addr, n, need)
+                continue
+        await page_fault(k, th, missing, write, present, ip)
         pieces, missing, present = translate(th, addr, n, need)
     return pieces
 

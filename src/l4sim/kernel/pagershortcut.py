@@ -99,13 +99,14 @@ def _waiting(th: Thread, body: CodeType) -> bool:
                              and inner.gi_yieldfrom is None)
 
 
-def serve_fault(k: Kernel, th: Thread, addr: int) -> bool:
-    """Serve a fault on the unmapped page at `addr` of `th`, whose pager is the default
-    one, as the four IPCs would, if nothing could tell the difference; False, with
-    nothing done, otherwise."""
+def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
+    """Serve a fault on the unmapped page at `addr` of `th` (the caller's translation
+    found no mapping there), whose pager is the default one, as the four IPCs would, if
+    nothing could tell the difference: the physical address of the page now mapped there;
+    -1, with nothing done, otherwise."""
     ds = k.default_servers
     if ds is None or k.stepping:
-        return False  # (no pager yet: the first fault starts it)
+        return -1  # (no pager yet: the first fault starts it)
     pager = ds.pager
     s0 = ds.sigma0
     cpu = th.cpu
@@ -115,12 +116,12 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> bool:
             and not cpu.bitmap >> (th.prio + 1)
             and task is not pager.task and task is not s0.task and pager.task is not s0.task
             and _waiting(pager, ds.pager_code) and _waiting(s0, ds.sigma0_code)):
-        return False
+        return -1
     caps = pager.caps
     sel = ds.sigma0_sel
     cap = caps[sel] if 0 < sel < len(caps) else None
     if cap is None or cap.obj is not s0 or not cap.rights & 4:
-        return False
+        return -1
     # The clock: the fault's entry and IPC, then switch, call, switch, reply, switch, reply,
     # switch (each to another address space). Each thread resumes with time left in its
     # slice and nothing due, as the fast path requires to return quietly; the client's
@@ -133,25 +134,25 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> bool:
     client_left = cpu.slice_end - sent
     if (client_left <= 0 or pager.slice_left <= ipc[2] or s0.slice_left <= 0
             or served >= cpu.next_event):
-        return False
+        return -1
     # What the pager and sigma0 would do: a fresh page (a page served before is the
     # two-IPC case, left to the IPCs), a free frame, and maps that all succeed.
     books = ds.books
     page = addr & ~(PAGE - 1)
     key = (task.id, page)
     if key in books.served or ds.request[1] != 12:
-        return False
+        return -1
     pool = books.next_pool
     frames = ds.frames
     frame = frames.find_free(12)
     if frame is None or pool + PAGE > _SPACE_END:
-        return False
+        return -1
     pool_space, space = pager.task.space, task.space
     root = s0.task.space.lookup(frame)
     if (root is None or root.rights != _RWX or root.depth + 2 >= MAX_DEPTH
             or pool_space.lookup(pool) is not None or not pool_space.fits_page(pool)
-            or space.lookup(page) is not None or not space.fits_page(page)):
-        return False
+            or not space.fits_page(page)):
+        return -1
     # Commit. sigma0's reply maps the frame into the pager's window (as `_map_page` does
     # when nothing is in the way) and records the pager as its owner.
     phys = root.phys + frame - root.base
@@ -195,4 +196,4 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> bool:
     cpu.entries += 4
     cpu.now = served
     cpu.slice_end = served + client_left
-    return True
+    return phys
