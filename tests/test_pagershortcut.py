@@ -285,3 +285,51 @@ def test_shortcut_keeps_traced_run_identical() -> None:
     finally:
         pagefault_module.serve_fault = real
     assert k1.events == k2.events
+
+
+def prog_pager_moved(k: Kernel, log: Log) -> None:
+    """The client sends the pager a message between faults: the pager's reply has no
+    caller, fails, and the pager parks in a plain `t.wait()`, not the fast path's reply."""
+    pager = k.anon_pager
+    task = k.new_task("mover")
+
+    async def body(t: Any, sel: int) -> None:
+        for i in range(6):
+            await t.store(BASE + i * PAGE, bytes([i]))
+            log.append(("mover", i, t.now))
+            if i == 1:
+                r = await t.send(sel, words=[1])
+                log.append(("mover", "sent", r.error, t.now))
+
+    task.new_thread(body, task.add_cap(pager), name="mover")
+
+
+PROGRAMS["pager-moved"] = (prog_pager_moved, {})
+SHORTCUT_TAKEN.add("pager-moved")
+
+
+def test_parked_record_does_not_outlive_the_wait_it_saw() -> None:
+    """The record of where the pager was parked (`Parked`) still holds its body's
+    coroutine when the pager has moved on to a plain wait: the fault then must take the
+    IPCs, and the next one, with the pager parked in its reply again, the shortcut."""
+    real = pagefault_module.serve_fault
+    seen: list[tuple[int, bool]] = []
+
+    def watched(k: Kernel, th: Thread, addr: int) -> int:
+        ds = k.default_servers
+        recorded = ds is not None and ds.pager_parked.coro is ds.pager.coro
+        phys = real(k, th, addr)
+        seen.append((phys >= 0, recorded))
+        return phys
+
+    pagefault_module.serve_fault = watched
+    try:
+        k = Kernel(memory=16 << 20)
+        prog_pager_moved(k, [])
+        assert k.run().reason == "done"
+    finally:
+        pagefault_module.serve_fault = real
+    # The first fault starts the pager (IPCs); the second is served at once, and records
+    # the pager's coroutine; after the send, that coroutine waits elsewhere: the IPCs.
+    assert seen == [(False, False), (True, False), (False, True), (True, True),
+                    (True, True), (True, True)]

@@ -59,12 +59,28 @@ class FrameBooks(Protocol):
     def take(self, start: int, end: int, client: int) -> None: ...
 
 
+class Parked:
+    """Where a server was last found parked in the fast path's reply: its body's coroutine,
+    the `reply_and_wait` that awaits, and what that awaits (None, or `_reply_typed`'s
+    generator). While the same objects stand there, their codes need no second look."""
+
+    __slots__ = ("coro", "op", "inner")
+
+    def __init__(self) -> None:
+        self.coro: Any = _NOTHING
+        self.op: Any = None
+        self.inner: Any = None
+
+
+_NOTHING = object()  # (no coroutine is this: an empty record matches no thread)
+
+
 class DefaultServers:
     """The boot servers as the shortcut needs them: the threads, the code of their
     bodies, their bookkeeping, and what the pager asks sigma0 for and fills pages with."""
 
     __slots__ = ("pager", "pager_code", "books", "sigma0_sel", "request", "fill",
-                 "sigma0", "sigma0_code", "frames")
+                 "sigma0", "sigma0_code", "frames", "pager_parked", "sigma0_parked")
 
     def __init__(self, pager: Thread, pager_code: CodeType, books: PagerBooks, sigma0_sel: int,
                  request: tuple[int, int], fill: bytes, sigma0: Thread, sigma0_code: CodeType,
@@ -78,9 +94,11 @@ class DefaultServers:
         self.sigma0 = sigma0
         self.sigma0_code = sigma0_code
         self.frames = frames
+        self.pager_parked = Parked()
+        self.sigma0_parked = Parked()
 
 
-def _waiting(th: Thread, body: CodeType) -> bool:
+def _waiting(th: Thread, body: CodeType, seen: Parked) -> bool:
     """Whether `th` runs `body`, waits openly with nothing that the fast path's handshake
     would also end, and waits in the fast path's reply (`reply_and_wait`'s own switch or
     `_reply_typed`'s), whose resume only returns the message it got."""
@@ -89,14 +107,31 @@ def _waiting(th: Thread, body: CodeType) -> bool:
             and th.pf_target is None and th.prio == th.priority and th.user.fast):
         return False
     coro: Any = th.coro
+    if coro is seen.coro:
+        op = coro.cr_await
+        if op is seen.op:
+            inner = op.cr_await
+            if inner is seen.inner:  # (each object's code was checked: not again)
+                return inner is None or inner.gi_yieldfrom is None
+    return _parked(coro, body, seen)
+
+
+def _parked(coro: Any, body: CodeType, seen: Parked) -> bool:
+    """Whether the coroutine `coro` of `body` is parked in the fast path's reply; if so,
+    `seen` records the chain."""
     if coro is None or coro.cr_code is not body:
         return False
     op = coro.cr_await
     if op is None or getattr(op, "cr_code", None) is not _REPLY_AND_WAIT:
         return False
     inner = op.cr_await
-    return inner is None or (getattr(inner, "gi_code", None) is _REPLY_TYPED
-                             and inner.gi_yieldfrom is None)
+    if not (inner is None or (getattr(inner, "gi_code", None) is _REPLY_TYPED
+                              and inner.gi_yieldfrom is None)):
+        return False
+    seen.coro = coro
+    seen.op = op
+    seen.inner = inner
+    return True
 
 
 def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
@@ -115,7 +150,8 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
             and th.in_strings is None and th.prio <= pager.prio <= s0.prio
             and not cpu.bitmap >> (th.prio + 1)
             and task is not pager.task and task is not s0.task and pager.task is not s0.task
-            and _waiting(pager, ds.pager_code) and _waiting(s0, ds.sigma0_code)):
+            and _waiting(pager, ds.pager_code, ds.pager_parked)
+            and _waiting(s0, ds.sigma0_code, ds.sigma0_parked)):
         return -1
     caps = pager.caps
     sel = ds.sigma0_sel
