@@ -210,8 +210,9 @@ class AddressSpace:
         if quota is None:
             return True
         tables = self.tables
-        new = ((21, base >> 21) not in tables) + ((30, base >> 30) not in tables) + (
-            (39, base >> 39) not in tables)
+        if (21, base >> 21) in tables:  # (then its directory and pointer table are there too)
+            return TABLE_SIZE * (1 + len(tables)) <= quota
+        new = 1 + ((30, base >> 30) not in tables) + ((39, base >> 39) not in tables)
         return TABLE_SIZE * (1 + len(tables) + new) <= quota
 
     # --- change ---------------------------------------------------------------------------
@@ -274,6 +275,31 @@ def add_child(parent: Mapping, space: AddressSpace, base: int, order: int, phys:
     if index is not None:
         index.setdefault(phys >> PAGE_SHIFT, []).append(child)
     space.insert(child)
+    return child
+
+
+def add_page(parent: Mapping, space: AddressSpace, base: int, phys: int,
+             rights: int) -> Mapping:
+    """`add_child` of one 4 KiB page (what a fault maps), with `insert` written out for a
+    space that has pages and page tables already."""
+    child = Mapping(space, base, 12, phys, rights, parent)
+    parent.children[child] = None
+    index = parent.by_frame
+    if index is not None:
+        index.setdefault(phys >> PAGE_SHIFT, []).append(child)
+    table = space.by_order.get(12)
+    if table is None or space.pt_quota is None:
+        space.insert(child)
+        return child
+    table[base >> 12] = child
+    space.count += 1
+    tables = space.tables
+    t = 21, base >> 21
+    tables[t] = tables.get(t, 0) + 1
+    t = 30, base >> 30
+    tables[t] = tables.get(t, 0) + 1
+    t = 39, base >> 39
+    tables[t] = tables.get(t, 0) + 1
     return child
 
 
