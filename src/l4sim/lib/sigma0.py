@@ -16,7 +16,7 @@ Clients are told apart by the label they arrive with (their thread id).
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_right
 
 from ..kernel.abi import Fpage, Label, MapItem, Rights
 from ..user.context import UserContext
@@ -45,7 +45,7 @@ class Ownership:
         self.regions: list[tuple[int, int, int]] = []  # (start, end, owner)
 
     def owner_of(self, start: int, end: int) -> list[int]:
-        i = bisect.bisect_right(self.starts, start) - 1
+        i = bisect_right(self.starts, start) - 1
         owners = []
         for s, e, who in self.regions[max(i, 0):]:
             if s >= end:
@@ -62,7 +62,7 @@ class Ownership:
 
     def take(self, start: int, end: int, client: int) -> None:
         starts, regions = self.starts, self.regions
-        i = bisect.bisect_right(starts, start)
+        i = bisect_right(starts, start)
         n = len(regions)
         if (i and regions[i - 1][1] > start) or (i < n and starts[i] < end):
             return  # already this client's (may_take checked it)
@@ -85,13 +85,16 @@ class Ownership:
     def find_free(self, order: int) -> int | None:
         """The highest free naturally aligned region of 2^order bytes."""
         size = 1 << order
-        cand = (self.size - size) & ~(size - 1)
+        starts, regions = self.starts, self.regions
+        cand = (self.size - size) & -size
         while cand >= 0:
-            i = bisect.bisect_right(self.starts, cand + size - 1) - 1
-            if i >= 0 and self.regions[i][1] > cand:
-                cand = (self.regions[i][0] - size) & ~(size - 1) if self.regions[i][0] >= size else -1
-                continue
-            return cand
+            i = bisect_right(starts, cand + size - 1) - 1
+            if i < 0:
+                return cand
+            start, end, _ = regions[i]
+            if end <= cand:
+                return cand
+            cand = (start - size) & -size if start >= size else -1
         return None
 
 
