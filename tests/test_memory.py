@@ -917,3 +917,26 @@ def test_sigma0_find_free_is_the_highest_free_aligned_region() -> None:
         start = rng.randrange(0, size >> order) << order
         if own.may_take(start, start + (1 << order), rng.choice((1, 2))):
             own.take(start, start + (1 << order), rng.choice((1, 2)))
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_store_and_load_of_every_bytes_like_within_and_across_pages(check: bool) -> None:
+    """bytes, bytearray and memoryview data, in one page and across two (the fast path's
+    and the general path's `store` and `load`, faulting and mapped)."""
+    k = Kernel(check=check)
+    datas = [b"abcdefgh", bytearray(b"ijklmnop"), memoryview(b"qrstuvwx"),
+             memoryview(bytearray(b"0123456789"))[2:8]]
+
+    async def body(t: Any) -> list[bytes]:
+        seen = []
+        for i, data in enumerate(datas):
+            for addr in (0x10000 + i * 3 * PAGE + 16, 0x11000 + i * 3 * PAGE - 3):
+                await t.store(addr, data)
+                seen.append(await t.load(addr, len(data)))
+                await t.store(addr + 1, data)  # mapped now
+                seen.append(await t.load(addr + 1, len(data)))
+        return seen
+
+    th = k.new_task("T").new_thread(body, name="T")
+    k.run()
+    assert th.result == [bytes(d) for d in datas for _ in range(4)]

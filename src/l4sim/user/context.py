@@ -270,7 +270,9 @@ class UserContext:
 
     async def _pieces(self, addr: int, n: int, write: bool) -> list[tuple[int, int]]:
         """The physical pieces of an access; page faults first for what is missing.
-        Returns without yielding when everything is mapped."""
+        Returns without yielding when everything is mapped. (`load` and `store` write
+        out its common case and come here for the rest: misuse, a dead thread, the
+        explorer.)"""
         _check_access(addr, n)
         th = self._th
         if th.state & DEAD:
@@ -285,7 +287,15 @@ class UserContext:
     async def load(self, addr: int, n: int) -> bytes:
         """Read `n` bytes at `addr` of this task's address space; a page fault (IPC to
         the pager) for each page not mapped readable, then the read."""
-        pieces = await self._pieces(addr, n, False)
+        th = self._th
+        if (type(addr) is int and type(n) is int and addr >= 0 and n >= 0
+                and not th.state & DEAD and not th.cpu.preempts):
+            # `_pieces` written out for the common case (a frame less on every load)
+            pieces, missing, present = _pf.translate(th, addr, n, 4)
+            if missing >= 0:
+                pieces = await _pf.access(self._k, th, addr, n, False, missing, present)
+        else:
+            pieces = await self._pieces(addr, n, False)
         view = self._k.phys.view
         if len(pieces) == 1:
             p, ln = pieces[0]
@@ -308,15 +318,27 @@ class UserContext:
         """Write `data` at `addr`; page faults (write) for what is not mapped writable."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes-like, got {type(data).__name__}")
-        pieces = await self._pieces(addr, len(data), True)
+        n = len(data)
+        th = self._th
+        if type(addr) is int and addr >= 0 and not th.state & DEAD and not th.cpu.preempts:
+            # `_pieces` written out for the common case (a frame less on every store)
+            pieces, missing, present = _pf.translate(th, addr, n, 2)
+            if missing >= 0:
+                pieces = await _pf.access(self._k, th, addr, n, True, missing, present)
+        else:
+            pieces = await self._pieces(addr, n, True)
         view = self._k.phys.view
-        src = memoryview(data).cast("B")
-        at = 0
-        for p, ln in pieces:
-            view[p:p + ln] = src[at:at + ln]
-            at += ln
-        if self._k.trace and self._th.cpu.preempts:
-            self._trace_shared("store", addr, bytes(src))
+        if len(pieces) == 1 and type(data) is bytes:
+            p, ln = pieces[0]
+            view[p:p + ln] = data
+        else:
+            src = memoryview(data).cast("B")
+            at = 0
+            for p, ln in pieces:
+                view[p:p + ln] = src[at:at + ln]
+                at += ln
+        if self._k.trace and th.cpu.preempts:
+            self._trace_shared("store", addr, bytes(memoryview(data).cast("B")))
 
     async def load_word(self, addr: int) -> int:
         """One 64-bit little-endian word."""
