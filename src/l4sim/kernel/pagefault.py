@@ -84,8 +84,8 @@ async def access(k: Kernel, th: Thread, addr: int, n: int, write: bool,
 
 def _caller_ip(k: Kernel) -> int:
     """The code location of the user code that made the access: the first frame outside
-    l4sim's own files."""
-    f = sys._getframe(1)
+    l4sim's own files, above the caller of `access` (one of them: `load`, `store`, ...)."""
+    f = sys._getframe(2)
     while f.f_back is not None and f.f_code.co_filename.startswith(_OWN_DIRS):
         f = f.f_back
     return k.code_ip(f.f_code.co_filename, f.f_lineno)

@@ -102,9 +102,11 @@ def _waiting(th: Thread, body: CodeType, seen: Parked) -> bool:
     """Whether `th` runs `body`, waits openly with nothing that the fast path's handshake
     would also end, and waits in the fast path's reply (`reply_and_wait`'s own switch or
     `_reply_typed`'s), whose resume only returns the message it got."""
+    q = th.sendq
     if not (th.state == RECEIVE_WAIT and th.partner is None and th.timer is None
-            and th.reply_caller is None and not th.sendq and th.in_strings is None
-            and th.pf_target is None and th.prio == th.priority and th.user.fast):
+            and th.reply_caller is None and (q is None or not q._len)  # (no Python call)
+            and th.in_strings is None and th.pf_target is None and th.prio == th.priority
+            and th.user.fast):
         return False
     coro: Any = th.coro
     if coro is seen.coro:
@@ -153,9 +155,10 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
             and _waiting(pager, ds.pager_code, ds.pager_parked)
             and _waiting(s0, ds.sigma0_code, ds.sigma0_parked)):
         return -1
-    caps = pager.caps
-    sel = ds.sigma0_sel
-    cap = caps[sel] if 0 < sel < len(caps) else None
+    try:
+        cap = pager.caps[ds.sigma0_sel]  # (a selector above 0, into a list that may shrink)
+    except IndexError:
+        return -1
     if cap is None or cap.obj is not s0 or not cap.rights & 4:
         return -1
     # The clock: the fault's entry and IPC, then switch, call, switch, reply, switch, reply,
@@ -210,16 +213,19 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
     pmr[1] = window
     pmr[2] = window
     utcb = pager.utcb
-    br = utcb.br
+    br = utcb._br  # (made when the pager set its window: no property call)
+    if br is None:
+        br = utcb.br
     br[0] = 8
     br[1] = window
     utcb.bdr &= 0x1F << 15
-    th.utcb.br  # noqa: B018
+    utcb = th.utcb
+    if utcb._br is None:
+        utcb.br  # noqa: B018
     # The servers wait again as their replies leave them; the client runs on.
-    for srv in (pager, s0):
-        srv.wake_error = OK
-        srv.in_words = None
-        srv.in_tag = srv.in_label = 0
+    pager.wake_error = s0.wake_error = OK
+    pager.in_words = s0.in_words = None
+    pager.in_tag = pager.in_label = s0.in_tag = s0.in_label = 0
     pager.slice_left -= ipc[2] + ipc[0]
     s0.slice_left -= ipc[1]
     th.in_words = None

@@ -63,21 +63,27 @@ class Ownership:
     def take(self, start: int, end: int, client: int) -> None:
         starts, regions = self.starts, self.regions
         i = bisect_right(starts, start)
-        n = len(regions)
-        if (i and regions[i - 1][1] > start) or (i < n and starts[i] < end):
-            return  # already this client's (may_take checked it)
+        right = left = False
+        if i < len(regions):
+            s, e, who = regions[i]
+            if s < end:
+                return  # already this client's (may_take checked it)
+            right = s == end and who == client
+        if i:
+            ps, pe, pwho = regions[i - 1]
+            if pe > start:
+                return  # (the same)
+            left = pe == start and pwho == client
         # Merge with a neighbour of the same client, so that the list stays short when
         # regions are handed out one after another (find_free then stays fast).
-        right = i < n and starts[i] == end and regions[i][2] == client
-        left = i > 0 and regions[i - 1][1] == start and regions[i - 1][2] == client
         if left and right:
-            regions[i - 1] = (regions[i - 1][0], regions[i][1], client)
+            regions[i - 1] = (ps, e, client)
             del starts[i], regions[i]
         elif right:
-            regions[i] = (start, regions[i][1], client)
+            regions[i] = (start, e, client)
             starts[i] = start
         elif left:
-            regions[i - 1] = (regions[i - 1][0], end, client)
+            regions[i - 1] = (ps, end, client)
         else:
             starts.insert(i, start)
             regions.insert(i, (start, end, client))
