@@ -937,8 +937,22 @@ def test_sigma0_books_find_free_and_take() -> None:
                          if not own.owner_of(c, c + step)), None)
             assert own.find_free(order) == want
         order = rng.choice((12, 12, 12, 13))
+        free = own.find_free(order)
         start = rng.randrange(0, size >> order) << order
+        if free is not None and rng.random() < 0.5:
+            start = free  # as sigma0 hands out pages: from the top down
         client = rng.choice((1, 2))
         own.take(start, start + (1 << order), client)
         _reference_take(ref, start, start + (1 << order), client)
         assert (own.starts, own.regions) == (ref.starts, ref.regions)
+        # find_free's search starts below owned_above: all above it is someone's
+        above = own.owned_above
+        assert all(own.owner_of(p, p + PAGE) for p in range(above, size, PAGE))
+    assert own.owned_above < size
+    # Pages handed out from the top down: the search starts right below the last one.
+    top = Ownership(size)
+    for n in range(1, 11):
+        page = top.find_free(12)
+        assert page == size - n * PAGE
+        top.take(page, page + PAGE, 1)
+        assert top.owned_above == page

@@ -43,6 +43,9 @@ class Ownership:
         self.size = size
         self.starts: list[int] = []
         self.regions: list[tuple[int, int, int]] = []  # (start, end, owner)
+        # [owned_above, size) is all owned: find_free's search starts below it (regions
+        # handed out from the top down then cost one probe, not two)
+        self.owned_above = size
 
     def owner_of(self, start: int, end: int) -> list[int]:
         i = bisect_right(self.starts, start) - 1
@@ -74,6 +77,8 @@ class Ownership:
             if pe > start:
                 return  # (the same)
             left = pe == start and pwho == client
+        if start < self.owned_above <= end:
+            self.owned_above = start
         # Merge with a neighbour of the same client, so that the list stays short when
         # regions are handed out one after another (find_free then stays fast).
         if left and right:
@@ -92,7 +97,7 @@ class Ownership:
         """The highest free naturally aligned region of 2^order bytes."""
         size = 1 << order
         starts, regions = self.starts, self.regions
-        cand = (self.size - size) & -size
+        cand = (self.owned_above - size) & -size
         while cand >= 0:
             i = bisect_right(starts, cand + size - 1) - 1
             if i < 0:
