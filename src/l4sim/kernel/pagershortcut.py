@@ -166,12 +166,11 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
     # slice and nothing due, as the fast path requires to return quietly; the client's
     # time left is fixed when it switches away.
     costs = k.costs
-    ipc = cpu.ipc_costs
-    switch = costs.thread_switch + costs.space_switch
-    sent = cpu.now + costs.page_fault + ipc[2]
-    served = sent + ipc[2] + ipc[1] + ipc[0] + 4 * switch
+    ipc0, ipc1, ipc2 = cpu.ipc_costs[:3]  # an IPC of 0, 1, 2 words
+    sent = cpu.now + costs.page_fault + ipc2
+    served = sent + ipc2 + ipc1 + ipc0 + 4 * (costs.thread_switch + costs.space_switch)
     client_left = cpu.slice_end - sent
-    if (client_left <= 0 or pager.slice_left <= ipc[2] or s0.slice_left <= 0
+    if (client_left <= 0 or pager.slice_left <= ipc2 or s0.slice_left <= 0
             or served >= cpu.next_event):
         return -1
     # What the pager and sigma0 would do: a fresh page (a page served before is the
@@ -226,8 +225,8 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
     pager.wake_error = s0.wake_error = OK
     pager.in_words = s0.in_words = None
     pager.in_tag = pager.in_label = s0.in_tag = s0.in_label = 0
-    pager.slice_left -= ipc[2] + ipc[0]
-    s0.slice_left -= ipc[1]
+    pager.slice_left -= ipc2 + ipc0
+    s0.slice_left -= ipc1
     th.in_words = None
     th.in_tag = _ITEM_TAG
     th.in_label = pager.tid
