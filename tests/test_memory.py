@@ -956,3 +956,27 @@ def test_sigma0_books_find_free_and_take() -> None:
         assert page == size - n * PAGE
         top.take(page, page + PAGE, 1)
         assert top.owned_above == page
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_store_of_a_memoryview_writes_its_bytes_whatever_its_items(check: bool) -> None:
+    """A memoryview of 4-byte items stores all its bytes (not one per item), and a
+    strided one stores the bytes it shows, in one page and across two."""
+    from array import array
+
+    k = Kernel(check=check)
+    wide = memoryview(array("I", [0x04030201, 0x08070605]))
+    strided = memoryview(b"a-b-c-d-e-")[::2]
+
+    async def body(t: Any) -> list[bytes]:
+        seen = []
+        for addr in (0x10000 + 16, 0x11000 - 3):
+            await t.store(addr, wide)
+            seen.append(await t.load(addr, 8))
+            await t.store(addr + 0x4000, strided)
+            seen.append(await t.load(addr + 0x4000, 5))
+        return seen
+
+    th = k.new_task("T").new_thread(body, name="T")
+    k.run()
+    assert th.result == [wide.tobytes(), b"abcde"] * 2

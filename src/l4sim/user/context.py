@@ -316,8 +316,11 @@ class UserContext:
 
     async def store(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Write `data` at `addr`; page faults (write) for what is not mapped writable."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes-like, got {type(data).__name__}")
+        if not isinstance(data, (bytes, bytearray)):
+            if not isinstance(data, memoryview):
+                raise TypeError(f"data must be bytes-like, got {type(data).__name__}")
+            # its bytes, whatever its item size and layout (len() counts items)
+            data = data.cast("B") if data.c_contiguous else memoryview(data.tobytes())
         n = len(data)
         th = self._th
         if type(addr) is int and addr >= 0 and not th.state & DEAD and not th.cpu.preempts:
