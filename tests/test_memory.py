@@ -15,7 +15,7 @@ import pytest
 
 from l4sim import CapRights, Fpage, IpcError, Kernel, MapItem, MsgTag, Rights, Task, Thread
 from l4sim.kernel.flexpage import landing
-from l4sim.kernel.memory import TABLE_SIZE, AddressSpace, Mapping, add_child, add_page
+from l4sim.kernel.memory import TABLE_SIZE, AddressSpace, Mapping
 from l4sim.lib.sigma0 import Ownership
 
 KiB = 1 << 10
@@ -858,36 +858,6 @@ def test_a_grant_of_part_of_a_larger_entry_is_demoted_to_a_map() -> None:
     root = node(k.sigma0.task, 0x500000)
     m = node(b.task, 0x100000)
     assert root is not None and root.order == 26 and m is not None and m.parent is root
-
-
-def _space_state(space: AddressSpace) -> tuple[Any, ...]:
-    return (space.count, list(space.orders), dict(space.tables),
-            [(m.base, m.order, m.phys, m.rights, m.depth) for m in space.mappings()])
-
-
-@pytest.mark.parametrize("indexed", [False, True])
-def test_add_page_builds_what_add_child_builds(indexed: bool) -> None:
-    """`add_page` (the page-fault shortcut's insertion) leaves a space, its page tables
-    and the parent's children (and their index by frame) as `add_child` does: the first
-    page of a space, pages in a known page table, in a new one, in a new directory and
-    a new pointer table."""
-    pages = [0x10_0000, 0x10_1000, 0x30_0000, 0x4000_0000, 0x80_0000_0000, 0x10_2000]
-    spaces = []
-    for add in (add_child, add_page):
-        root = Mapping(AddressSpace(None, "s0", 1, 47, 12, None), 0, 30, 0, 7, None)
-        if indexed:
-            root.by_frame = {}
-        space = AddressSpace(None, "c", 1, 47, 12, 1 << 20)
-        for i, page in enumerate(pages):
-            if add is add_child:
-                m = add_child(root, space, page, 12, i * PAGE, 7)
-            else:
-                m = add_page(root, space, page, i * PAGE, 7)
-            assert m.parent is root and space.lookup(page) is m
-        spaces.append((_space_state(space), [(c.base, c.phys) for c in root.children],
-                       None if root.by_frame is None
-                       else {f: [c.base for c in kids] for f, kids in root.by_frame.items()}))
-    assert spaces[0] == spaces[1]
 
 
 def test_fits_page_is_fits_of_one_page() -> None:

@@ -278,31 +278,6 @@ def add_child(parent: Mapping, space: AddressSpace, base: int, order: int, phys:
     return child
 
 
-def add_page(parent: Mapping, space: AddressSpace, base: int, phys: int,
-             rights: int) -> Mapping:
-    """`add_child` of one 4 KiB page (what a fault maps), with `insert` written out for a
-    space that has pages and page tables already."""
-    child = Mapping(space, base, 12, phys, rights, parent)
-    parent.children[child] = None
-    index = parent.by_frame
-    if index is not None:
-        index.setdefault(phys >> PAGE_SHIFT, []).append(child)
-    table = space.by_order.get(12)
-    if table is None or space.pt_quota is None:
-        space.insert(child)
-        return child
-    table[base >> 12] = child
-    space.count += 1
-    tables = space.tables
-    t = 21, base >> 21
-    tables[t] = tables.get(t, 0) + 1
-    t = 30, base >> 30
-    tables[t] = tables.get(t, 0) + 1
-    t = 39, base >> 39
-    tables[t] = tables.get(t, 0) + 1
-    return child
-
-
 def remove_subtree(m: Mapping) -> int:
     """Remove `m` and everything derived from it; returns how many nodes went."""
     parent = m.parent

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .abi import IpcError
 from .fastpath import _reply_typed, reply_and_wait
-from .memory import MAX_DEPTH, USER_SPACE_BITS, add_page
+from .memory import MAX_DEPTH, USER_SPACE_BITS, add_child
 from .states import READY, RECEIVE_WAIT
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
     # Commit. sigma0's reply maps the frame into the pager's window (as `_map_page` does
     # when nothing is in the way) and records the pager as its owner.
     phys = root.phys + frame - root.base
-    add_page(add_page(root, pool_space, pool, phys, _RWX), space, page, phys, _RWX)
+    add_child(add_child(root, pool_space, pool, 12, phys, _RWX), space, page, 12, phys, _RWX)
     frames.take(frame, frame + PAGE, pager.tid)
     k.phys.view[phys:phys + PAGE] = ds.fill  # the pager's zero-fill
     books.next_pool = pool + PAGE
