@@ -251,3 +251,34 @@ def test_the_general_entries_hand_back_the_ipc_itself(op: str) -> None:
         k.run()
     assert seen == [ipc_module._ipc.__code__, [1, 2]]
     assert any(f"t.{op}(...) was never awaited" in w for w in k.warnings)
+
+
+@pytest.mark.parametrize("as_tuple", [True, False])
+def test_two_words_arrive_as_a_snapshot_on_the_general_path(as_tuple: bool) -> None:
+    """The receiver's words are what was sent at the transfer, whatever happens to the
+    sender's sequence and either side's MRs later (a tuple is passed on as it is, a list
+    is copied)."""
+    k = Kernel(fastpath=False)
+    task = k.new_task("t")
+    got: list[Any] = []
+
+    async def server(t: Any) -> None:
+        first = await t.wait()
+        t.utcb.mr[0] = 99  # its own MRs change: what it received does not
+        second = await t.reply_and_wait(words=(7, 8))
+        got.append(("server", first.words, second.words))
+        await t.reply_and_wait(words=(9, 10))
+
+    async def client(t: Any, sel: int) -> None:
+        msg: Any = (5, 6) if as_tuple else [5, 6]
+        r = await t.call(sel, words=msg)
+        if not as_tuple:
+            msg[0] = 0
+        t.utcb.mr[0] = 42
+        r2 = await t.call(sel, words=(11, 12))
+        got.append(("client", r.words, r2.words))
+
+    srv = task.new_thread(server, name="srv", priority=20)
+    task.new_thread(client, task.add_cap(srv), name="cli", priority=10)
+    k.run()
+    assert got == [("server", (5, 6), (11, 12)), ("client", (7, 8), (9, 10))]

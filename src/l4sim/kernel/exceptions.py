@@ -20,9 +20,9 @@ import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .abi import NEVER, IpcError, IpcOp, Label
+from .abi import NEVER, IpcError, Label
 from .errors import KernelInvariantError
-from .ipc import ipc
+from .ipc import OP_CALL, ipc
 from .lifecycle import kill as kill_thread
 from .result import IpcResult
 from .states import DEAD, RECEIVE_WAIT
@@ -54,7 +54,7 @@ async def exception_ipc(k: Kernel, th: Thread, trap: int, code: int, ip: int,
     mr[1] = code
     mr[2] = ip
     k.record(th, "exception", f"trap {trap} code {code:#x} at {where} -> {handler.name}")
-    r = await ipc(k, th, IpcOp.CALL, 0, EXCEPTION_TAG, NEVER, NEVER, dest=handler)
+    r = await ipc(k, th, OP_CALL, 0, EXCEPTION_TAG, NEVER, NEVER, dest=handler)
     if r.error:
         if not kill:
             return None

@@ -35,7 +35,6 @@ from .abi import (
     ZERO,
     Fpage,
     IpcError,
-    IpcOp,
     MapItem,
     MsgTag,
     StringItem,
@@ -43,7 +42,7 @@ from .abi import (
 )
 from .diagnose import native_coroutine, register_operation, word_error
 from .flexpage import transfer_items
-from .ipc import _result_of_wait, ipc, tag_fits
+from .ipc import OP_CALL, OP_REPLY_AND_WAIT, _result_of_wait, ipc, tag_fits
 from .longipc import string_items
 from .objects import IpcGate, Thread
 from .result import IpcResult, LongIpcResult, new_result
@@ -123,7 +122,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     if r is not None:
                         return r
             return cast(IpcResult, (yield from ipc(
-                t._k, t._th, IpcOp.CALL, dest, tagraw, send_timeout, receive_timeout,
+                t._k, t._th, OP_CALL, dest, tagraw, send_timeout, receive_timeout,
                 pf_to=pagefault_timeout)))
         th = t._th
         if words:
@@ -151,7 +150,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
             tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
                                      pagefault_timeout, tag, window, buffers)
             return cast(IpcResult, (yield from ipc(
-                t._k, t._th, IpcOp.CALL, dest, tagraw, send_timeout, receive_timeout,
+                t._k, t._th, OP_CALL, dest, tagraw, send_timeout, receive_timeout,
                 pf_to=pagefault_timeout)))
         th = t._th
         msgtag = tag.raw
@@ -249,7 +248,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     k = t._k
                     # An error, the end of the timeslice or an event due: the general exit.
                     return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
-    return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.CALL, dest, msgtag, send_timeout,
+    return cast(IpcResult, (yield from ipc(t._k, th, OP_CALL, dest, msgtag, send_timeout,
                                            receive_timeout)))
 
 
@@ -277,7 +276,7 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 if r is not None:
                     return r
             return cast(IpcResult, (yield from ipc(
-                t._k, t._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
+                t._k, t._th, OP_REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
                 pf_to=pagefault_timeout)))
         th = t._th
         if words:
@@ -303,7 +302,7 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
                                                pagefault_timeout, tag, window, buffers)
             return cast(IpcResult, (yield from ipc(
-                t._k, t._th, IpcOp.REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
+                t._k, t._th, OP_REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
                 pf_to=pagefault_timeout)))
         th = t._th
         msgtag = tag.raw
@@ -387,7 +386,7 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 return r
             k = t._k
             return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
-    return cast(IpcResult, (yield from ipc(t._k, th, IpcOp.REPLY_AND_WAIT, 0, msgtag, ZERO,
+    return cast(IpcResult, (yield from ipc(t._k, th, OP_REPLY_AND_WAIT, 0, msgtag, ZERO,
                                            receive_timeout)))
 
 

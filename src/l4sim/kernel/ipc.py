@@ -63,9 +63,12 @@ SEMAPFAILED = IpcError.SEMAPFAILED
 
 _R = 4  # CapRights.R: needed to invoke an object
 
-# IpcOp bits as plain ints: IntFlag arithmetic runs Python code on every test.
+# IpcOp bits as plain ints, as `ipc` takes its operation: IntFlag arithmetic runs Python
+# code on every test.
 _SEND, _RECEIVE, _OPEN_WAIT, _REPLY = (int(IpcOp.SEND), int(IpcOp.RECEIVE),
                                        int(IpcOp.OPEN_WAIT), int(IpcOp.REPLY))
+OP_SEND, OP_RECEIVE, OP_WAIT, OP_CALL = _SEND, _RECEIVE, int(IpcOp.WAIT), int(IpcOp.CALL)
+OP_REPLY, OP_REPLY_AND_WAIT = _SEND | _REPLY, int(IpcOp.REPLY_AND_WAIT)
 
 EMPTY_OK = IpcResult(OK)
 _SEND_BLOCKED = SEND_WAIT | DRQ_WAIT  # states of a sender blocked in its send phase
@@ -205,14 +208,17 @@ def first_accepted(th: Thread, src: Thread | Irq | None) -> Thread | Irq | None:
 def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         snd_to: Timeout = NEVER, rcv_to: Timeout = NEVER,
         unmask: Irq | None = None, dest: Thread | None = None,
-        dest_label: int | None = None, pf_to: Timeout = NEVER) -> IpcTrap:
+        dest_label: int | None = None, pf_to: Timeout = NEVER,
+        pair: tuple[int, int] | None = None) -> IpcTrap:
     """The general IPC operation, the lecture's way: the kernel entry, the send phase (if
     op has SEND), then, if it succeeded, the receive phase (if op has RECEIVE; open if
-    OPEN_WAIT, else closed on `sel`). With `unmask`, that IRQ is unmasked first, in the
-    same kernel entry (Fiasco's irq receive / irq wait). With `dest`, the kernel sends
-    to that thread on the caller's behalf, without a capability (exception and
-    page-fault IPC), seen with `dest_label` (default: the caller's tid). `pf_to` is how
-    long a long IPC may wait for page faults in the partner's space.
+    OPEN_WAIT, else closed on `sel`); `op` is a plain int of IpcOp bits (`OP_CALL`, ...).
+    With `unmask`, that IRQ is unmasked first, in the same kernel entry (Fiasco's irq
+    receive / irq wait). With `dest`, the kernel sends to that thread on the caller's
+    behalf, without a capability (exception and page-fault IPC), seen with `dest_label`
+    (default: the caller's tid). `pf_to` is how long a long IPC may wait for page faults
+    in the partner's space. `pair`: the message is two words, loaded from this tuple,
+    which is then the receiver's snapshot of them (none is copied).
 
     One generator frame that yields to the CPU loop itself (the switch of `trap.py`,
     inlined), with the common cases written out and the rare ones in helpers: every
@@ -222,8 +228,6 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     if pf_to is not NEVER:
         res = yield from _ipc_with_pf_timeout(k, th, op, sel, tag, snd_to, rcv_to, pf_to)
         return res
-    if type(op) is not int:
-        op = int(op)  # (IpcOp: IntFlag arithmetic runs Python code on every test)
     cpu = th.cpu
     if th.state & DEAD or cpu.preempts or k.entry_limit < INFINITY:
         yield from cpu.enter(th)  # (else `Cpu.enter_now`, inlined)
@@ -312,17 +316,22 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
                     # `_deliver` and `_wake_receiver` for words only, inlined when neither
                     # checking nor tracing (a checked run calls them: the tests compare).
                     n = tag & 0x3F
-                    if n:
+                    if pair is not None:
+                        dm = dst.mr
+                        dm[0], dm[1] = pair
+                        dst.in_words = pair
+                        costs = cpu.ipc_costs
+                        cpu.now += costs[2] - costs[0]
+                    elif n:
                         w = th.mr[:n]
                         dst.mr[:n] = w
                         dst.in_words = w
+                        costs = cpu.ipc_costs  # (the copy, on our CPU: the receiver's too)
+                        cpu.now += costs[n] - costs[0]
                     else:
                         dst.in_words = None
                     dst.in_tag = tag
                     dst.in_label = label
-                    c = k.executing or cpu  # the CPU that copies
-                    costs = c.ipc_costs
-                    c.now += costs[n] - costs[0]
                     dst.wake_error = err = OK
                     if call:
                         if dst.reply_caller is None:
@@ -331,7 +340,7 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
                             set_reply_cap(k, dst, th)
                     if dst.timer is not None:
                         cancel_timer(dst)
-                    if dst.partner is th and k.waiters:
+                    if k.waiters and dst.partner is th:
                         forget_waiter(k, th, dst)
                     if th.reply_caller is dst:
                         th.reply_caller = None
@@ -450,8 +459,8 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
 if TYPE_CHECKING:
     def ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int, snd_to: Timeout = NEVER,
             rcv_to: Timeout = NEVER, unmask: Irq | None = None, dest: Thread | None = None,
-            dest_label: int | None = None, pf_to: Timeout = NEVER
-            ) -> Coroutine[Any, Any, IpcResult]: ...
+            dest_label: int | None = None, pf_to: Timeout = NEVER,
+            pair: tuple[int, int] | None = None) -> Coroutine[Any, Any, IpcResult]: ...
 else:
     # A generator flagged as a native coroutine (as the fast path's entries are): awaited
     # like any `async def`, and one dropped without `await` is reported as such.

@@ -688,7 +688,10 @@ class Kernel:
                 cpu.now += same_space if th.task is last.task else other_space
                 self.record(th, "switch", f"from {last.name}")
         first = th
-        while th is not None:
+        if th is None:
+            return None
+        quick = plain and not check  # (the common case's test, made once)
+        while True:
             cpu.current = th
             cpu.slice_end = cpu.now + th.slice_left
             try:
@@ -709,9 +712,9 @@ class Kernel:
                 nxt = None
             now = cpu.now
             th.slice_left = cpu.slice_end - now
-            if (nxt is not None and plain and now < cpu.next_event
-                    and (not check or (nxt is self.checked_switch and not self.touched
-                                       and not self.check_all and not self.touched_tasks))):
+            if (nxt is not None and now < cpu.next_event
+                    and (quick or (plain and nxt is self.checked_switch and not self.touched
+                                   and not self.check_all and not self.touched_tasks))):
                 # The decision of the common case, inlined: nothing is due, so the
                 # partner of the rendezvous runs next (the IPC path checked priorities;
                 # checked, the IPC path checked this switch and nothing changed since).

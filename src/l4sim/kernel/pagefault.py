@@ -16,10 +16,10 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from .abi import NEVER, IpcOp, Label
+from .abi import NEVER, Label
 from .boot import boot_servers
 from .fastpath import call_to
-from .ipc import ipc
+from .ipc import OP_CALL, ipc
 from .lifecycle import kill
 from .memory import USER_SPACE_BITS, W
 from .pagershortcut import serve_fault
@@ -122,7 +122,7 @@ async def page_fault(k: Kernel, th: Thread, addr: int, write: bool, present: boo
     label = th.task.id if th.pager_default else th.tid
     r = await call_to(k, th, pager, label, PF_TAG) if th.user.fast else None
     if r is None:  # not the fast path: the general one
-        r = await ipc(k, th, IpcOp.CALL, 0, PF_TAG, NEVER, NEVER, dest=pager, dest_label=label)
+        r = await ipc(k, th, OP_CALL, 0, PF_TAG, NEVER, NEVER, dest=pager, dest_label=label)
     mr[0], mr[1], utcb.bdr, br[0], br[1] = saved
     if r.error:
         raise kill(k, th, f"{_what(k, addr, write, ip)}: the page-fault IPC to {pager.name} "

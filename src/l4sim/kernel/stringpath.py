@@ -18,8 +18,8 @@ import types
 from collections.abc import Generator
 from typing import TYPE_CHECKING, cast
 
-from .abi import BR_COUNT, NEVER, WORD_MASK, IpcError, IpcOp, StringItem
-from .ipc import _result_of_wait, ipc, resolve_send
+from .abi import BR_COUNT, NEVER, WORD_MASK, IpcError, StringItem
+from .ipc import OP_CALL, _result_of_wait, ipc, resolve_send
 from .longipc import BUFFER_BDR_SHIFT, STRING
 from .memory import USER_SPACE_BITS
 from .objects import Thread
@@ -134,4 +134,4 @@ def call_string(t: UserContext, dest: int, item: StringItem) -> Trap:
                             return cast(IpcResult, (yield from cpu.leave(th, r)))
                         return r
     tagraw = t._prepare_call(dest, (), 0, (item,), NEVER, NEVER, NEVER, None)
-    return cast(IpcResult, (yield from ipc(k, th, IpcOp.CALL, dest, tagraw, NEVER, NEVER)))
+    return cast(IpcResult, (yield from ipc(k, th, OP_CALL, dest, tagraw, NEVER, NEVER)))

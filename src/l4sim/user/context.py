@@ -396,7 +396,7 @@ class UserContext:
         _check_timeout("send_timeout", send_timeout)
         _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
-        return _ipc.ipc(self._k, self._th, IpcOp.SEND, dest, tagraw, send_timeout, NEVER,
+        return _ipc.ipc(self._k, self._th, _ipc.OP_SEND, dest, tagraw, send_timeout, NEVER,
                         pf_to=pagefault_timeout)
 
     def receive(self, source: int, receive_timeout: Timeout = NEVER,
@@ -408,7 +408,7 @@ class UserContext:
         _check_timeout("pagefault_timeout", pagefault_timeout)
         if window is not None or buffers is not None:
             self._set_receive(window, buffers)
-        return _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, source, 0, NEVER, receive_timeout,
+        return _ipc.ipc(self._k, self._th, _ipc.OP_RECEIVE, source, 0, NEVER, receive_timeout,
                         pf_to=pagefault_timeout)
 
     def wait(self, receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
@@ -418,7 +418,7 @@ class UserContext:
         _check_timeout("pagefault_timeout", pagefault_timeout)
         if window is not None or buffers is not None:
             self._set_receive(window, buffers)
-        return _ipc.ipc(self._k, self._th, IpcOp.WAIT, 0, 0, NEVER, receive_timeout,
+        return _ipc.ipc(self._k, self._th, _ipc.OP_WAIT, 0, 0, NEVER, receive_timeout,
                         pf_to=pagefault_timeout)
 
     reply_and_wait = fastpath.reply_and_wait  # the system-call entry with the fast path
@@ -441,14 +441,14 @@ class UserContext:
         """Reply to the last caller with a zero timeout, and go on."""
         _check_timeout("pagefault_timeout", pagefault_timeout)
         tagraw = self._load(words, label, items, tag)
-        return _ipc.ipc(self._k, self._th, IpcOp.SEND | IpcOp.REPLY, 0, tagraw, ZERO, NEVER,
+        return _ipc.ipc(self._k, self._th, _ipc.OP_REPLY, 0, tagraw, ZERO, NEVER,
                         pf_to=pagefault_timeout)
 
     def sleep(self, timeout: Timeout) -> Op:
         """A receive from nobody: returns RETIMEOUT when `timeout` expires (RECANCELED if
         cancelled). `Timeout.never()` sleeps until cancelled."""
         _check_timeout("timeout", timeout)
-        return _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, self._th.self_sel, 0, NEVER, timeout)
+        return _ipc.ipc(self._k, self._th, _ipc.OP_RECEIVE, self._th.self_sel, 0, NEVER, timeout)
 
     def ipc(self, dest: int, tag: MsgTag | int, flags: int, timeouts: int = 0) -> Op:
         """The raw system call, as Fiasco's `l4_ipc`: `flags` are IpcOp bits, `timeouts`
@@ -468,7 +468,7 @@ class UserContext:
         rcv_to = _raw_timeout(timeouts & 0xFFFF, br) if flags & IpcOp.RECEIVE else NEVER
         if raw >= 1 << 63:
             raw -= 1 << 64
-        return _ipc.ipc(self._k, self._th, flags, dest, raw, snd_to, rcv_to)
+        return _ipc.ipc(self._k, self._th, int(flags), dest, raw, snd_to, rcv_to)
 
     # --- other kernel operations --------------------------------------------------------
 
@@ -587,8 +587,8 @@ class UserContext:
         _check_timeout("receive_timeout", receive_timeout)
         irq = _ipc.resolve_irq(self._th, irq_sel)
         if irq is None:  # a receive from selector 0 (always empty) enters and fails alike
-            return await _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, 0, 0, NEVER, ZERO)
-        return await _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, irq_sel, 0, NEVER,
+            return await _ipc.ipc(self._k, self._th, _ipc.OP_RECEIVE, 0, 0, NEVER, ZERO)
+        return await _ipc.ipc(self._k, self._th, _ipc.OP_RECEIVE, irq_sel, 0, NEVER,
                               receive_timeout, unmask=irq)
 
     async def irq_wait(self, irq_sel: int, receive_timeout: Timeout = NEVER) -> IpcResult:
@@ -597,8 +597,8 @@ class UserContext:
         _check_timeout("receive_timeout", receive_timeout)
         irq = _ipc.resolve_irq(self._th, irq_sel)
         if irq is None:  # a receive from selector 0 (always empty) enters and fails alike
-            return await _ipc.ipc(self._k, self._th, IpcOp.RECEIVE, 0, 0, NEVER, ZERO)
-        return await _ipc.ipc(self._k, self._th, IpcOp.WAIT, 0, 0, NEVER, receive_timeout,
+            return await _ipc.ipc(self._k, self._th, _ipc.OP_RECEIVE, 0, 0, NEVER, ZERO)
+        return await _ipc.ipc(self._k, self._th, _ipc.OP_WAIT, 0, 0, NEVER, receive_timeout,
                               unmask=irq)
 
     def __repr__(self) -> str:
@@ -631,11 +631,13 @@ def _general_call(t: UserContext, dest: int, words: Sequence[int] = (), label: i
             mr[0] = old
             raise word_error(words, exc) from None
         tagraw = 2
+        pair = words if type(words) is tuple else None  # (a tuple: the snapshot itself)
     else:
         tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
                                  pagefault_timeout, tag, window, buffers)
-    return _ipc.ipc(t._k, t._th, _CALL, dest, tagraw, send_timeout, receive_timeout,
-                    None, None, None, pagefault_timeout)
+        pair = None
+    return _ipc.ipc(t._k, t._th, _ipc.OP_CALL, dest, tagraw, send_timeout, receive_timeout,
+                    None, None, None, pagefault_timeout, pair)
 
 
 def _general_reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
@@ -657,14 +659,13 @@ def _general_reply_and_wait(t: UserContext, words: Sequence[int] = (), label: in
             mr[0] = old
             raise word_error(words, exc) from None
         tagraw = 2
+        pair = words if type(words) is tuple else None  # (a tuple: the snapshot itself)
     else:
         tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
                                            pagefault_timeout, tag, window, buffers)
-    return _ipc.ipc(t._k, t._th, _REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
-                    None, None, None, pagefault_timeout)
-
-
-_CALL, _REPLY_AND_WAIT = int(IpcOp.CALL), int(IpcOp.REPLY_AND_WAIT)
+        pair = None
+    return _ipc.ipc(t._k, t._th, _ipc.OP_REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
+                    None, None, None, pagefault_timeout, pair)
 
 
 class GeneralUserContext(UserContext):
