@@ -6,6 +6,7 @@ timing belongs in the benchmarks, never in tests.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from typing import Any
@@ -15,6 +16,8 @@ from click.testing import CliRunner
 
 from l4sim.bench import CASES, run_floor
 from l4sim.bench.cli import bench
+from l4sim.bench.floor import ShapeContext, run_shaped_floor
+from l4sim.user import UserContext
 
 ROW_KEYS = {"case", "ns_per_rt", "rt_per_s", "ratio_to_floor", "sim_cycles_per_rt"}
 SCALE_KEYS = {"threads", "ns_per_rt", "two_thread_ns_per_rt", "ratio_to_two_threads",
@@ -105,6 +108,10 @@ def test_pingpong_figures_are_positive_and_consistent(pingpong: Any) -> None:
         assert ns > 0
         assert math.isclose(r["rt_per_s"], 1e9 / ns, rel_tol=1e-9)
         assert math.isclose(r["ratio_to_floor"], ns / floor, rel_tol=1e-9)
+        assert math.isclose(r["ratio_to_warm_floor"], ns / pingpong["floor_warm_ns_per_rt"],
+                            rel_tol=1e-9)
+        assert math.isclose(r["ratio_to_shaped_floor"],
+                            ns / pingpong["shaped_floor_ns_per_rt"], rel_tol=1e-9)
         assert r["ns_min"] <= ns <= r["ns_max"]
 
 
@@ -139,6 +146,16 @@ def test_pingpong_quick_uses_a_tenth() -> None:
 
 def test_floor_runs_round_trips() -> None:
     assert run_floor(100) > 0
+
+
+def test_the_shaped_floor_is_entered_as_l4sims_system_calls_are() -> None:
+    """Its round trips deliver (it raises on a lost message), and its `call`, `wait` and
+    `reply_and_wait` take the parameters of l4sim's, in the same order."""
+    assert run_shaped_floor(100) > 0
+    for name in ("call", "wait", "reply_and_wait"):
+        ours = list(inspect.signature(getattr(UserContext, name)).parameters)[1:]
+        shaped = list(inspect.signature(getattr(ShapeContext, name)).parameters)[1:]
+        assert shaped == ours, name
 
 
 @pytest.mark.parametrize("kind", ["mixed", "send", "wait"])

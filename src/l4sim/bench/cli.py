@@ -68,7 +68,12 @@ def pingpong(as_json: bool, n: int | None, quick: bool, repeats: int,
     strategy and 1 MiB through the window (with GB/s of wall-clock copy throughput).
     Timing covers Kernel.run() only (for strings, the round trips: not the paging-in
     before them); one warm-up run, then the median of the timed runs, all in this
-    process. String cases run a tenth (4 KiB) or a thousandth (1 MiB) of n round trips."""
+    process. String cases run a tenth (4 KiB) or a thousandth (1 MiB) of n round trips.
+
+    Each case is shown as a multiple of the floor (x floor, and x warm once CPython has
+    specialized it) and of the floor entered as l4sim's system calls are, a method with
+    l4sim's keywords and a result object per IPC but no kernel work (x shaped): what
+    l4sim adds above the price of its API's shape."""
     if plot_file is not None and importlib.util.find_spec("matplotlib") is None:
         raise click.ClickException(MATPLOTLIB_MISSING)  # before the long measurement
     if n is None:
@@ -111,14 +116,19 @@ def pingpong(as_json: bool, n: int | None, quick: bool, repeats: int,
                   caption=f"floor (coroutine trampoline, trivial rendezvous): "
                           f"{result['floor_ns_per_rt']:,.0f} ns per round trip as "
                           f"pingpong_peers.py measures it; {result['floor_warm_ns_per_rt']:,.0f} "
-                          f"ns once CPython has specialized its loop (x warm)")
+                          f"ns once CPython has specialized its loop (x warm); "
+                          f"{result['shaped_floor_ns_per_rt']:,.0f} ns entered as l4sim's "
+                          f"system calls are, with a result object per IPC and no kernel "
+                          f"work (x shaped)")
     table.add_column("case", no_wrap=True)
-    for header in ("ns/rt", "min..max", "rt/s", "x floor", "x warm", "cycles/rt", "GB/s"):
+    for header in ("ns/rt", "min..max", "rt/s", "x floor", "x warm", "x shaped", "cycles/rt",
+                   "GB/s"):
         table.add_column(header, justify="right", no_wrap=True)
     for r in result["speed_rows"]:
         table.add_row(r["case"], f"{r['ns_per_rt']:,.0f}", f"{r['ns_min']:,.0f}..{r['ns_max']:,.0f}",
                       f"{r['rt_per_s']:,.0f}", f"{r['ratio_to_floor']:.2f}",
-                      f"{r['ratio_to_warm_floor']:.2f}", f"{r['sim_cycles_per_rt']:,.0f}",
+                      f"{r['ratio_to_warm_floor']:.2f}", f"{r['ratio_to_shaped_floor']:.2f}",
+                      f"{r['sim_cycles_per_rt']:,.0f}",
                       f"{r['gb_per_s']:.2f}" if "gb_per_s" in r else "")
     console.print(table)
     if plot_file is not None:

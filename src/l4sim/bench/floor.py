@@ -5,6 +5,11 @@ is built (a thread is a coroutine chain; one trap yields a request to the CPU lo
 rendezvous the loop switches straight to the partner) but with no capabilities, no
 state machine, no MRs, no cost model. Whatever l4sim spends above this is the price of
 its IPC semantics, not of the thread-as-coroutine design.
+
+The shaped floor (`run_shaped_floor`) is the same kernel entered as l4sim's threads
+enter theirs: `await t.call(dest, words=...)` with l4sim's keyword parameters, and an
+`IpcResult` back from every IPC. It splits what l4sim spends above the floor into the
+price of the API's shape and the work of its IPC.
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ import gc
 import statistics
 import types
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from time import perf_counter
 from typing import Any
 
-CALL, REPLY_WAIT, WAIT = 0, 1, 2
+from ..kernel.abi import NEVER, IpcError, MsgTag, Timeout
+from ..kernel.result import IpcResult, new_result
 
-Request = tuple[int, "FloorThread | None", int]
+CALL, REPLY_WAIT, WAIT = 0, 1, 2
+OK = IpcError.OK
+
+Request = tuple[int, "FloorThread | None", Any]  # (op, destination, message)
 
 
 @types.coroutine
@@ -101,6 +110,96 @@ def run_floor(n: int) -> float:
     server.coro.close()
     if client.result != n - 1:
         raise AssertionError(f"floor kernel lost a message: {client.result} != {n - 1}")
+    return dt
+
+
+# --- the floor with l4sim's system-call shape -----------------------------------------
+# The same loop and rendezvous, but the threads enter it as l4sim's users do: `await
+# t.call(dest, words=...)`, a method with l4sim's keyword parameters, and each IPC
+# returns an `IpcResult` (built as l4sim's fast path builds it). No capability, state,
+# MR, cost or timeslice: what remains above the floor is the price of the API's shape,
+# which no kernel behind that API can go below; a case's distance from it is the work
+# of l4sim's IPC itself.
+
+
+class ShapeContext:
+    """A thread's `t` on the shaped floor: its capabilities (selector -> thread) and the
+    caller its next reply goes to."""
+
+    __slots__ = ("caller", "caps")
+
+    def __init__(self) -> None:
+        self.caps: list[FloorThread | None] = [None, None]
+        self.caller: FloorThread | None = None
+
+    @types.coroutine
+    def call(self, dest: int, words: Sequence[int] = (), label: int = 0,
+             items: Sequence[object] = (), send_timeout: Timeout = NEVER,
+             receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
+             tag: MsgTag | None = None, window: object = None, buffers: object = None
+             ) -> Generator[Request, Any, IpcResult]:
+        reply = yield (CALL, self.caps[dest], words)
+        r: IpcResult = new_result(IpcResult)  # (built as the fast path builds its results)
+        r.error = OK
+        r.label = 0
+        r._tag = len(reply)
+        r._words = reply
+        return r
+
+    @types.coroutine
+    def wait(self, receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
+             window: object = None, buffers: object = None
+             ) -> Generator[Request, Any, IpcResult]:
+        self.caller, msg = yield (WAIT, None, ())
+        r: IpcResult = new_result(IpcResult)
+        r.error = OK
+        r.label = 0
+        r._tag = len(msg)
+        r._words = msg
+        return r
+
+    @types.coroutine
+    def reply_and_wait(self, words: Sequence[int] = (), label: int = 0,
+                       items: Sequence[object] = (), receive_timeout: Timeout = NEVER,
+                       pagefault_timeout: Timeout = NEVER, tag: MsgTag | None = None,
+                       window: object = None, buffers: object = None
+                       ) -> Generator[Request, Any, IpcResult]:
+        self.caller, msg = yield (REPLY_WAIT, self.caller, words)
+        r: IpcResult = new_result(IpcResult)
+        r.error = OK
+        r.label = 0
+        r._tag = len(msg)
+        r._words = msg
+        return r
+
+
+def run_shaped_floor(n: int) -> float:
+    """Run `n` round trips on the floor kernel entered with l4sim's system-call shape, as
+    `l4sim bench pingpong`'s register case does (a call with two words, an echo server
+    in `reply_and_wait`); wall-clock seconds of the loop."""
+    words = (1, 2)
+
+    async def client_body(t: ShapeContext) -> IpcResult | None:
+        r = None
+        for _ in range(n):
+            r = await t.call(1, words=words)
+        return r
+
+    async def server_body(t: ShapeContext) -> None:
+        await t.wait()
+        while True:
+            await t.reply_and_wait(words=words)
+
+    client_t, server_t = ShapeContext(), ShapeContext()
+    server = FloorThread(server_body(server_t))
+    client = FloorThread(client_body(client_t))
+    client_t.caps[1] = server
+    t0 = perf_counter()
+    run_kernel([server, client])
+    dt = perf_counter() - t0
+    server.coro.close()
+    if not (isinstance(client.result, IpcResult) and client.result.words == words):
+        raise AssertionError(f"shaped floor lost a message: {client.result!r}")
     return dt
 
 

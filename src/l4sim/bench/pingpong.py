@@ -1,11 +1,13 @@
 """The emulator's own speed: wall-clock ns per call/reply round trip on l4sim.
 
 Each case runs a client that calls a server `n` times and an echo server in
-`reply_and_wait`, on a `Kernel(check=False, trace=False)`, through the public API only
-. The timed region is `Kernel.run()`; building the system is outside it. As in the
+`reply_and_wait`, on a `Kernel(check=False, trace=False)`, through the public API only.
+The timed region is `Kernel.run()`; building the system is outside it. As in the
 peers benchmark: one warm-up run at n/10, then the median of `repeats` runs, garbage
 collected before each. The floor (`floor.py`) is measured in the same process run, and
-each case is reported as a multiple of it.
+each case is reported as a multiple of it: of the floor as the peers benchmark measures
+it, of the same floor once CPython has specialized it (warm), and of the floor entered
+with l4sim's system-call shape (shaped: the API's own price, with no kernel work).
 
 Before the speed rows come the cost model's rows (`model.py`): the lecture's six
 configurations simulated beside the lecture's figures, then the model's predictions.
@@ -24,7 +26,7 @@ from typing import Any
 from ..kernel import IpcError, Kernel, MsgTag, StringItem, Thread, Timeout
 from ..kernel.costs import CostProfile
 from ..user import UserContext
-from .floor import floor_ns_per_rt, measure, run_floor, warm_up
+from .floor import floor_ns_per_rt, measure, run_floor, run_shaped_floor, warm_up
 
 Progress = Callable[[str], None]
 
@@ -225,11 +227,12 @@ def run_pingpong(n: int, repeats: int = 5, progress: Progress | None = None,
     case with `n` round trips per timed run.
 
     Returns {"rows", "model_rows", "speed_rows", "floor_ns_per_rt", "floor_warm_ns_per_rt",
-    "n", "repeats", "python"}. `model_rows` are `model.run_model(profiles)` (section
-    "lecture" with lecture_cycles_per_rt, lecture_ns_per_rt, rel_diff; then section
-    "prediction"); `speed_rows` (section "emulator") are {case, ns_per_rt, rt_per_s,
-    ratio_to_floor, ratio_to_warm_floor, sim_cycles_per_rt, ns_min, ns_max}; `rows` is
-    both lists in that order. Every row has `case`, `section` and `sim_cycles_per_rt`."""
+    "shaped_floor_ns_per_rt", "n", "repeats", "python"}. `model_rows` are
+    `model.run_model(profiles)` (section "lecture" with lecture_cycles_per_rt,
+    lecture_ns_per_rt, rel_diff; then section "prediction"); `speed_rows` (section
+    "emulator") are {case, ns_per_rt, rt_per_s, ratio_to_floor, ratio_to_warm_floor,
+    ratio_to_shaped_floor, sim_cycles_per_rt, ns_min, ns_max}; `rows` is both lists in
+    that order. Every row has `case`, `section` and `sim_cycles_per_rt`."""
     from .model import run_model  # model.py builds on this module's ping-pong pair
 
     if n < 1 or repeats < 1:
@@ -243,6 +246,9 @@ def run_pingpong(n: int, repeats: int = 5, progress: Progress | None = None,
     floor_ns = floor_ns_per_rt(n, repeats)
     warm_up(run_floor)
     floor_warm_ns = floor_ns_per_rt(n, repeats)  # the same, specialized: the true floor
+    say(f"the floor with l4sim's system-call shape (n={n})")
+    warm_up(run_shaped_floor)
+    shaped_ns = statistics.median(measure(run_shaped_floor, n, repeats))
     warm_up(lambda m: run_case(CASES[0], m)[0])  # l4sim's loop gets the same chance
     rows = []
     for case in CASES:
@@ -261,6 +267,7 @@ def run_pingpong(n: int, repeats: int = 5, progress: Progress | None = None,
             raise RuntimeError(f"{case.name}: simulated cycles differ between runs: {sim}")
         rows.append(row(case.name, statistics.median(samples), floor_ns, sim[0] / m_n, samples))
         rows[-1]["ratio_to_warm_floor"] = rows[-1]["ns_per_rt"] / floor_warm_ns
+        rows[-1]["ratio_to_shaped_floor"] = rows[-1]["ns_per_rt"] / shaped_ns
         if case.string:
             rows[-1]["string_bytes"] = case.string
             rows[-1]["copy"] = case.copy
@@ -271,6 +278,7 @@ def run_pingpong(n: int, repeats: int = 5, progress: Progress | None = None,
         "speed_rows": rows,
         "floor_ns_per_rt": floor_ns,
         "floor_warm_ns_per_rt": floor_warm_ns,
+        "shaped_floor_ns_per_rt": shaped_ns,
         "n": n,
         "repeats": repeats,
         "python": sys.version.split()[0],
