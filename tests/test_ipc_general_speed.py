@@ -282,3 +282,33 @@ def test_two_words_arrive_as_a_snapshot_on_the_general_path(as_tuple: bool) -> N
     task.new_thread(client, task.add_cap(srv), name="cli", priority=10)
     k.run()
     assert got == [("server", (5, 6), (11, 12)), ("client", (7, 8), (9, 10))]
+
+
+@pytest.mark.parametrize("as_tuple", [True, False])
+def test_mrs_written_between_the_call_and_its_await_do_not_change_the_message(
+        as_tuple: bool) -> None:
+    """Two words are loaded when the IPC runs, as the fast path loads them: what a thread
+    writes into its MRs between making the call and awaiting it is overwritten, on every
+    path alike (fast path, general path unchecked and checked)."""
+    outcomes = []
+    for kw in (dict(), dict(fastpath=False), dict(check=True)):
+        k = Kernel(**kw)
+        task = k.new_task("t")
+        got: list[Any] = []
+
+        async def server(t: Any, got: list[Any]) -> None:
+            r = await t.wait()
+            got.append(r.words)
+            await t.reply_and_wait(words=(0, 0))
+
+        async def client(t: Any, sel: int, got: list[Any]) -> None:
+            op = t.call(sel, words=(5, 6) if as_tuple else [5, 6])
+            t.utcb.mr[0] = 99
+            await op
+            got.append(tuple(t.utcb.mr[:2]))  # (the reply's words, loaded into its MRs)
+
+        srv = task.new_thread(server, got, name="srv", priority=20)
+        task.new_thread(client, task.add_cap(srv), got, name="cli", priority=10)
+        k.run()
+        outcomes.append(got)
+    assert outcomes == [[(5, 6), (0, 0)]] * 3

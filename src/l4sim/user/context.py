@@ -631,7 +631,9 @@ def _general_call(t: UserContext, dest: int, words: Sequence[int] = (), label: i
             mr[0] = old
             raise word_error(words, exc) from None
         tagraw = 2
-        pair = words if type(words) is tuple else None  # (a tuple: the snapshot itself)
+        # Loaded again when the IPC runs (as on the fast path), then the receiver's
+        # snapshot of the words: none is copied.
+        pair = words if type(words) is tuple else tuple(words)
     else:
         tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
                                  pagefault_timeout, tag, window, buffers)
@@ -659,7 +661,9 @@ def _general_reply_and_wait(t: UserContext, words: Sequence[int] = (), label: in
             mr[0] = old
             raise word_error(words, exc) from None
         tagraw = 2
-        pair = words if type(words) is tuple else None  # (a tuple: the snapshot itself)
+        # Loaded again when the IPC runs (as on the fast path), then the receiver's
+        # snapshot of the words: none is copied.
+        pair = words if type(words) is tuple else tuple(words)
     else:
         tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
                                            pagefault_timeout, tag, window, buffers)
