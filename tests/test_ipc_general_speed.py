@@ -153,8 +153,9 @@ def test_programs_agree_checked_and_unchecked(prog: Program) -> None:
 @pytest.mark.parametrize("op", ["call", "reply_and_wait", "send"])
 @pytest.mark.parametrize("words", [(1, 1 << 64), [1, -1], (1, "x"), [1.5, 2], (1 << 70, 2)])
 def test_two_bad_words_fail_as_any_bad_message(words: Any, op: str) -> None:
-    """A two-word message on the general path is loaded without an array: all or
-    nothing, with the error a longer message gets for the same word."""
+    """A two-word message on the general path is loaded without an array (`call` and
+    `reply_and_wait`: when the IPC runs): all or nothing, with the error a longer message
+    gets for the same word, raised where the operation is awaited."""
     errors = []
     for msg in (words, (*words, 0)):  # two words, and three (the array-building load)
         k = Kernel(fastpath=False)
@@ -235,7 +236,7 @@ def test_the_general_operation_is_one_frame_that_reports_a_forgotten_await() -> 
 def test_the_general_entries_hand_back_the_ipc_itself(op: str) -> None:
     """Without the fast path, `call` and `reply_and_wait` are the general IPC's own
     coroutine (no level of their own), and one never awaited is named as the user's
-    operation."""
+    operation; its two words were never loaded, as on the fast path."""
     k = Kernel(fastpath=False)
     task = k.new_task("t")
     seen: list[object] = []
@@ -243,13 +244,13 @@ def test_the_general_entries_hand_back_the_ipc_itself(op: str) -> None:
     async def body(t: Any) -> None:
         coro = t.call(t.self_sel, words=(1, 2)) if op == "call" else t.reply_and_wait(words=(1, 2))
         seen.append(coro.cr_code)
-        seen.append(list(t.utcb.mr[:2]))  # the words are loaded when called, as `send` does
+        seen.append(list(t.utcb.mr[:2]))  # two words are loaded when the IPC runs
         del coro  # never awaited
 
     task.new_thread(body, name="a")
     with pytest.warns(RuntimeWarning, match=op):
         k.run()
-    assert seen == [ipc_module._ipc.__code__, [1, 2]]
+    assert seen == [ipc_module._ipc.__code__, [0, 0]]
     assert any(f"t.{op}(...) was never awaited" in w for w in k.warnings)
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import longipc
 from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
-from .diagnose import native_coroutine, register_operation
+from .diagnose import native_coroutine, register_operation, word_error
 from .irq import deliver_irq
 from .irq import unmask as unmask_irq
 from .objects import IpcGate, Irq, Thread
@@ -217,17 +217,23 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     receive / irq wait). With `dest`, the kernel sends to that thread on the caller's
     behalf, without a capability (exception and page-fault IPC), seen with `dest_label`
     (default: the caller's tid). `pf_to` is how long a long IPC may wait for page faults
-    in the partner's space. `pair`: the message is two words, loaded from this tuple as
-    the IPC starts; the tuple is then the receiver's snapshot of them (none is copied).
+    in the partner's space. `pair`: the message is these two words, loaded into the MRs
+    as the IPC starts (a word that does not fit raises there, the MRs untouched); the
+    tuple is then the receiver's snapshot of them (none is copied).
 
     One generator frame that yields to the CPU loop itself (the switch of `trap.py`,
     inlined), with the common cases written out and the rare ones in helpers: every
     coroutine level on this path costs each IPC twice, on the way down and back up."""
     res: IpcResult
     done: IpcResult | None
-    if pair is not None:  # loaded when the IPC runs, as on the fast path (the MRs may
-        mr = th.mr        # have been written since the entry loaded them)
-        mr[0], mr[1] = pair
+    if pair is not None:  # two words, loaded as the IPC runs (as on the fast path)
+        mr = th.mr
+        old = mr[0]
+        try:
+            mr[0], mr[1] = pair
+        except (OverflowError, TypeError) as exc:
+            mr[0] = old  # (all or nothing, as `_load` does)
+            raise word_error(pair, exc) from None
     if pf_to is not NEVER:
         res = yield from _ipc_with_pf_timeout(k, th, op, sel, tag, snd_to, rcv_to, pf_to)
         return res

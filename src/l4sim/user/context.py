@@ -613,26 +613,19 @@ def _general_call(t: UserContext, dest: int, words: Sequence[int] = (), label: i
                   receive_timeout: Timeout = NEVER, pagefault_timeout: Timeout = NEVER,
                   tag: MsgTag | None = None, window: Windows = None,
                   buffers: Buffers = None) -> Op:
-    """`call` on a kernel without the fast path: the arguments checked and loaded, as
-    `send` does, and the general IPC handed back to be awaited. (A plain function: a
-    coroutine of its own around the IPC would be one more level on every IPC.)"""
+    """`call` on a kernel without the fast path: the arguments checked and the message
+    loaded (two words when the IPC runs, as on the fast path; others now, as `send` does
+    it), and the general IPC handed back to be awaited. (A plain function: a coroutine
+    of its own around the IPC would be one more level on every IPC.)"""
     if (type(dest) is int and (send_timeout is NEVER or type(send_timeout) is Timeout)
             and (receive_timeout is NEVER or type(receive_timeout) is Timeout)
             and (pagefault_timeout is NEVER or type(pagefault_timeout) is Timeout)
             and tag is None and window is None and buffers is None and type(label) is int
             and not label and (items is _NO_ITEMS or (type(items) is tuple and not items))
             and (type(words) is tuple or type(words) is list) and len(words) == 2):
-        # The common message, two words and nothing else (as `_load` does it).
-        mr = t._th.mr
-        old = mr[0]
-        try:
-            mr[0], mr[1] = words
-        except (OverflowError, TypeError) as exc:
-            mr[0] = old
-            raise word_error(words, exc) from None
+        # The common message, two words and nothing else: loaded when the IPC runs, as
+        # the fast path loads them, and then the receiver's snapshot (none is copied).
         tagraw = 2
-        # Loaded again when the IPC runs (as on the fast path), then the receiver's
-        # snapshot of the words: none is copied.
         pair = words if type(words) is tuple else tuple(words)
     else:
         tagraw = t._prepare_call(dest, words, label, items, send_timeout, receive_timeout,
@@ -652,17 +645,9 @@ def _general_reply_and_wait(t: UserContext, words: Sequence[int] = (), label: in
             and tag is None and window is None and buffers is None and type(label) is int
             and not label and (items is _NO_ITEMS or (type(items) is tuple and not items))
             and (type(words) is tuple or type(words) is list) and len(words) == 2):
-        # The common message, two words and nothing else (as `_load` does it).
-        mr = t._th.mr
-        old = mr[0]
-        try:
-            mr[0], mr[1] = words
-        except (OverflowError, TypeError) as exc:
-            mr[0] = old
-            raise word_error(words, exc) from None
+        # The common message, two words and nothing else: loaded when the IPC runs, as
+        # the fast path loads them, and then the receiver's snapshot (none is copied).
         tagraw = 2
-        # Loaded again when the IPC runs (as on the fast path), then the receiver's
-        # snapshot of the words: none is copied.
         pair = words if type(words) is tuple else tuple(words)
     else:
         tagraw = t._prepare_reply_and_wait(words, label, items, receive_timeout,
