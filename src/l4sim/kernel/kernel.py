@@ -634,17 +634,27 @@ class Kernel:
     def _next_cpu(self) -> Cpu | None:
         """The CPU whose next step comes first (None: nothing can run). Steps go in the
         order of the CPUs' clocks; CPUs due at the same time are the chooser's choice."""
-        times = [(cpu.step_time(), cpu) for cpu in self.cpus]
-        when = min(t for t, _ in times)
-        if when >= INFINITY:
-            return None
         if self.chooser.preempts:
+            times = [(cpu.step_time(), cpu) for cpu in self.cpus]
+            when = min(t for t, _ in times)
+            if when >= INFINITY:
+                return None
             # The explorer may let any CPU whose clock is within a quantum of the earliest
             # step first: real CPUs' speeds vary that much. Option 0 is the earliest.
             near = sorted((t, c.index) for t, c in times if t < when + self.quantum)
             best = [self.cpus[i] for _, i in near]
         else:
-            best = [c for t, c in times if t == when]
+            when = INFINITY
+            best = []  # the CPUs whose step comes first, in CPU order
+            for cpu in self.cpus:
+                t = cpu.step_time()
+                if t < when:
+                    when = t
+                    best = [cpu]
+                elif t == when:
+                    best.append(cpu)
+            if when >= INFINITY:
+                return None
         return best[self.chooser.choose("c", len(best), best)] if len(best) > 1 else best[0]
 
     def _run_cpus(self, until: int | None) -> None:

@@ -161,8 +161,14 @@ class Cpu:
         """Is a timer or host event pending, other than the end of this run?"""
         if self.lazy:
             self.arm_lazy()
+        timers = self.timers
+        if not timers:
+            return False
+        e = timers[0]  # (nearly always live: cancelled entries leave the top when they come up)
+        if e[2] is not None or (e[3] is not None and e[3] is not STOP):
+            return True
         return any(e[2] is not None or (e[3] is not None and e[3] is not STOP)
-                   for e in self.timers)
+                   for e in timers)
 
     def process_events(self) -> None:
         """Fire every timer and host event due by now (the timer interrupt)."""
