@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import longipc
 from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
-from .diagnose import native_coroutine, register_operation, word_error
+from .diagnose import native_coroutine, register_operation
 from .irq import deliver_irq
 from .irq import unmask as unmask_irq
 from .objects import IpcGate, Irq, Thread
@@ -44,7 +44,7 @@ from .states import (
     SEND_WAIT,
     TIMEOUT,
 )
-from .transfer import _deliver, _end_receive_wait, _wake_receiver
+from .transfer import _deliver, _end_receive_wait, _wake_receiver, load_two_words
 from .waits import add_waiter, end_wait, forget_waiter, set_reply_cap
 
 if TYPE_CHECKING:
@@ -227,13 +227,7 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
     res: IpcResult
     done: IpcResult | None
     if pair is not None:  # two words, loaded as the IPC runs (as on the fast path)
-        mr = th.mr
-        old = mr[0]
-        try:
-            mr[0], mr[1] = pair
-        except (OverflowError, TypeError) as exc:
-            mr[0] = old  # (all or nothing, as `_load` does)
-            raise word_error(pair, exc) from None
+        load_two_words(th.mr, pair)
     if pf_to is not NEVER:
         res = yield from _ipc_with_pf_timeout(k, th, op, sel, tag, snd_to, rcv_to, pf_to)
         return res
@@ -325,20 +319,18 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
                     # `_deliver` and `_wake_receiver` for words only, inlined when neither
                     # checking nor tracing (a checked run calls them: the tests compare).
                     n = tag & 0x3F
-                    if pair is not None:
+                    if pair is not None:  # (the entry's tuple: it is the snapshot)
                         dm = dst.mr
                         dm[0], dm[1] = pair
                         dst.in_words = pair
-                        costs = cpu.ipc_costs
-                        cpu.now += costs[2] - costs[0]
                     elif n:
                         w = th.mr[:n]
                         dst.mr[:n] = w
                         dst.in_words = w
-                        costs = cpu.ipc_costs  # (the copy, on our CPU: the receiver's too)
-                        cpu.now += costs[n] - costs[0]
                     else:
                         dst.in_words = None
+                    costs = cpu.ipc_costs  # (the copy, on our CPU: the receiver's too)
+                    cpu.now += costs[n] - costs[0]
                     dst.in_tag = tag
                     dst.in_label = label
                     dst.wake_error = err = OK

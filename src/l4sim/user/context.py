@@ -40,6 +40,7 @@ from ..kernel.lifecycle import delete_object, wait_for_lock
 from ..kernel.objects import Irq, Thread, Utcb
 from ..kernel.result import IpcResult
 from ..kernel.states import DEAD
+from ..kernel.transfer import load_two_words
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
@@ -148,15 +149,7 @@ class UserContext:
         if (tag is None and type(label) is int and not label and type(items) is tuple
                 and not items and (type(words) is tuple or type(words) is list)
                 and len(words) == 2):
-            # Two words, the common message: no array built. All or nothing, as the
-            # general case (an array of the words first): a bad word leaves MR0 as it was.
-            mr = self._th.mr
-            old = mr[0]
-            try:
-                mr[0], mr[1] = words
-            except (OverflowError, TypeError) as exc:
-                mr[0] = old
-                raise word_error(words, exc) from None
+            load_two_words(self._th.mr, words)  # (the common message: no array built)
             return 2
         if tag is not None:
             if not isinstance(tag, MsgTag):
