@@ -277,6 +277,11 @@ class Kernel:
         several CPUs, the step boundaries where a computing CPU lets the others catch up."""
         return sum(c.entries for c in self.cpus)
 
+    def out_of_steps(self) -> bool:
+        """Has this run made every step `run(max_steps=)` allows? (The limit is read
+        first: `entries` sums every CPU's count.)"""
+        return self.entry_limit < INFINITY and self.entries >= self.entry_limit
+
     @property
     def now(self) -> int:
         """Simulated time in cycles (`k.cycles_to_us(k.now)` in µs): the latest CPU clock."""

@@ -202,8 +202,7 @@ class Cpu:
         if k.dead_timers > TIMER_SLACK:  # the live entries that fired may leave too few
             bound_dead_timers(k)
         self.next_event = heap[0][0] if heap else INFINITY
-        # (the limit first: `k.entries` sums every CPU's count)
-        if k.entry_limit < INFINITY and k.entries >= k.entry_limit and k.stop is None:
+        if k.stop is None and k.out_of_steps():
             k.stop = "steps"
 
     def _first_of_simultaneous(self, entry: list[Any]) -> list[Any]:
@@ -275,7 +274,7 @@ class Cpu:
             # preempted too when the thread touched shared memory since its last choice.
             k.chooser.accessed = False
             await self.shared_access_point(th, "before a system call")
-        while k.entry_limit < INFINITY and k.entries >= k.entry_limit:
+        while k.out_of_steps():
             if k.stop is None:
                 k.stop = "steps"
             self.enqueue_front(th)
@@ -327,7 +326,7 @@ class Cpu:
                 self.now += k.costs.timer_tick  # the tick that ends the timeslice
                 self.slice_end = self.now + k.timeslice
                 self.entries += 1  # the timer interrupt is a kernel entry: a step
-                if k.entry_limit < INFINITY and k.entries >= k.entry_limit:
+                if k.out_of_steps():
                     k.stop = "steps"
                 if self.bitmap >> th.prio:
                     k.record(th, "timeslice", "expired")
@@ -404,7 +403,7 @@ class Cpu:
         step for `run(max_steps=)`, so that computing CPUs end a bounded run too."""
         k = self.k
         self.entries += 1
-        if k.entry_limit < INFINITY and k.entries >= k.entry_limit and k.stop is None:
+        if k.stop is None and k.out_of_steps():
             k.stop = "steps"
         self.enqueue_front(th)
         await switch(None)
