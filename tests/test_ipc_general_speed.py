@@ -150,15 +150,17 @@ def test_programs_agree_checked_and_unchecked(prog: Program) -> None:
             plain.logs, plain.results, plain.states, plain.runs, plain.now)
 
 
+@pytest.mark.parametrize("fastpath", [False, True], ids=["general", "fast"])
 @pytest.mark.parametrize("op", ["call", "reply_and_wait", "send"])
 @pytest.mark.parametrize("words", [(1, 1 << 64), [1, -1], (1, "x"), [1.5, 2], (1 << 70, 2)])
-def test_two_bad_words_fail_as_any_bad_message(words: Any, op: str) -> None:
-    """A two-word message on the general path is loaded without an array (`call` and
-    `reply_and_wait`: when the IPC runs): all or nothing, with the error a longer message
-    gets for the same word, raised where the operation is awaited."""
+def test_two_bad_words_fail_as_any_bad_message(words: Any, op: str, fastpath: bool) -> None:
+    """A two-word message is loaded without an array (on the general path's `call` and
+    `reply_and_wait`: when the IPC runs; on the fast path: at once): all or nothing, with
+    the error a longer message gets for the same word, raised where the operation is
+    awaited."""
     errors = []
     for msg in (words, (*words, 0)):  # two words, and three (the array-building load)
-        k = Kernel(fastpath=False)
+        k = Kernel(fastpath=fastpath)
         task = k.new_task("t")
         seen: list[Any] = []
 

@@ -130,7 +130,12 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
             try:
                 if n == 2:
                     mr = th.mr
-                    mr[0], mr[1] = words
+                    old = mr[0]
+                    try:
+                        mr[0], mr[1] = words
+                    except (OverflowError, TypeError):
+                        mr[0] = old  # all or nothing, as `load_two_words`
+                        raise
                 else:
                     n = _load_words(th.mr, words)
             except (OverflowError, TypeError) as exc:
@@ -284,7 +289,12 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             try:
                 if n == 2:
                     mr = th.mr
-                    mr[0], mr[1] = words
+                    old = mr[0]
+                    try:
+                        mr[0], mr[1] = words
+                    except (OverflowError, TypeError):
+                        mr[0] = old  # all or nothing, as `load_two_words`
+                        raise
                 else:
                     n = _load_words(th.mr, words)
             except (OverflowError, TypeError) as exc:
