@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from helpers import make_kernel
 from l4sim import IpcError, Kernel, Timeout
 
@@ -100,3 +102,74 @@ def test_a_step_between_a_rendezvous_and_the_direct_switch_keeps_the_decision() 
     assert k.cpus[0].action is s         # (dropped when the next step begins)
     assert k.run().reason == "done"
     assert c.result == IpcError.ENOT_EXISTENT
+
+
+def _several_cpus(k: Kernel) -> dict[str, list[Any]]:
+    """Local and remote calls, computation that crosses the other CPUs' steps, timeouts
+    and a host event, on every CPU of `k`."""
+    log: dict[str, list[Any]] = {}
+    last = len(k.cpus) - 1
+
+    async def server(t: Any, name: str) -> None:
+        r = await t.wait()
+        while True:
+            log[name].append((t.now, r.words))
+            await t.compute(700)
+            r = await t.reply_and_wait(words=[r.words[0] + 1],
+                                       receive_timeout=Timeout.us(60))
+            if r.error == IpcError.RETIMEOUT:
+                log[name].append((t.now, "idle"))
+                return
+
+    async def client(t: Any, name: str, srv: int, rounds: int) -> None:
+        for i in range(rounds):
+            r = await t.call(srv, words=[i])
+            log[name].append((t.now, r.error, r.words))
+            if i % 3 == 2:
+                await t.sleep(Timeout.us(2))
+
+    async def hog(t: Any) -> None:
+        for _ in range(3):
+            await t.compute(15_000)
+            log["hog"].append(t.now)
+
+    for cpu in range(len(k.cpus)):
+        name = f"srv{cpu}"
+        log[name] = []
+        s = k.new_task(name).new_thread(server, name, name=name, priority=120, cpu=cpu)
+        for other in sorted({cpu, last - cpu}):  # a local client, and a remote one
+            cname = f"cli{cpu}-{other}"
+            log[cname] = []
+            ct = k.new_task(cname)
+            ct.new_thread(client, cname, ct.add_cap(s), 6, name=cname, cpu=other)
+    log["hog"] = []
+    k.new_task("h").new_thread(hog, name="hog", priority=100, cpu=last)
+    k.at(25_000, lambda: log["hog"].append(("host", k.now)))
+    return log
+
+
+@pytest.mark.parametrize("cpus", [2, 4])
+@pytest.mark.parametrize("mode", ["checked", "plain"])
+def test_stepping_several_cpus_to_the_end_is_the_run_in_one_piece(cpus: int, mode: str) -> None:
+    """With several CPUs a run lets a CPU that is still strictly first after a step take
+    the next one at once; stepping chooses the CPU before every step. Both give the same
+    steps in the same order: the same results, times, kernel entries and events."""
+    opts: dict[str, Any] = {"check": True, "trace": True} if mode == "checked" else {
+        "check": False, "trace": False}
+    whole = Kernel(cpus=cpus, **opts)
+    whole_log = _several_cpus(whole)
+    res = whole.run()
+
+    k = Kernel(cpus=cpus, **opts)
+    log = _several_cpus(k)
+    steps = 0
+    while k.step() is not None:
+        steps += 1
+    assert log == whole_log
+    assert [c.now for c in k.cpus] == [c.now for c in whole.cpus]
+    assert k.entries == res.steps and res.reason == "done"
+    assert list(k.events) == list(whole.events)
+    assert sum(len(v) for v in log.values()) >= 50 and steps >= 70
+    for cpu in range(cpus):  # every server served both its clients, then idled
+        assert log[f"srv{cpu}"][-1][1] == "idle"
+

@@ -619,10 +619,19 @@ class Kernel:
         self.stop = None
         self._running = True
         self.stepping = True
-        if len(self.cpus) > 1:
-            self.executing = cpu
         try:
-            return self._loop(cpu, 1)
+            while True:
+                if len(self.cpus) > 1:
+                    self.executing = cpu
+                ran = self._loop(cpu, 1)
+                if ran is not None or self.stop is not None:
+                    return ran
+                # With several CPUs a CPU idles to its next event only once per step: when
+                # that event readied no thread of its own (a host event, an IPI), the step
+                # goes on with the CPU that is first now, as a run would.
+                cpu = self._next_cpu()
+                if cpu is None:
+                    return None
         finally:
             self._running = False
             self.stepping = False
