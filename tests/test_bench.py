@@ -45,8 +45,8 @@ def speed_rows(pingpong: Any) -> list[Any]:
 
 def test_pingpong_json_has_every_case(pingpong: Any) -> None:
     assert [r["case"] for r in speed_rows(pingpong)] == [
-        "register-same-space", "register-cross-space", "register-cross-cpu", "utcb-8-same-space",
-        "utcb-63-cross-space",
+        "register-same-space", "register-cross-space", "register-cross-cpu",
+        "register-same-cpu-of-two", "utcb-8-same-space", "utcb-63-cross-space",
         "string-4k-window", "string-4k-kernel-buffer", "string-1m-window",
         "general-register", "timeouts-both", "string-4k-mapped"]
     assert [c.name for c in CASES] == [r["case"] for r in speed_rows(pingpong)]
@@ -218,6 +218,15 @@ def test_cross_cpu_round_trips_cost_two_ipis(pingpong: Any) -> None:
         assert cross_cpu > one_cpu
     assert rows["register-cross-cpu"]["sim_cycles_per_rt"] == \
         rows["register-cross-cpu-sysenter"]["sim_cycles_per_rt"]
+
+
+def test_a_second_idle_cpu_changes_no_simulated_time(pingpong: Any) -> None:
+    """`register-same-cpu-of-two`: the ping-pong of `register-same-space` on a kernel of
+    two CPUs, the second idle. It takes the general path (as every IPC with several CPUs
+    does) and steps CPU by CPU, but simulates the same round trip."""
+    rows = {r["case"]: r for r in speed_rows(pingpong)}
+    assert rows["register-same-cpu-of-two"]["sim_cycles_per_rt"] == \
+        rows["register-same-space"]["sim_cycles_per_rt"]
 
 
 def test_check_json() -> None:

@@ -173,3 +173,33 @@ def test_stepping_several_cpus_to_the_end_is_the_run_in_one_piece(cpus: int, mod
     for cpu in range(cpus):  # every server served both its clients, then idled
         assert log[f"srv{cpu}"][-1][1] == "idle"
 
+
+def test_a_cpu_that_stays_first_steps_on_without_a_choice() -> None:
+    """A local ping-pong on a kernel of two CPUs (the other idle): the run chooses a CPU
+    a few times, not once per step."""
+    k = Kernel(cpus=2, check=False, trace=False)
+    chosen = 0
+    choose = k._next_cpu
+
+    def counting() -> Any:
+        nonlocal chosen
+        chosen += 1
+        return choose()
+
+    k._next_cpu = counting  # type: ignore[method-assign]
+
+    async def server(t: Any) -> None:
+        await t.wait()
+        while True:
+            await t.reply_and_wait(words=[1])
+
+    async def client(t: Any, srv: int) -> None:
+        for _ in range(200):
+            assert (await t.call(srv, words=[2])).ok
+
+    s = k.new_task("s").new_thread(server, name="srv")
+    ct = k.new_task("c")
+    c = ct.new_thread(client, ct.add_cap(s), name="cli")
+    assert k.run().reason == "done"  # (a server waiting openly is idle, not deadlocked)
+    assert c.result is None and not k.died
+    assert k.entries > 400 and chosen < 10

@@ -40,6 +40,7 @@ class Case:
     copy: str = "window"
     runs: int = 1       # round trips per run are n // runs (long IPC takes longer)
     cross_cpu: bool = False  # the server on a second CPU: every handshake is a DRQ by IPI
+    cpus: int = 1            # CPUs of the kernel (2 with `cross_cpu`)
     fastpath: bool = True    # False: Kernel(fastpath=False), every IPC on the general path
     timeouts: bool = False   # finite send and receive timeouts on both sides
 
@@ -47,7 +48,8 @@ class Case:
 CASES = (
     Case("register-same-space", 2, True),
     Case("register-cross-space", 2, False),
-    Case("register-cross-cpu", 2, False, cross_cpu=True),
+    Case("register-cross-cpu", 2, False, cross_cpu=True, cpus=2),
+    Case("register-same-cpu-of-two", 2, True, cpus=2),
     Case("utcb-8-same-space", 8, True),
     Case("utcb-63-cross-space", 63, False),
     Case("string-4k-window", 0, False, 4096, "window", 10),
@@ -184,7 +186,7 @@ def add_pair(k: Kernel, n: int, words: int, same_space: bool,
 def run_case(case: Case, n: int) -> tuple[float, int]:
     """One run of `case`: wall-clock seconds of `k.run()` and simulated cycles of the
     `n` round trips."""
-    k = Kernel(check=False, trace=False, copy=case.copy, cpus=2 if case.cross_cpu else 1,
+    k = Kernel(check=False, trace=False, copy=case.copy, cpus=case.cpus,
                fastpath=case.fastpath)
     if case.string:
         client, log = add_string_pair(k, n, case.string)

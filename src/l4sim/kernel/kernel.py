@@ -673,6 +673,11 @@ class Kernel:
 
     def _run_cpus(self, until: int | None) -> None:
         """Several CPUs: one step at a time, on the CPU whose clock is earliest."""
+        # A CPU that is still strictly first after its step takes the next one without
+        # coming back here (`_loop`'s `go_on`): the same steps in the same order, without
+        # the choice of a CPU per step. Not for an exploring chooser, whose choice of the
+        # CPU is one of the decisions it explores.
+        go_on = not self.chooser.preempts
         try:
             while self.stop is None:
                 cpu = self._next_cpu()
@@ -682,14 +687,28 @@ class Kernel:
                     self.stop = "until"
                     break
                 self.executing = cpu
-                self._loop(cpu, 1)
+                self._loop(cpu, 1, until, go_on)
         finally:
             self.executing = None
 
-    def _loop(self, cpu: Cpu, budget: int = INFINITY) -> Thread | None:
+    def _first_other_step(self, cpu: Cpu, until: int | None) -> int:
+        """When the first step of a CPU other than `cpu` begins, or `until` if that is
+        earlier: `cpu` steps next (`_next_cpu`, `_run_cpus`) while its clock is before."""
+        first = INFINITY if until is None else until
+        for c in self.cpus:
+            if c is not cpu:
+                t = c.step_time()
+                if t < first:
+                    first = t
+        return first
+
+    def _loop(self, cpu: Cpu, budget: int = INFINITY, until: int | None = None,
+              go_on: bool = False) -> Thread | None:
         """The CPU loop: resume the current thread's chain until it switches, then let the
         scheduler decide; at most `budget` steps (a finite budget takes every decision
-        through `Cpu.schedule`). Returns the thread that ran first.
+        through `Cpu.schedule`), or with `go_on` (several CPUs) as many as leave this
+        CPU's clock strictly before every other CPU's next step and `until`. Returns the
+        thread that ran first.
 
         The chain yields the thread to switch to directly (after a rendezvous) or None
         (let the scheduler pick): the decision the IPC path recorded. Per switch the loop
@@ -699,7 +718,7 @@ class Kernel:
         costs = self.costs
         same_space = costs.thread_switch
         other_space = costs.thread_switch + costs.space_switch
-        plain = not self.trace and budget == INFINITY
+        plain = not self.trace and (budget == INFINITY or go_on)
         check = self.check
         th = cpu.action
         cpu.action = None
@@ -744,6 +763,11 @@ class Kernel:
                 # checked, the IPC path checked this switch and nothing changed since).
                 cpu.now = now + (same_space if nxt.task is th.task else other_space)
                 th = nxt
+                if go_on and (self.stop is not None
+                              or cpu.now >= self._first_other_step(cpu, until)):
+                    cpu.current = None  # (as the step's end below leaves it)
+                    cpu.action = nxt
+                    break
                 continue
             if nxt is None and th.state == READY and th.rq_prio < 0 and th.cpu is cpu:
                 foreign_await(self, th)  # it yielded to the loop without a kernel path
@@ -763,6 +787,10 @@ class Kernel:
             th = nxt
             budget -= 1
             if not budget:
+                if (go_on and self.stop is None
+                        and cpu.now < self._first_other_step(cpu, until)):
+                    budget = 1
+                    continue
                 cpu.action = nxt
                 break
         return first
