@@ -43,6 +43,7 @@ class ServerSpec:
     work: int = 0              # compute cycles per request
     timeout: int = 50_000      # receive timeout of "rw_timeout", in cycles
     same_task: bool = True     # in the clients' task (one address space) or its own
+    cpu: int = 0               # its CPU (with several)
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,10 @@ class ClientSpec:
     # ("call", server, via_gate, nwords, label, receive_timeout_cycles | None
     #  [, send_timeout_cycles | None]),
     # ("send", server, via_gate, nwords, send_timeout_cycles | None),
-    # ("compute", cycles), ("sleep", cycles)
+    # ("compute", cycles), ("sleep", cycles),
+    # with several CPUs: ("migrate", cpu) itself, ("move", client, cpu) another by ex_regs
     ops: tuple[tuple[Any, ...], ...] = ()
+    cpu: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Program:
     # ("all",), ("steps", n): run(max_steps=n) until done, ("until", delta): run(until=...)
     run_mode: tuple[Any, ...] = ("all",)
     extra_threads: tuple[tuple[str, int, int], ...] = ()  # ("ticker"|"hog", priority, cycles)
+    cpus: int = 1  # (the extra threads run on the last one; "migrate" host events as well)
 
 
 @dataclass
@@ -112,7 +116,7 @@ async def _server(t: Any, log: list[tuple[Any, ...]], spec: ServerSpec) -> str:
 
 
 async def _client(t: Any, log: list[tuple[Any, ...]], spec: ClientSpec,
-                  sels: dict[tuple[int, bool], int]) -> str:
+                  sels: dict[tuple[int, bool], int], peers: dict[int, int]) -> str:
     for i, op in enumerate(spec.ops):
         kind = op[0]
         if kind == "call":
@@ -138,6 +142,12 @@ async def _client(t: Any, log: list[tuple[Any, ...]], spec: ClientSpec,
         elif kind == "sleep":
             r = await t.sleep(Timeout.cycles(op[1]))
             log.append(_res("sleep", r, t.now))
+        elif kind == "migrate":
+            await t.migrate(op[1])
+            log.append(("migrate", t.now))
+        elif kind == "move":
+            err = await t.ex_regs(peers[op[1]], cpu=op[2])
+            log.append(("move", int(err), t.now))
     return "done"
 
 
@@ -157,7 +167,9 @@ async def _hog(t: Any, log: list[tuple[Any, ...]], cycles: int) -> None:
 
 def run_program(prog: Program, *, fastpath: bool, check: bool = False, trace: bool = False,
                 seed: int = 0) -> tuple[Outcome, Kernel]:
-    k = Kernel(fastpath=fastpath, check=check, trace=trace, timeslice=prog.timeslice, seed=seed)
+    k = Kernel(fastpath=fastpath, check=check, trace=trace, timeslice=prog.timeslice, seed=seed,
+               cpus=prog.cpus)
+    last = prog.cpus - 1
     out = Outcome()
     client_task = k.new_task("clients")
     threads: dict[tuple[str, int], Any] = {}
@@ -165,31 +177,49 @@ def run_program(prog: Program, *, fastpath: bool, check: bool = False, trace: bo
     for i, spec in enumerate(prog.servers):
         task = client_task if spec.same_task else k.new_task(f"server{i}")
         log = out.logs.setdefault(f"srv{i}", [])
-        th = task.new_thread(_server, log, spec, name=f"srv{i}", priority=spec.priority)
+        th = task.new_thread(_server, log, spec, name=f"srv{i}", priority=spec.priority,
+                             cpu=spec.cpu)
         threads["server", i] = th
         servers.append(th)
     sels: dict[tuple[int, bool], int] = {}
     for i, th in enumerate(servers):
         sels[i, False] = client_task.add_cap(th)
         sels[i, True] = client_task.add_cap(k.new_gate(th, label=0x100 + 0x10 * i))
+    peers: dict[int, int] = {}  # client index -> its selector (for "move")
     for i, spec in enumerate(prog.clients):
         log = out.logs.setdefault(f"cli{i}", [])
-        threads["client", i] = client_task.new_thread(_client, log, spec, sels, name=f"cli{i}",
-                                                      priority=spec.priority)
+        threads["client", i] = client_task.new_thread(_client, log, spec, sels, peers,
+                                                      name=f"cli{i}", priority=spec.priority,
+                                                      cpu=spec.cpu)
+        peers[i] = client_task.add_cap(threads["client", i])
     for i, (kind, prio, cycles) in enumerate(prog.extra_threads):
         log = out.logs.setdefault(f"{kind}{i}", [])
         body = _ticker if kind == "ticker" else _hog
         threads[kind, i] = client_task.new_thread(body, log, cycles, name=f"{kind}{i}",
-                                                  priority=prio)
+                                                  priority=prio, cpu=last)
 
     def host(action: str, th: Any) -> Callable[[], None]:
         def cb() -> None:
-            if th.alive:
+            if not th.alive:
+                return
+            if action == "migrate":  # (to the next CPU, unless it is running or ended)
+                if th.cpu.current is not th and th.state_name != "dead":
+                    th.migrate((th.cpu.index + 1) % prog.cpus)
+            else:
                 (k.cancel if action == "cancel" else k.delete)(th)
         return cb
 
-    for when, action, who in prog.host_events:
-        if who in threads:
+    def spawn(cpu: int, n: int) -> Callable[[], None]:
+        def cb() -> None:  # a thread above the others, made by the host on `cpu`
+            log = out.logs.setdefault(f"spawn{n}", [])
+            threads["spawn", n] = client_task.new_thread(_hog, log, 1_000, name=f"spawn{n}",
+                                                         priority=200, cpu=cpu)
+        return cb
+
+    for n, (when, action, who) in enumerate(prog.host_events):
+        if action == "spawn":
+            k.at(when, spawn(who[1], n))
+        elif who in threads:
             k.at(when, host(action, threads[who]))
 
     count = [0]
@@ -396,22 +426,74 @@ def test_runs_cut_by_time(delta: int) -> None:
                                 extra_threads=(("ticker", 150, 2_000),)))
 
 
+# --- several CPUs ----------------------------------------------------------------------------
+# The fast path also serves a kernel of several CPUs, for partners on one CPU. Other CPUs'
+# steps may then come between a switch and the resume of the thread it blocked: the thread
+# may have moved, or a thread above it become ready on its CPU.
+
+
+def test_pingpong_on_one_cpu_of_two() -> None:
+    fast, slow = assert_equivalent(_pingpong(40, 2, cpus=2))
+    assert_fast_path_taken(fast, slow)
+
+
+def test_pingpongs_on_each_cpu_and_across() -> None:
+    """A pair on each CPU, and a client on CPU 1 calling the server of CPU 0 (its calls
+    are remote requests on both paths)."""
+    ops = tuple(("call", 0, False, 2, 0, None) for _ in range(25))
+    ops1 = tuple(("call", 1, i % 2 == 1, 3, 0, None) for i in range(25))
+    prog = Program((ServerSpec(work=900), ServerSpec(same_task=False, cpu=1, work=300)),
+                   (ClientSpec(100, ops), ClientSpec(100, ops1, cpu=1),
+                    ClientSpec(100, ops[:10], cpu=1)), cpus=2)
+    fast, slow = assert_equivalent(prog)
+    assert_fast_path_taken(fast, slow)
+    assert len(slow.logs["srv0"]) == 35 and len(slow.logs["srv1"]) == 25
+
+
+@pytest.mark.parametrize("when", [2_000, 2_600, 3_100, 7_000])
+def test_a_thread_above_made_ready_on_the_cpu_by_the_host_during_a_switch(when: int) -> None:
+    """The host (on CPU 0) makes a thread of higher priority on CPU 1 while a ping-pong
+    runs there: a caller or server resumed after it must be preempted on both paths."""
+    prog = _pingpong(30, 2, server=ServerSpec(cpu=1, work=200), cpus=2,
+                     host_events=((when, "spawn", ("cpu", 1)), (when + 4_321, "spawn", ("cpu", 1))))
+    prog = Program(prog.servers, (ClientSpec(100, prog.clients[0].ops, cpu=1),), cpus=2,
+                   host_events=prog.host_events)
+    _, slow = assert_equivalent(prog)
+    assert slow.logs["spawn0"] and slow.logs["spawn1"]
+
+
+@pytest.mark.parametrize("when", [1_000, 2_500, 4_000, 9_000])
+def test_callers_moved_to_the_other_cpu(when: int) -> None:
+    """A client on CPU 1 moves a caller of CPU 0 to CPU 1 and back (ex_regs with `cpu=`)
+    while it is blocked or just woken, and the host moves it too."""
+    ping = tuple(("call", 0, False, 2, 0, None) for _ in range(30))
+    mover = (("compute", when), ("move", 0, 1), ("compute", 2_000), ("move", 0, 0),
+             ("compute", 1_500), ("move", 0, 1))
+    prog = Program((ServerSpec(work=600),), (ClientSpec(100, ping), ClientSpec(100, mover, cpu=1)),
+                   host_events=((when + 3_333, "migrate", ("client", 0)),), cpus=2)
+    _, slow = assert_equivalent(prog)
+    assert [e[1] for e in slow.logs["cli1"] if e[0] == "move"] == [0, 0, 0]
+
+
 # --- random programs -------------------------------------------------------------------------
 
 PRIOS = st.sampled_from([50, 100, 100, 150])
 
 
 @st.composite
-def programs(draw: st.DrawFn, *, timers: bool = True, max_clients: int = 3) -> Program:
+def programs(draw: st.DrawFn, *, timers: bool = True, max_clients: int = 3,
+             cpus: int = 1) -> Program:
     """Small random programs. With `timers=False` nothing ever arms a timer or a host event
-    (no sleeps, no finite timeouts, no host events, no periodic threads, long timeslices)."""
+    (no sleeps, no finite timeouts, no host events, no periodic threads, long timeslices).
+    With several `cpus` every thread has a CPU, and clients move themselves and others."""
     nserv = draw(st.integers(1, 2))
+    cpu = st.integers(0, cpus - 1)
     styles = ["rw", "rw", "rw_timeout", "reply_wait"] if timers else ["rw", "rw", "reply_wait"]
     servers = tuple(ServerSpec(priority=draw(PRIOS),
                                style=draw(st.sampled_from(styles)),
                                work=draw(st.sampled_from([0, 0, 500, 5_000, 30_000])),
                                timeout=draw(st.sampled_from([0, 2_000, 40_000])),
-                               same_task=draw(st.booleans()))
+                               same_task=draw(st.booleans()), cpu=draw(cpu))
                     for _ in range(nserv))
     rtos = [None, None, None, 0, 3_000, 50_000] if timers else [None]
     stos = [None, 0, 5_000] if timers else [None, 0]
@@ -425,22 +507,29 @@ def programs(draw: st.DrawFn, *, timers: bool = True, max_clients: int = 3) -> P
     ]
     if timers:
         ops.append(st.tuples(st.just("sleep"), st.sampled_from([0, 1_000, 20_000])))
+    nclients = draw(st.integers(1, max_clients))
+    if cpus > 1:
+        ops.append(st.tuples(st.just("migrate"), cpu))
+        ops.append(st.tuples(st.just("move"), st.integers(0, nclients - 1), cpu))
     op = st.one_of(*ops)
-    clients = tuple(ClientSpec(draw(PRIOS), tuple(draw(st.lists(op, min_size=1, max_size=12))))
-                    for _ in range(draw(st.integers(1, max_clients))))
+    clients = tuple(ClientSpec(draw(PRIOS), tuple(draw(st.lists(op, min_size=1, max_size=12))),
+                               draw(cpu))
+                    for _ in range(nclients))
     if not timers:
         run_mode = draw(st.sampled_from([("all",), ("all",), ("steps", 1), ("steps", 3)]))
-        return Program(servers, clients, None, (), run_mode, ())
+        return Program(servers, clients, None, (), run_mode, (), cpus)
     who = st.one_of(st.tuples(st.just("server"), st.integers(0, nserv - 1)),
                     st.tuples(st.just("client"), st.integers(0, len(clients) - 1)))
-    events = tuple(draw(st.lists(st.tuples(st.integers(0, 150_000),
-                                           st.sampled_from(["cancel", "cancel", "delete"]), who),
+    actions = ["cancel", "cancel", "delete"] + (["migrate", "spawn"] if cpus > 1 else [])
+    events = tuple(draw(st.lists(st.tuples(st.integers(0, 150_000), st.sampled_from(actions),
+                                           who),
                                  max_size=3)))
+    events = tuple((w, a, ("cpu", cpus - 1) if a == "spawn" else x) for w, a, x in events)
     extra = tuple(draw(st.lists(st.tuples(st.sampled_from(["ticker", "hog"]), PRIOS,
                                           st.sampled_from([1_500, 7_000])), max_size=1)))
     timeslice = draw(st.sampled_from([None, None, 900, 5_000]))
     run_mode = draw(st.sampled_from([("all",), ("all",), ("steps", 3)]))
-    return Program(servers, clients, timeslice, events, run_mode, extra)
+    return Program(servers, clients, timeslice, events, run_mode, extra, cpus)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -462,6 +551,19 @@ def _random_programs_with_timers(prog: Program) -> None:
 def test_random_programs_with_timers_are_equivalent() -> None:
     """Also sleeps, timeouts, host cancels and deletions, periodic threads, timeslices."""
     _random_programs_with_timers()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate], suppress_health_check=[HealthCheck.too_slow])
+@given(programs(timers=True, cpus=2))
+def _random_programs_on_two_cpus(prog: Program) -> None:
+    assert_equivalent(prog)
+
+
+def test_random_programs_on_two_cpus_are_equivalent() -> None:
+    """All of that on two CPUs, with threads moving between them and threads of higher
+    priority made on the second by the host."""
+    _random_programs_on_two_cpus()
 
 
 def test_a_timer_due_during_the_switch_preempts_like_on_the_general_path() -> None:
@@ -632,6 +734,54 @@ def test_page_faults_through_the_default_pager(prios: tuple[int, int]) -> None:
 
     log = assert_typed_equivalent(setup)
     assert len(log) == 3 * len(pages) - 2
+
+
+@pytest.mark.parametrize("prios", [(100, 100), (120, 80)])
+def test_page_faults_on_two_cpus(prios: tuple[int, int]) -> None:
+    """Threads of both CPUs fault through the default pager (on CPU 0): the faults of
+    CPU 1 are remote requests, and while they run a fault of CPU 0 takes its IPCs one by
+    one (the shortcut that applies four IPCs at once is a uniprocessor's)."""
+    pages = [0x10000 + 0x1000 * i for i in (0, 1, 2, 0, 7, 3, 1, 30, 31)]
+
+    def setup(k: Kernel, log: list[tuple[Any, ...]]) -> None:
+        a = k.new_task("a")
+        a.new_thread(_toucher(pages), log, name="a0", priority=prios[0])
+        a.new_thread(_toucher(pages[::-1], write=False), log, name="a1", priority=prios[1],
+                     cpu=1)
+        k.new_task("b").new_thread(_toucher(pages[2:]), log, name="b0", cpu=1)
+        k.new_task("c").new_thread(_toucher(pages[4:]), log, name="c0")
+
+    log = assert_typed_equivalent(setup, taken=False, cpus=2)
+    assert len(log) == 4 * len(pages) - 6
+
+
+def test_a_fault_served_while_the_other_cpu_sends_to_the_faulting_thread() -> None:
+    """A thread of CPU 1 sends to a thread of CPU 0 that faults (found by the fuzzer): the
+    send's remote request arrives while the fault's IPCs run, and is served between them
+    on both paths."""
+    def setup(k: Kernel, log: list[tuple[Any, ...]]) -> None:
+        async def sender(t: Any, dest: int) -> None:
+            r = await t.wait(receive_timeout=Timeout.us(42))
+            log.append(("wait", int(r.error), t.now))
+            r = await t.send(dest, words=[0], send_timeout=Timeout.cycles(200_000))
+            log.append(("send", int(r.error), t.now))
+            r = await t.wait(receive_timeout=Timeout.us(30))
+            log.append(("wait", int(r.error), t.now))
+
+        async def faulter(t: Any) -> None:
+            log.append(("load", await t.load(0x1B008, 5_000) == bytes(5_000), t.now))
+            await t.sleep(Timeout.cycles(190_539))
+            await t.compute(200_000)
+            log.append(("load", await t.load(0x10000, 5_000) == bytes(5_000), t.now))
+
+        b = k.new_task("b")
+        th2 = b.new_thread(faulter, name="th2")
+        a = k.new_task("a")
+        a.new_thread(sender, a.add_cap(th2), name="th1", cpu=1)
+
+    log = assert_typed_equivalent(setup, taken=False, cpus=2, transfer="sender-driven",
+                                  copy="kernel-buffer", priority_inheritance=False)
+    assert [e[0] for e in log].count("load") == 2
 
 
 @pytest.mark.parametrize("steps", [1, 3, 7])

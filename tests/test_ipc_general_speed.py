@@ -206,7 +206,8 @@ def test_bad_argument_types_fail_as_before() -> None:
 
 def test_a_kernel_without_the_fast_path_gives_the_general_entries() -> None:
     for kw, general in ((dict(), False), (dict(fastpath=False), True), (dict(check=True), True),
-                        (dict(trace=True), True), (dict(cpus=2), True)):
+                        (dict(trace=True), True), (dict(cpus=2), False),
+                        (dict(cpus=2, fastpath=False), True)):
         k = Kernel(**kw)
 
         async def body(t: Any) -> None:

@@ -7,7 +7,10 @@ switches straight to the partner, all in one generator frame that yields to the 
 loop itself (the switch of `trap.py`, inlined). Being the method saves a Python call
 and a frame per IPC, which is a quarter of the whole round trip. Finite timeouts are
 taken too: the send phase ends at once (the partner waits), and the wait that follows
-arms its timer when it blocks; the partner's wake-up cancels the partner's timer.
+arms its timer when it blocks; the partner's wake-up cancels the partner's timer. With
+several CPUs it serves partners on one CPU; other CPUs' steps may come between the switch
+and the resume, which returns quietly only as the general path's exit would
+(`sched.resumed_quietly`).
 
 A call whose only item is one string goes to `stringpath.call_string`, the same short
 cut for a long IPC. Map items and receive windows (a pager's sigma0 call and its
@@ -54,6 +57,7 @@ from .sched import (
     bound_dead_timers,
     cancel_timer,
     make_ready,
+    resumed_quietly,
     update_prio,
 )
 from .states import READY, RECEIVE_WAIT
@@ -243,7 +247,8 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     yield dst  # the switch
                     # (a long message's string counts take the general exit)
                     if (th.state == READY and not th.wake_error and th.in_strings is None
-                            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
+                            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
+                            and (cpu.alone or resumed_quietly(th, cpu))):
                         r = new_result(IpcResult)
                         r.error = OK
                         r.label = th.in_label
@@ -381,7 +386,8 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 update_prio(t._k, th)
             yield c  # the switch
             if (th.state == READY and not th.wake_error
-                    and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
+                    and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
+                    and (cpu.alone or resumed_quietly(th, cpu))):
                 strings = th.in_strings
                 if strings is None:
                     r = new_result(IpcResult)
@@ -436,7 +442,8 @@ def _quiet_result(th: Thread, cpu: Cpu) -> IpcResult | None:
     message), or None when the general exit must run (an error, a long message's byte
     counts, the end of the timeslice or an event due)."""
     if (th.state == READY and not th.wake_error and th.in_strings is None
-            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
+            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
+            and (cpu.alone or resumed_quietly(th, cpu))):
         r = new_result(IpcResult)
         r.error = OK
         r.label = th.in_label

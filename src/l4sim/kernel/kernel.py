@@ -207,12 +207,11 @@ class Kernel:
             raise ValueError("give a schedule or a chooser, not both")
         self.chooser = chooser if chooser is not None else Chooser(seed, schedule)
         # The fast path sets state words directly; checked or traced runs take the general
-        # path, and so do runs whose chooser preempts at preemption points. It stays a
-        # uniprocessor's: with several CPUs every IPC takes the general path, whose
-        # steps interleave with the other CPUs' (the fuzzer found a call to a server on
-        # its own CPU overtaking another CPU's remote request on the fast path).
-        self.fastpath = (fastpath and not check and not trace and not self.chooser.preempts
-                         and cpus == 1)
+        # path, and so do runs whose chooser preempts at preemption points. With several
+        # CPUs it takes IPCs between threads of one CPU; other CPUs' steps may come between
+        # its switch and the resume (`sched.resumed_quietly`), and the page-fault shortcut
+        # stays a uniprocessor's (`pagershortcut.serve_fault`).
+        self.fastpath = fastpath and not check and not trace and not self.chooser.preempts
         # Several CPUs: the CPU that runs the current step (a wake-up of a thread on
         # another one is an inter-processor interrupt), and how far a CPU may compute
         # ahead of the others' next step (default 10 us), which keeps the clocks close.

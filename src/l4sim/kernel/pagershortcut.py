@@ -11,7 +11,8 @@ same zero-filled frame.
 
 Nothing can tell them apart when the fast path would take all four IPCs and nothing else
 would run or happen in between: one CPU, no check, trace, step limit or single step
-(`Kernel.fastpath`, `UserContext.fast`, `Kernel.stepping`); both servers are the boot
+(`Kernel.fastpath`, `UserContext.fast`, `Kernel.stepping`; `Kernel.executing` is set only
+with several CPUs, whose steps would come in between); both servers are the boot
 servers' unmodified bodies, waiting openly, parked in the fast path's reply (whose resume
 does nothing but return the message); no thread above the faulting one ready, no
 priority to lend, no timeslice ending and no event due before the fault is served; a
@@ -142,7 +143,7 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
     nothing could tell the difference: the physical address of the page now mapped there;
     -1, with nothing done, otherwise."""
     ds = k.default_servers
-    if ds is None or k.stepping:
+    if ds is None or k.stepping or k.executing is not None:  # (several CPUs: no)
         return -1  # (no pager yet: the first fault starts it)
     pager = ds.pager
     s0 = ds.sigma0

@@ -44,7 +44,7 @@ class Cpu:
 
     __slots__ = ("k", "index", "now", "current", "queues", "bitmap", "slice_end", "timers",
                  "next_event", "entries", "ipc_costs", "last", "action", "on_timeout",
-                 "on_preemption", "preempts", "incoming", "held", "holds", "lazy")
+                 "on_preemption", "preempts", "incoming", "held", "holds", "lazy", "alone")
 
     def __init__(self, k: Kernel, index: int, on_timeout: Hook, on_preemption: Hook) -> None:
         self.k = k
@@ -75,6 +75,7 @@ class Cpu:
         self.lazy: list[Thread] = []
         self.entries = 0                  # kernel entries on this CPU
         self.ipc_costs: list[int] = []    # cycles of one IPC by word count (the kernel's profile)
+        self.alone = k.quantum == INFINITY  # the kernel's only CPU (no other one steps)
 
     def top_prio(self) -> int:
         """Highest priority with a ready thread; -1 if none."""
@@ -458,6 +459,14 @@ class Cpu:
         self.entries += 1
         self.now += self.ipc_costs[0]
         return True
+
+
+def resumed_quietly(th: Thread, cpu: Cpu) -> bool:
+    """With several CPUs, other CPUs' steps may come between a fast path's switch and the
+    resume of the thread it blocked (`cpu`: its CPU then): it returns quietly only if it
+    is still on `cpu` and no thread above it became ready there meanwhile (as the
+    general path's exit checks)."""
+    return th.cpu is cpu and not cpu.bitmap >> (th.prio + 1)
 
 
 def make_ready(th: Thread) -> None:

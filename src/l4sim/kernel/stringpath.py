@@ -24,7 +24,7 @@ from .longipc import BUFFER_BDR_SHIFT, STRING
 from .memory import USER_SPACE_BITS
 from .objects import Thread
 from .result import IpcResult, new_result
-from .sched import cancel_timer
+from .sched import cancel_timer, resumed_quietly
 from .states import DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT
 
 if TYPE_CHECKING:
@@ -121,7 +121,8 @@ def call_string(t: UserContext, dest: int, item: StringItem) -> Trap:
                         th.state = RECEIVE_WAIT
                         yield dst  # the switch
                         if (th.state == READY and not th.wake_error and th.in_strings is None
-                                and cpu.now < cpu.slice_end and cpu.now < cpu.next_event):
+                                and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
+                                and (cpu.alone or resumed_quietly(th, cpu))):
                             r = new_result(IpcResult)  # (`fastpath.call`'s exit)
                             r.error = OK
                             r.label = th.in_label

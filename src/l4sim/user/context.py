@@ -102,8 +102,8 @@ class UserContext:
     __slots__ = ("_k", "_th", "_mr", "fast")
 
     def __new__(cls, kernel: Kernel, thread: Thread) -> UserContext:
-        # A kernel without the fast path (checked, traced, several CPUs, an exploring
-        # chooser, or `fastpath=False`) gives its threads the general path's entries.
+        # A kernel without the fast path (checked, traced, an exploring chooser, or
+        # `fastpath=False`) gives its threads the general path's entries.
         return object.__new__(cls if kernel.fastpath else GeneralUserContext)
 
     def __init__(self, kernel: Kernel, thread: Thread) -> None:
