@@ -316,3 +316,28 @@ def test_mrs_written_between_the_call_and_its_await_do_not_change_the_message(
         k.run()
         outcomes.append(got)
     assert outcomes == [[(5, 6), (0, 0)]] * 3
+
+
+@pytest.mark.parametrize("fastpath", [False, True], ids=["general", "fast"])
+@pytest.mark.parametrize("op", ["call", "reply_and_wait"])
+def test_words_that_are_not_a_sequence_raise_in_the_caller(op: str, fastpath: bool) -> None:
+    """`words=5` is a TypeError of the call itself on both paths, the MRs untouched (not a
+    failure of the kernel's message check)."""
+    k = Kernel(fastpath=fastpath)
+    task = k.new_task("t")
+    seen: list[Any] = []
+
+    async def body(t: Any) -> None:
+        t.utcb.mr[0], t.utcb.mr[1] = 11, 22
+        try:
+            if op == "reply_and_wait":
+                await t.reply_and_wait(words=5)
+            else:
+                await t.call(t.self_sel, words=5)
+        except TypeError as exc:
+            seen.append((str(exc), tuple(t.utcb.mr[:2])))
+
+    task.new_thread(body, name="a")
+    k.run()
+    assert not k.died
+    assert seen == [("object of type 'int' has no len()", (11, 22))]

@@ -81,7 +81,12 @@ def _load_words(mr: array[int], words: Sequence[int]) -> int:
     if n == 1:
         mr[0] = words[0]
     elif n == 2:
-        mr[0], mr[1] = words
+        old = mr[0]
+        try:
+            mr[0], mr[1] = words
+        except (OverflowError, TypeError):
+            mr[0] = old  # all or nothing, as `transfer.load_two_words`
+            raise
     elif n:
         if n > MR_COUNT:
             raise ValueError(f"at most {MR_COUNT} words fit the MRs, got {n}")
@@ -129,25 +134,26 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 t._k, t._th, OP_CALL, dest, tagraw, send_timeout, receive_timeout,
                 pf_to=pagefault_timeout)))
         th = t._th
-        if words:
-            n = len(words)
+        if type(words) is tuple and len(words) == 2:  # the common message: its own snapshot
+            mr = th.mr
+            old = mr[0]
             try:
-                if n == 2:
-                    mr = th.mr
-                    old = mr[0]
-                    try:
-                        mr[0], mr[1] = words
-                    except (OverflowError, TypeError):
-                        mr[0] = old  # all or nothing, as `load_two_words`
-                        raise
-                else:
-                    n = _load_words(th.mr, words)
+                mr[0], mr[1] = words
             except (OverflowError, TypeError) as exc:
+                mr[0] = old  # all or nothing, as `transfer.load_two_words`
                 raise word_error(words, exc) from None
-            snap = words if type(words) is tuple else None
+            n = 2
+            snap = words
         else:
-            n = 0
             snap = None
+            if words:
+                n = len(words)  # (not a sequence: raises here, as any Python call would)
+                try:
+                    _load_words(th.mr, words)
+                except (OverflowError, TypeError) as exc:
+                    raise word_error(words, exc) from None
+            else:
+                n = 0
         msgtag = _with_label(label, n) if label else n
     else:
         # UTCB IPC: the message is already in the MRs; the tag says how much.
@@ -196,12 +202,9 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 if (dst.cpu is cpu and not cpu.bitmap >> (dst.prio + 1)
                         and (deadline is None or deadline > cpu.now + cost)):
                     # Transfer: one slice copy of the words; finish: the partner runs next.
-                    if snap is not None:  # words given as a tuple: it is the snapshot
-                        if n == 2:
-                            dm = dst.mr
-                            dm[0], dm[1] = snap
-                        else:
-                            dst.mr[:n] = th.mr[:n]
+                    if snap is not None:  # two words given as a tuple: the snapshot
+                        dm = dst.mr
+                        dm[0], dm[1] = snap
                         dst.in_words = snap
                     elif n:
                         w = th.mr[:n]
@@ -289,25 +292,26 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 t._k, t._th, OP_REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
                 pf_to=pagefault_timeout)))
         th = t._th
-        if words:
-            n = len(words)
+        if type(words) is tuple and len(words) == 2:  # the common message: its own snapshot
+            mr = th.mr
+            old = mr[0]
             try:
-                if n == 2:
-                    mr = th.mr
-                    old = mr[0]
-                    try:
-                        mr[0], mr[1] = words
-                    except (OverflowError, TypeError):
-                        mr[0] = old  # all or nothing, as `load_two_words`
-                        raise
-                else:
-                    n = _load_words(th.mr, words)
+                mr[0], mr[1] = words
             except (OverflowError, TypeError) as exc:
+                mr[0] = old  # all or nothing, as `transfer.load_two_words`
                 raise word_error(words, exc) from None
-            snap = words if type(words) is tuple else None
+            n = 2
+            snap = words
         else:
-            n = 0
             snap = None
+            if words:
+                n = len(words)  # (not a sequence: raises here, as any Python call would)
+                try:
+                    _load_words(th.mr, words)
+                except (OverflowError, TypeError) as exc:
+                    raise word_error(words, exc) from None
+            else:
+                n = 0
         msgtag = _with_label(label, n) if label else n
     else:
         if not (type(tag) is MsgTag and not words and not items and not label
@@ -339,12 +343,9 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
         if (c.cpu is cpu and not cpu.bitmap >> (c.prio + 1)
                 and (deadline is None or deadline > cpu.now + cost)):
             th.reply_caller = None
-            if snap is not None:  # words given as a tuple: it is the snapshot
-                if n == 2:
-                    cm = c.mr
-                    cm[0], cm[1] = snap
-                else:
-                    c.mr[:n] = th.mr[:n]
+            if snap is not None:  # two words given as a tuple: the snapshot
+                cm = c.mr
+                cm[0], cm[1] = snap
                 c.in_words = snap
             elif n:
                 w = th.mr[:n]
