@@ -80,7 +80,7 @@ WATCHDOG_SECONDS = 10.0   # wall-clock bound of one run (a normal run takes well
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _USER_SIDE = tuple(os.path.join(_PKG, p) for p in (
     os.path.join("user", "context.py"), os.path.join("kernel", "fastpath.py"),
-    os.path.join("kernel", "abi.py")))
+    os.path.join("kernel", "message.py"), os.path.join("kernel", "abi.py")))
 _MISUSE = (TypeError, ValueError, OverflowError)
 _SEND, _RECEIVE, _OPEN_WAIT, _REPLY = 1, 2, 4, 8
 _R, _S, _D = 4, 2, 8

@@ -37,10 +37,10 @@ Fiasco), `errors` (internal exceptions), `states` (the IPC state machine as data
 `costs`, `memory` (frames, address spaces, the mapping database), `objects` (tasks,
 threads/UTCBs, gates, capabilities), `sendq`, `trap` (the switch), `sched` (each CPU and
 its scheduler), `chooser`, `waits` (who waits for whom), `irq`, `flexpage`,
-`transfer` (words, items and the reply capability at a rendezvous), `longipc` (string
-items), `ipc` and `fastpath` (the IPC path), `lifecycle` (the end of
-threads, deletion), `exceptions`, `pagefault`, `invariants`, `diagnose`, `kernel` (the
-host API and the run).
+`message` (a message's words into the MRs), `transfer` (words, items and the reply
+capability at a rendezvous), `longipc` (string items), `ipc` and `fastpath` (the IPC
+path), `lifecycle` (the end of threads, deletion), `exceptions`, `pagefault`,
+`invariants`, `diagnose`, `kernel` (the host API and the run).
 """
 
 from .abi import CapRights, Fpage, IpcError, Label, MapItem, MsgTag, Rights, StringItem, Timeout

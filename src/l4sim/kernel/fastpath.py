@@ -28,12 +28,10 @@ like every IPC they must be awaited, and one that is not is reported as such.
 from __future__ import annotations
 
 import types
-from array import array
 from collections.abc import Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from .abi import (
-    MR_COUNT,
     NEVER,
     ZERO,
     Fpage,
@@ -47,6 +45,7 @@ from .diagnose import native_coroutine, register_operation, word_error
 from .flexpage import transfer_items
 from .ipc import OP_CALL, OP_REPLY_AND_WAIT, _result_of_wait, ipc, tag_fits
 from .longipc import string_items
+from .message import load_words
 from .objects import IpcGate, Thread
 from .result import IpcResult, LongIpcResult, new_result
 from .sched import (
@@ -74,24 +73,6 @@ OK = IpcError.OK
 Trap = Generator[Thread | None, None, IpcResult]
 Windows = Fpage | Sequence[Fpage] | None  # receive windows (`window=`)
 Buffers = Sequence[tuple[int, int]] | None  # string receive buffers (`buffers=`)
-
-
-def _load_words(mr: array[int], words: Sequence[int]) -> int:
-    n = len(words)
-    if n == 1:
-        mr[0] = words[0]
-    elif n == 2:
-        old = mr[0]
-        try:
-            mr[0], mr[1] = words
-        except (OverflowError, TypeError):
-            mr[0] = old  # all or nothing, as `transfer.load_two_words`
-            raise
-    elif n:
-        if n > MR_COUNT:
-            raise ValueError(f"at most {MR_COUNT} words fit the MRs, got {n}")
-        mr[:n] = array("Q", words)
-    return n
 
 
 def _with_label(label: int, n: int) -> int:
@@ -140,20 +121,13 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
             try:
                 mr[0], mr[1] = words
             except (OverflowError, TypeError) as exc:
-                mr[0] = old  # all or nothing, as `transfer.load_two_words`
+                mr[0] = old  # all or nothing, as `message.load_two_words`
                 raise word_error(words, exc) from None
             n = 2
             snap = words
         else:
             snap = None
-            if words:
-                n = len(words)  # (not a sequence: raises here, as any Python call would)
-                try:
-                    _load_words(th.mr, words)
-                except (OverflowError, TypeError) as exc:
-                    raise word_error(words, exc) from None
-            else:
-                n = 0
+            n = load_words(th.mr, words) if words else 0
         msgtag = _with_label(label, n) if label else n
     else:
         # UTCB IPC: the message is already in the MRs; the tag says how much.
@@ -298,20 +272,13 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             try:
                 mr[0], mr[1] = words
             except (OverflowError, TypeError) as exc:
-                mr[0] = old  # all or nothing, as `transfer.load_two_words`
+                mr[0] = old  # all or nothing, as `message.load_two_words`
                 raise word_error(words, exc) from None
             n = 2
             snap = words
         else:
             snap = None
-            if words:
-                n = len(words)  # (not a sequence: raises here, as any Python call would)
-                try:
-                    _load_words(th.mr, words)
-                except (OverflowError, TypeError) as exc:
-                    raise word_error(words, exc) from None
-            else:
-                n = 0
+            n = load_words(th.mr, words) if words else 0
         msgtag = _with_label(label, n) if label else n
     else:
         if not (type(tag) is MsgTag and not words and not items and not label

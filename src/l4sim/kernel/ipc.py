@@ -29,6 +29,7 @@ from .abi import MR_COUNT, NEVER, IpcError, IpcOp, Timeout
 from .diagnose import native_coroutine, register_operation
 from .irq import deliver_irq
 from .irq import unmask as unmask_irq
+from .message import load_two_words
 from .objects import IpcGate, Irq, Thread
 from .result import IpcResult, new_result, result_with
 from .sched import INFINITY, cancel_timer, make_ready, update_prio
@@ -44,7 +45,7 @@ from .states import (
     SEND_WAIT,
     TIMEOUT,
 )
-from .transfer import _deliver, _end_receive_wait, _wake_receiver, load_two_words
+from .transfer import _deliver, _end_receive_wait, _wake_receiver
 from .waits import add_waiter, end_wait, forget_waiter, set_reply_cap
 
 if TYPE_CHECKING:

@@ -7,12 +7,9 @@ and items once the strings are copied) use it.
 
 from __future__ import annotations
 
-from array import array
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .abi import IpcError
-from .diagnose import word_error
 from .flexpage import transfer_items
 from .sched import cancel_timer, update_prio
 from .states import READY
@@ -24,18 +21,6 @@ if TYPE_CHECKING:
     from .objects import Thread
 
 OK = IpcError.OK
-
-
-def load_two_words(mr: array[int], words: Sequence[int]) -> None:
-    """A message of two words into MR0 and MR1, all or nothing, as a longer message is
-    loaded (through an array first): a word that does not fit a 64-bit MR raises
-    (`word_error`) and leaves the MRs as they were."""
-    old = mr[0]
-    try:
-        mr[0], mr[1] = words
-    except (OverflowError, TypeError) as exc:
-        mr[0] = old
-        raise word_error(words, exc) from None
 
 
 def _deliver(k: Kernel, snd: Thread, rcv: Thread, label: int, tag: int, call: bool) -> IpcError:

@@ -8,7 +8,6 @@ coroutine chain as the user code, one frame below it.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -33,14 +32,14 @@ from ..kernel.abi import (
     StringItem,
     Timeout,
 )
-from ..kernel.diagnose import register_operations, word_error
+from ..kernel.diagnose import register_operations
 from ..kernel.errors import ThreadDeleted
 from ..kernel.fastpath import Buffers, Windows
 from ..kernel.lifecycle import delete_object, wait_for_lock
+from ..kernel.message import load_two_words, load_words
 from ..kernel.objects import Irq, Thread, Utcb
 from ..kernel.result import IpcResult
 from ..kernel.states import DEAD
-from ..kernel.transfer import load_two_words
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
@@ -157,18 +156,8 @@ class UserContext:
             if words or items:
                 raise ValueError("pass either tag= (words already in the MRs) or words=/items=")
             return tag.raw
-        n = len(words)
         mr = self._th.mr
-        if n:
-            if n > MR_COUNT:
-                raise ValueError(f"at most {MR_COUNT} words fit the MRs, got {n}")
-            try:
-                if n == 1:
-                    mr[0] = words[0]
-                else:
-                    mr[:n] = array("Q", words)
-            except (OverflowError, TypeError) as exc:
-                raise word_error(words, exc) from None
+        n = load_words(mr, words)
         nitems = 0
         if items:
             for item in items:
