@@ -142,8 +142,18 @@ def _several_cpus(k: Kernel) -> dict[str, list[Any]]:
             log[cname] = []
             ct = k.new_task(cname)
             ct.new_thread(client, cname, ct.add_cap(s), 6, name=cname, cpu=other)
+    async def toucher(t: Any) -> None:
+        # (its first fault makes the default pager, a thread of the boot CPU: from
+        # another CPU's step, a thread made ready there at once)
+        await t.compute(9_000)
+        for page in range(3):
+            await t.store(0x40000 + page * 0x1000, b"x")
+            log["touch"].append(t.now)
+
     log["hog"] = []
+    log["touch"] = []
     k.new_task("h").new_thread(hog, name="hog", priority=100, cpu=last)
+    k.new_task("m").new_thread(toucher, name="touch", priority=110, cpu=last)
     k.at(25_000, lambda: log["hog"].append(("host", k.now)))
     return log
 

@@ -248,6 +248,9 @@ class Kernel:
         self._next_task = 1
         self._seq = 0
         self.dead_timers = 0  # cancelled entries still in the CPUs' timer heaps
+        # Threads made ready and events armed, on any CPU: only these bring a CPU's next
+        # step earlier (`_loop`'s `go_on` keeps the others' first step until one happens).
+        self.queued = 0
         # Incremental checking: what the operations touched since the last check, and
         # whether the next check must be a full one (after capability or memory work).
         self.touched: set[Thread] = set()
@@ -733,6 +736,8 @@ class Kernel:
         if th is None:
             return None
         quick = plain and not check  # (the common case's test, made once)
+        seen = -1  # (`go_on`: `self.queued` when `bound`, the others' first step, was found)
+        bound = 0
         while True:
             cpu.current = th
             cpu.slice_end = cpu.now + th.slice_left
@@ -762,11 +767,14 @@ class Kernel:
                 # checked, the IPC path checked this switch and nothing changed since).
                 cpu.now = now + (same_space if nxt.task is th.task else other_space)
                 th = nxt
-                if go_on and (self.stop is not None
-                              or cpu.now >= self._first_other_step(cpu, until)):
-                    cpu.current = None  # (as the step's end below leaves it)
-                    cpu.action = nxt
-                    break
+                if go_on:
+                    if seen != self.queued:
+                        seen = self.queued
+                        bound = self._first_other_step(cpu, until)
+                    if self.stop is not None or cpu.now >= bound:
+                        cpu.current = None  # (as the step's end below leaves it)
+                        cpu.action = nxt
+                        break
                 continue
             if nxt is None and th.state == READY and th.rq_prio < 0 and th.cpu is cpu:
                 foreign_await(self, th)  # it yielded to the loop without a kernel path
@@ -786,10 +794,13 @@ class Kernel:
             th = nxt
             budget -= 1
             if not budget:
-                if (go_on and self.stop is None
-                        and cpu.now < self._first_other_step(cpu, until)):
-                    budget = 1
-                    continue
+                if go_on and self.stop is None:
+                    if seen != self.queued:
+                        seen = self.queued
+                        bound = self._first_other_step(cpu, until)
+                    if cpu.now < bound:
+                        budget = 1
+                        continue
                 cpu.action = nxt
                 break
         return first

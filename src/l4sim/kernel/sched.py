@@ -86,12 +86,14 @@ class Cpu:
         self.queues[p].append(th)
         self.bitmap |= 1 << p
         th.rq_prio = p
+        self.k.queued += 1
 
     def enqueue_front(self, th: Thread) -> None:
         p = th.prio
         self.queues[p].appendleft(th)
         self.bitmap |= 1 << p
         th.rq_prio = p
+        self.k.queued += 1
 
     def dequeue(self, th: Thread) -> None:
         """Remove `th` from its ready queue (it must be in one)."""
@@ -143,6 +145,7 @@ class Cpu:
         self.push_event(entry)
 
     def push_event(self, entry: list[Any]) -> None:
+        self.k.queued += 1
         heapq.heappush(self.timers, entry)
         if entry[0] < self.next_event:
             self.next_event = entry[0]
