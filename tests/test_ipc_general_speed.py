@@ -341,3 +341,34 @@ def test_words_that_are_not_a_sequence_raise_in_the_caller(op: str, fastpath: bo
     k.run()
     assert not k.died
     assert seen == [("object of type 'int' has no len()", (11, 22))]
+
+
+@pytest.mark.parametrize("fastpath", [False, True], ids=["general", "fast"])
+def test_two_words_in_a_list_arrive_as_they_were_sent(fastpath: bool) -> None:
+    """A list of two words is taken when the IPC runs: what the sender does to its list
+    afterwards does not reach a result the receiver holds, on either path."""
+    k = Kernel(fastpath=fastpath)
+    task = k.new_task("t")
+    held: list[Any] = []
+
+    async def server(t: Any) -> None:
+        r = await t.wait()
+        while True:
+            held.append(r)
+            r = await t.reply_and_wait(words=[r.words[0] + 1, r.words[1]])
+
+    async def client(t: Any, srv: int) -> list[Any]:
+        msg = [10, 20]
+        out = []
+        for i in range(3):
+            r = await t.call(srv, words=msg)
+            out.append(r.words)
+            msg[0] = 100 + i  # (after the call: the next one sends this)
+            msg[1] = 200 + i
+        return out
+
+    s = task.new_thread(server, name="srv")
+    c = task.new_thread(client, task.add_cap(s), name="cli")
+    k.run()
+    assert c.result == [(11, 20), (101, 200), (102, 201)]
+    assert [r.words for r in held] == [(10, 20), (100, 200), (101, 201)]

@@ -115,18 +115,23 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 t._k, t._th, OP_CALL, dest, tagraw, send_timeout, receive_timeout,
                 pf_to=pagefault_timeout)))
         th = t._th
-        if type(words) is tuple and len(words) == 2:  # the common message: its own snapshot
+        # The common message, two words: the receiver's snapshot is a tuple of them.
+        if type(words) is tuple and len(words) == 2:
+            snap = words
+        elif type(words) is list and len(words) == 2:
+            snap = (words[0], words[1])
+        else:
+            snap = None
+        if snap is not None:
             mr = th.mr
             old = mr[0]
             try:
-                mr[0], mr[1] = words
+                mr[0], mr[1] = snap
             except (OverflowError, TypeError) as exc:
                 mr[0] = old  # all or nothing, as `message.load_two_words`
                 raise word_error(words, exc) from None
             n = 2
-            snap = words
         else:
-            snap = None
             n = load_words(th.mr, words) if words else 0
         msgtag = _with_label(label, n) if label else n
     else:
@@ -176,7 +181,7 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                 if (dst.cpu is cpu and not cpu.bitmap >> (dst.prio + 1)
                         and (deadline is None or deadline > cpu.now + cost)):
                     # Transfer: one slice copy of the words; finish: the partner runs next.
-                    if snap is not None:  # two words given as a tuple: the snapshot
+                    if snap is not None:  # two words: the snapshot
                         dm = dst.mr
                         dm[0], dm[1] = snap
                         dst.in_words = snap
@@ -266,18 +271,23 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
                 t._k, t._th, OP_REPLY_AND_WAIT, 0, tagraw, ZERO, receive_timeout,
                 pf_to=pagefault_timeout)))
         th = t._th
-        if type(words) is tuple and len(words) == 2:  # the common message: its own snapshot
+        # The common message, two words: the receiver's snapshot is a tuple of them.
+        if type(words) is tuple and len(words) == 2:
+            snap = words
+        elif type(words) is list and len(words) == 2:
+            snap = (words[0], words[1])
+        else:
+            snap = None
+        if snap is not None:
             mr = th.mr
             old = mr[0]
             try:
-                mr[0], mr[1] = words
+                mr[0], mr[1] = snap
             except (OverflowError, TypeError) as exc:
                 mr[0] = old  # all or nothing, as `message.load_two_words`
                 raise word_error(words, exc) from None
             n = 2
-            snap = words
         else:
-            snap = None
             n = load_words(th.mr, words) if words else 0
         msgtag = _with_label(label, n) if label else n
     else:
@@ -310,7 +320,7 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
         if (c.cpu is cpu and not cpu.bitmap >> (c.prio + 1)
                 and (deadline is None or deadline > cpu.now + cost)):
             th.reply_caller = None
-            if snap is not None:  # two words given as a tuple: the snapshot
+            if snap is not None:  # two words: the snapshot
                 cm = c.mr
                 cm[0], cm[1] = snap
                 c.in_words = snap
