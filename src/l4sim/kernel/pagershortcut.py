@@ -11,8 +11,8 @@ same zero-filled frame.
 
 Nothing can tell them apart when the fast path would take all four IPCs and nothing else
 would run or happen in between: one CPU, no check, trace, step limit or single step
-(`Kernel.fastpath`, `UserContext.fast`, `Kernel.stepping`; `Kernel.executing` is set only
-with several CPUs, whose steps would come in between); both servers are the boot
+(`Cpu.alone`: other CPUs' steps would come in between; `Kernel.fastpath`,
+`UserContext.fast`, `Kernel.stepping`); both servers are the boot
 servers' unmodified bodies, waiting openly, parked in the fast path's reply (whose resume
 does nothing but return the message); no thread above the faulting one ready, no
 priority to lend, no timeslice ending and no event due before the fault is served; a
@@ -143,14 +143,14 @@ def serve_fault(k: Kernel, th: Thread, addr: int) -> int:
     nothing could tell the difference: the physical address of the page now mapped there;
     -1, with nothing done, otherwise."""
     ds = k.default_servers
-    if ds is None or k.stepping or k.executing is not None:  # (several CPUs: no)
+    if ds is None or k.stepping:
         return -1  # (no pager yet: the first fault starts it)
     pager = ds.pager
     s0 = ds.sigma0
     cpu = th.cpu
     task = th.task
-    if not (pager.cpu is cpu and s0.cpu is cpu and th.timer is None and th.pf_target is None
-            and th.in_strings is None and th.prio <= pager.prio <= s0.prio
+    if not (cpu.alone and pager.cpu is cpu and s0.cpu is cpu and th.timer is None
+            and th.pf_target is None and th.in_strings is None and th.prio <= pager.prio <= s0.prio
             and not cpu.bitmap >> (th.prio + 1)
             and task is not pager.task and task is not s0.task and pager.task is not s0.task
             and _waiting(pager, ds.pager_code, ds.pager_parked)
