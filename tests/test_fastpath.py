@@ -264,19 +264,31 @@ def run_program(prog: Program, *, fastpath: bool, check: bool = False, trace: bo
     return out, k
 
 
-def assert_equivalent(prog: Program) -> tuple[Outcome, Outcome]:
-    fast, _ = run_program(prog, fastpath=True)
-    slow, _ = run_program(prog, fastpath=False)
+def assert_same(fast: Outcome, slow: Outcome, what: tuple[str, str]) -> None:
+    """Every observable of two runs of one program is the same."""
     for name in slow.logs:
         a, b = fast.logs[name], slow.logs[name]
         for i, (x, y) in enumerate(zip(a, b, strict=False)):
-            assert x == y, (f"{name}: result {i} differs: fast path {x}, general path {y}\n"
-                            f"fast: {a[max(0, i - 3):i + 2]}\ngeneral: {b[max(0, i - 3):i + 2]}")
-        assert len(a) == len(b), f"{name}: {len(a)} results on the fast path, {len(b)} on the general"
+            assert x == y, (f"{name}: result {i} differs: {what[0]} {x}, {what[1]} {y}\n"
+                            f"{what[0]}: {a[max(0, i - 3):i + 2]}\n"
+                            f"{what[1]}: {b[max(0, i - 3):i + 2]}")
+        assert len(a) == len(b), f"{name}: {len(a)} results on the {what[0]}, {len(b)} on the {what[1]}"
     assert fast.results == slow.results
     assert fast.states == slow.states
     assert fast.runs == slow.runs
     assert fast.now == slow.now
+
+
+def assert_equivalent(prog: Program) -> tuple[Outcome, Outcome]:
+    """The fast path against the general path; and the general path as it runs unchecked
+    (with its common cases written out inline) against the same path checked, which takes
+    none of those inline cases."""
+    fast, _ = run_program(prog, fastpath=True)
+    slow, _ = run_program(prog, fastpath=False)
+    assert_same(fast, slow, ("fast path", "general path"))
+    checked, _ = run_program(prog, fastpath=False, check=True)
+    assert_same(slow, checked, ("general path", "checked general path"))
+    assert slow.general_entries == checked.general_entries
     return fast, slow
 
 

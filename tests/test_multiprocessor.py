@@ -136,6 +136,47 @@ def test_migration_from_the_thread_the_host_and_ex_regs() -> None:
         m.migrate(9)
 
 
+def _reply_to_a_caller(k: Kernel) -> tuple[Any, list[tuple[str, Any]]]:
+    """A server and its caller on CPU 0; the server works, then replies. The caller
+    notes the CPU its call returns on."""
+    log: list[tuple[str, Any]] = []
+
+    async def server(t: Any) -> None:
+        r = await t.wait()
+        await t.compute(5_000)
+        await t.reply_and_wait(words=[r.words[0] + 1])
+
+    async def client(t: Any, srv: int) -> None:
+        r = await t.call(srv, words=[41])
+        log.append(("returned", (r.error, r.words, t._th.cpu.index)))
+
+    task = k.new_task("t")
+    s = task.new_thread(server, name="srv", cpu=0)
+    return task.new_thread(client, task.add_cap(s), name="cli", cpu=0), log
+
+
+def test_a_caller_moved_by_the_host_while_the_reply_switches_to_it() -> None:
+    """The reply wakes the caller and the kernel would switch straight to it, but a host
+    event due during the reply's kernel path moves the caller to CPU 1 first: the caller
+    runs on CPU 1, an IPI later, and never again on the CPU it left (the invariants,
+    checked after every operation, failed here: the switch went ahead on CPU 0)."""
+    dry = make_kernel(cpus=2)
+    _reply_to_a_caller(dry)
+    dry.run()
+    reply_at = next(e.time for e in dry.events if e.event == "transfer" and e.thread == "srv")
+    k = make_kernel(cpus=2)
+    cli, log = _reply_to_a_caller(k)
+    # Due after the reply's kernel entry began, before its end: it fires at the switch.
+    k.at(reply_at - 1, lambda: cli.migrate(1))
+    res = k.run()
+    assert res.reason == "done" and not res.died
+    assert log == [("returned", (IpcError.OK, (42,), 1))]
+    assert [(e.cpu, e.detail) for e in k.events
+            if e.thread == "cli" and e.event == "ipi"] == [(0, "from cpu0 to cpu1")]
+    later = [e.cpu for e in k.events if e.thread == "cli" and e.time > reply_at]
+    assert later and set(later) == {1}
+
+
 def test_cancel_from_the_other_cpu_before_the_rendezvous() -> None:
     """A receiver on CPU 1 waits; a thread on CPU 0 cancels it: the cancel bit is set
     at once, and the receiver reports RECANCELED on its own CPU after the IPI."""

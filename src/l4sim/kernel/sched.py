@@ -239,6 +239,11 @@ class Cpu:
             if intent is not None:
                 if intent.state & DEAD:
                     intent = None  # an event deleted the partner we were switching to
+                elif intent.cpu is not self:
+                    # A host event moved it to another CPU: it is ready there (by IPI),
+                    # as a thread moved from this CPU's ready queue would be.
+                    make_ready(intent)
+                    intent = None
                 elif self.k.stop is not None or self.bitmap >> (intent.prio + 1):
                     make_ready(intent)
                     intent = None
