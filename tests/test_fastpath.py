@@ -438,6 +438,51 @@ def test_runs_cut_by_time(delta: int) -> None:
                                 extra_threads=(("ticker", 150, 2_000),)))
 
 
+def _stepped_pingpong(at_step: int, **kw: Any) -> tuple[list[tuple[Any, ...]], int, int]:
+    """A ping-pong driven by `k.step()`; after step `at_step` the host makes a thread of
+    higher priority. The log, the end time, and how many entries the log had then."""
+    k = Kernel(**kw)
+    log: list[tuple[Any, ...]] = []
+    made = [-1]
+
+    async def server(t: Any) -> None:
+        r = await t.wait()
+        while True:
+            r = await t.reply_and_wait(words=[r.words[0] + 1])
+
+    async def client(t: Any, srv: int) -> None:
+        for i in range(6):
+            r = await t.call(srv, words=[i])
+            log.append(("cli", r.words, t.now))
+
+    async def high(t: Any) -> None:
+        log.append(("high", t.now))
+
+    task = k.new_task("t")
+    task.new_thread(client, task.add_cap(task.new_thread(server, name="srv")), name="cli")
+    n = 0
+    while k.step() is not None:
+        n += 1
+        if n == at_step:
+            made[0] = len(log)
+            task.new_thread(high, name="high", priority=200)
+    return log, k.now, made[0]
+
+
+@pytest.mark.parametrize("at_step", range(1, 14))
+def test_a_thread_above_made_by_the_host_between_two_steps(at_step: int) -> None:
+    """Between two `k.step()`s the host makes a thread above a ping-pong whose next step
+    resumes a thread after its switch: that thread's IPC returns through the preemption
+    point, and the new thread runs before the ping-pong logs again, on both paths (the
+    fast path's resume had returned quietly on one CPU, as if nobody could come between)."""
+    fast = _stepped_pingpong(at_step)
+    general = _stepped_pingpong(at_step, fastpath=False)
+    checked = _stepped_pingpong(at_step, fastpath=False, check=True)
+    assert fast == general == checked
+    log, _, made = general
+    assert log[made][0] == "high"
+
+
 # --- several CPUs ----------------------------------------------------------------------------
 # The fast path also serves a kernel of several CPUs, for partners on one CPU. Other CPUs'
 # steps may then come between a switch and the resume of the thread it blocked: the thread

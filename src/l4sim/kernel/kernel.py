@@ -615,6 +615,10 @@ class Kernel:
         if self._running:
             raise RuntimeError("Kernel.step() inside a run")
         self.settle_result()
+        # From now on the host may make threads ready between two steps, as another CPU
+        # would: a thread resumed after a switch no longer returns from its IPC without
+        # looking for one above it (`Cpu.alone`).
+        self.boot_cpu.alone = False
         cpu = self._next_cpu()
         if cpu is None:
             return None

@@ -75,7 +75,9 @@ class Cpu:
         self.lazy: list[Thread] = []
         self.entries = 0                  # kernel entries on this CPU
         self.ipc_costs: list[int] = []    # cycles of one IPC by word count (the kernel's profile)
-        self.alone = k.quantum == INFINITY  # the kernel's only CPU (no other one steps)
+        # The kernel's only CPU, and never stepped by the host (`Kernel.step`): nothing
+        # but its own threads and events can make a thread ready on it.
+        self.alone = k.quantum == INFINITY
 
     def top_prio(self) -> int:
         """Highest priority with a ready thread; -1 if none."""
