@@ -56,7 +56,7 @@ from .sched import (
     bound_dead_timers,
     cancel_timer,
     make_ready,
-    resumed_quietly,
+    quiet_result,
     update_prio,
 )
 from .states import READY, RECEIVE_WAIT
@@ -230,7 +230,8 @@ def call(t: UserContext, dest: int, words: Sequence[int] = (), label: int = 0,
                     # (a long message's string counts take the general exit)
                     if (th.state == READY and not th.wake_error and th.in_strings is None
                             and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
-                            and (cpu.alone or resumed_quietly(th, cpu))):
+                            and (cpu.alone or (th.cpu is cpu  # (`resumed_quietly`, inlined)
+                                               and not cpu.bitmap >> (th.prio + 1)))):
                         r = new_result(IpcResult)
                         r.error = OK
                         r.label = th.in_label
@@ -365,7 +366,8 @@ def reply_and_wait(t: UserContext, words: Sequence[int] = (), label: int = 0,
             yield c  # the switch
             if (th.state == READY and not th.wake_error
                     and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
-                    and (cpu.alone or resumed_quietly(th, cpu))):
+                    and (cpu.alone or (th.cpu is cpu  # (`resumed_quietly`, inlined)
+                                       and not cpu.bitmap >> (th.prio + 1)))):
                 strings = th.in_strings
                 if strings is None:
                     r = new_result(IpcResult)
@@ -413,22 +415,6 @@ def _reply_deadline(cpu: Cpu, receive_timeout: Timeout, cost: int) -> int | None
         return None
     deadline = receive_timeout.deadline(cpu.now + cost, cpu.k.mhz)  # (caches its cycles)
     return None if deadline is None or deadline >= INFINITY else deadline
-
-
-def _quiet_result(th: Thread, cpu: Cpu) -> IpcResult | None:
-    """After the switch: the result of a wait that ended well with nothing due (a short
-    message), or None when the general exit must run (an error, a long message's byte
-    counts, the end of the timeslice or an event due)."""
-    if (th.state == READY and not th.wake_error and th.in_strings is None
-            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
-            and (cpu.alone or resumed_quietly(th, cpu))):
-        r = new_result(IpcResult)
-        r.error = OK
-        r.label = th.in_label
-        r._tag = th.in_tag
-        r._words = th.in_words
-        return r
-    return None
 
 
 def _typed_ok(th: Thread, msgtag: int) -> bool:
@@ -482,7 +468,7 @@ def call_to(k: Kernel, th: Thread, dst: Thread, lbl: int, msgtag: int,
     if th.prio > dst.prio:
         update_prio(k, dst)
     yield dst
-    r = _quiet_result(th, cpu)
+    r = quiet_result(th, cpu)
     if r is not None:
         return r
     return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))
@@ -534,7 +520,7 @@ def _reply_typed(k: Kernel, th: Thread, msgtag: int, receive_timeout: Timeout) -
     if th.prio != th.priority:
         update_prio(k, th)
     yield c
-    r = _quiet_result(th, cpu)
+    r = quiet_result(th, cpu)
     if r is not None:
         return r
     return cast(IpcResult, (yield from th.cpu.leave(th, _result_of_wait(k, th))))

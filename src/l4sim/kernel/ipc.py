@@ -32,7 +32,7 @@ from .irq import unmask as unmask_irq
 from .message import load_two_words
 from .objects import IpcGate, Irq, Thread
 from .result import IpcResult, new_result, result_with
-from .sched import INFINITY, cancel_timer, make_ready, update_prio
+from .sched import INFINITY, cancel_timer, make_ready, quiet_result, update_prio
 from .sendq import SenderQueue
 from .states import (
     CANCEL,
@@ -308,7 +308,7 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         if dst.cpu is not cpu:
             # A remote request (Fiasco's DRQ) runs the handshake on the receiver's
             # CPU; we wait for its outcome as a queued sender waits for its receiver.
-            post_drq(k, Drq(th, dst, label, tag, call, gate, strings,
+            post_drq(k, Drq(k, th, dst, label, tag, call, gate, strings,
                             cpu.deadline_of(snd_to), rcv_to, bool(op & _REPLY)))
         elif dst.state == RECEIVE_WAIT and (dst.partner is None or dst.partner is th):
             if strings is None:
@@ -380,9 +380,28 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         if woken is None and th.state & _SEND_BLOCKED:  # (a receiver woken: we are not)
             # Blocked in the send phase: whoever takes our message (or ends the wait)
             # leaves the outcome in our TCB.
-            done = yield from _send_wait(k, th, op, call)
-            if done is not None:
-                return done
+            if not plain:
+                done = yield from _send_wait(k, th, op, call)
+                if done is not None:
+                    return done
+            else:
+                # (`_send_wait`, inlined when neither checking nor tracing: nobody was
+                # woken, so the scheduler picks; a short message's outcome is read here)
+                yield None
+                th.snd_call = False
+                if th.xfer is not None or th.in_strings is not None:  # a long message
+                    done = yield from _after_send_wait(k, th, op, call)
+                    if done is not None:
+                        return done
+                elif call or th.wake_error or th.state != READY:
+                    cpu = th.cpu  # (it may have migrated meanwhile)
+                    done = None if cpu.preempts else quiet_result(th, cpu)
+                    if done is None:
+                        done = yield from cpu.leave(th, _result_of_wait(k, th))
+                    return done
+                elif not op & _RECEIVE:
+                    res = yield from th.cpu.leave(th, EMPTY_OK)
+                    return res
             woken = None
         if not op & _RECEIVE:
             if woken is not None:
@@ -429,9 +448,10 @@ def _ipc(k: Kernel, th: Thread, op: int, sel: int, tag: int,
         else:
             add_waiter(k, src, th)
     # Blocked: switch to the partner we woke (`Cpu.block` and `Cpu.switch_target`, inlined
-    # for the common case: no check, the partner here and of the highest ready priority).
-    if (woken is not None and plain and woken.cpu is cpu
-            and not cpu.bitmap >> (woken.prio + 1)):
+    # for the common case: no check, and nobody woken or the partner here and of the
+    # highest ready priority).
+    if plain and (woken is None or (woken.cpu is cpu
+                                    and not cpu.bitmap >> (woken.prio + 1))):
         yield woken
     else:
         yield cpu.switch_target(th, woken)
@@ -526,6 +546,11 @@ async def _send_wait(k: Kernel, th: Thread, op: int, call: bool) -> IpcResult | 
     if it ends here, else None (a send-and-open-wait goes on to its receive phase)."""
     await th.cpu.block(th, None)
     th.snd_call = False
+    return await _after_send_wait(k, th, op, call)
+
+
+async def _after_send_wait(k: Kernel, th: Thread, op: int, call: bool) -> IpcResult | None:
+    """`_send_wait` after the wait: what whoever ended it left in our TCB."""
     mine: longipc.Transfer | None = th.xfer
     if mine is not None and mine.copier is th and not mine.started:
         # We copy: the receiver took us and woke us (sender-driven), or our
@@ -589,14 +614,16 @@ def _may_not_wait(k: Kernel, th: Thread, src: Thread | Irq | None,
 class Drq:
     """A remote request (Fiasco's DRQ): the handshake of a send from `th` to `dst`,
     which runs on `dst`'s CPU when the inter-processor interrupt that carries it
-    arrives, the cost model's `ipi` after it was sent."""
+    arrives, the cost model's `ipi` after it was sent. It is its own event: calling it
+    runs the handshake (no closure per request)."""
 
-    __slots__ = ("th", "dst", "label", "tag", "call", "gate", "strings", "deadline",
+    __slots__ = ("k", "th", "dst", "label", "tag", "call", "gate", "strings", "deadline",
                  "rcv_to", "reply")
 
-    def __init__(self, th: Thread, dst: Thread, label: int, tag: int, call: bool,
+    def __init__(self, k: Kernel, th: Thread, dst: Thread, label: int, tag: int, call: bool,
                  gate: IpcGate | None, strings: list[tuple[int, int]] | None,
                  deadline: int | None, rcv_to: Timeout, reply: bool) -> None:
+        self.k = k
         self.th = th
         self.dst = dst
         self.label = label
@@ -608,6 +635,9 @@ class Drq:
         self.rcv_to = rcv_to      # a call's reply timeout, which starts at the handshake
         self.reply = reply
 
+    def __call__(self) -> None:
+        remote_handshake(self.k, self)
+
 
 def post_drq(k: Kernel, req: Drq) -> None:
     """Send the handshake of `req` to its receiver's CPU; the sender waits (DRQ_WAIT)."""
@@ -618,8 +648,7 @@ def post_drq(k: Kernel, req: Drq) -> None:
     if k.trace:
         k.record(th, "drq", f"handshake with {req.dst.name}: from cpu{here.index} "
                  f"to cpu{there.index}")
-    there.push_event([here.now + k.costs.ipi, k.next_seq(), None,
-                      lambda: remote_handshake(k, req)])
+    there.push_event([here.now + k.costs.ipi, k.next_seq(), None, req])
 
 
 def remote_handshake(k: Kernel, req: Drq) -> None:

@@ -665,16 +665,21 @@ class Kernel:
             best = [self.cpus[i] for _, i in near]
         else:
             when = INFINITY
-            best = []  # the CPUs whose step comes first, in CPU order
+            first: Cpu | None = None  # the CPU whose step comes first (None: no step)
+            tied: list[Cpu] | None = None  # ... with those due at the same time, in CPU order
             for cpu in self.cpus:
                 t = cpu.step_time()
                 if t < when:
-                    when = t
-                    best = [cpu]
-                elif t == when:
-                    best.append(cpu)
-            if when >= INFINITY:
+                    when, first, tied = t, cpu, None
+                elif t == when and first is not None:
+                    if tied is None:
+                        tied = [first]
+                    tied.append(cpu)
+            if first is None:
                 return None
+            if tied is None:
+                return first  # (no list and no choice in the common case)
+            best = tied
         return best[self.chooser.choose("c", len(best), best)] if len(best) > 1 else best[0]
 
     def _run_cpus(self, until: int | None) -> None:

@@ -18,15 +18,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .abi import NEVER, Timeout
+from .abi import NEVER, IpcError, Timeout
 from .errors import ThreadDeleted
 from .objects import Thread
+from .result import IpcResult, new_result
 from .states import DEAD, READY, RECEIVE_WAIT, SEND_WAIT
 from .trap import switch
 
 if TYPE_CHECKING:
     from .kernel import Kernel
-    from .result import IpcResult
 
 # What the scheduler calls back into the layers above it (the kernel sets them; the
 # scheduler imports nothing of IPC): a thread's timeout expired; a thread with a
@@ -129,7 +129,7 @@ class Cpu:
         if self.action is not None or self.bitmap:
             return self.now
         if self.next_event < INFINITY and self.anything_pending():
-            return max(self.now, self.next_event)
+            return self.next_event if self.next_event > self.now else self.now
         return INFINITY
 
     # --- timers and host events ---------------------------------------------------------
@@ -208,7 +208,7 @@ class Cpu:
         if k.dead_timers > TIMER_SLACK:  # the live entries that fired may leave too few
             bound_dead_timers(k)
         self.next_event = heap[0][0] if heap else INFINITY
-        if k.stop is None and k.out_of_steps():
+        if k.stop is None and k.entry_limit < INFINITY and k.out_of_steps():
             k.stop = "steps"
 
     def _first_of_simultaneous(self, entry: list[Any]) -> list[Any]:
@@ -263,12 +263,12 @@ class Cpu:
                 self.process_events()
             if k.stop is not None:
                 return None
-            th = self.pop_highest()
-            if th is not None:
-                return th
-            if self.next_event == INFINITY or not self.anything_pending() or not jumps:
+            if self.bitmap:
+                return self.pop_highest()
+            if not jumps or self.next_event == INFINITY or not self.anything_pending():
                 return None  # no thread can ever run again: done or deadlock, not "until"
-            self.now = max(self.now, self.next_event)  # idle until the next timer or event
+            if self.next_event > self.now:
+                self.now = self.next_event  # idle until the next timer or event
             jumps -= 1
 
     # --- kernel entry and exit, preemption points -----------------------------------------
@@ -479,6 +479,22 @@ def resumed_quietly(th: Thread, cpu: Cpu) -> bool:
     return th.cpu is cpu and not cpu.bitmap >> (th.prio + 1)
 
 
+def quiet_result(th: Thread, cpu: Cpu) -> IpcResult | None:
+    """After the switch: the result of a wait that ended well with nothing due (a short
+    message), or None when the general exit must run (an error, a long message's byte
+    counts, the end of the timeslice, an event due, or a thread above it ready)."""
+    if (th.state == READY and not th.wake_error and th.in_strings is None
+            and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
+            and (cpu.alone or resumed_quietly(th, cpu))):
+        r = new_result(IpcResult)
+        r.error = IpcError.OK
+        r.label = th.in_label
+        r._tag = th.in_tag
+        r._words = th.in_words
+        return r
+    return None
+
+
 def make_ready(th: Thread) -> None:
     """Put a thread that became ready at the back of its priority on its CPU. From
     another CPU this is a remote request: an inter-processor interrupt, charged to the
@@ -499,15 +515,27 @@ def send_ipi(here: Cpu, there: Cpu, th: Thread) -> None:
     joins the back of its priority there."""
     k = here.k
     there.incoming.add(th)
-    k.record(th, "ipi", f"from cpu{here.index} to cpu{there.index}")
+    if k.trace:
+        k.record(th, "ipi", f"from cpu{here.index} to cpu{there.index}")
+    there.push_event([here.now + k.costs.ipi, k.next_seq(), None, Ipi(there, th)])
 
-    def arrive() -> None:
+
+class Ipi:
+    """The arrival of a wake-up IPI (an event of the CPU `there`; calling it delivers it):
+    `th` joins the back of its priority there, unless it left meanwhile."""
+
+    __slots__ = ("there", "th")
+
+    def __init__(self, there: Cpu, th: Thread) -> None:
+        self.there = there
+        self.th = th
+
+    def __call__(self) -> None:
+        there, th = self.there, self.th
         there.incoming.discard(th)
         if (th.cpu is there and th.state & READY and not th.state & DEAD and th.rq_prio < 0
                 and there.current is not th and there.action is not th):
             there.enqueue_back(th)
-
-    there.push_event([here.now + k.costs.ipi, k.next_seq(), None, arrive])
 
 
 # Cancelled entries stay in the heap (lazy deletion) until they come up, or until they
