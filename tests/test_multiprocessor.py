@@ -177,6 +177,62 @@ def test_a_caller_moved_by_the_host_while_the_reply_switches_to_it() -> None:
     assert later and set(later) == {1}
 
 
+def test_a_computing_thread_moved_by_the_host_computes_on_where_it_was_moved() -> None:
+    """A thread computes on CPU 1 (its steps end at the clocks' quantum boundaries); the
+    host moves it to CPU 0 meanwhile. The rest of its computation runs and is charged on
+    CPU 0: it never again queues, runs or spends time on CPU 1."""
+    k = make_kernel(cpus=2)
+
+    async def worker(t: Any) -> int:
+        await t.compute(1_800_000)
+        return t.now
+
+    async def idle(t: Any) -> None:
+        await t.wait(receive_timeout=Timeout.cycles(2_500_000))
+
+    w = k.new_task("w").new_thread(worker, name="worker", priority=200, cpu=1)
+    k.new_task("i").new_thread(idle, name="idle", priority=50, cpu=0)
+    k.at(619_285, lambda: w.migrate(0))
+    res = k.run()
+    assert res.reason == "done" and not res.died
+    later = {e.cpu for e in k.events if e.thread == "worker" and e.time > 619_285}
+    assert later == {0}
+    # 1.8M cycles of work in all; CPU 1, where it began, may have been up to a quantum
+    # ahead of CPU 0's clock when the host moved it (the clocks' bound).
+    assert abs(w.result - 1_800_000) < k.quantum + 2 * k.costs.ipi
+    assert k.cpus[1].now < 700_000  # CPU 1 idled from the move on
+
+
+def test_a_preempted_thread_moved_by_another_thread_goes_on_there() -> None:
+    """A thread is preempted by one above it on CPU 0 (in the middle of computing); a
+    thread on CPU 1 moves it there by ex_regs while it waits to run again: it goes on
+    on CPU 1 at once, not after the preempter on CPU 0."""
+    k = make_kernel(cpus=2)
+
+    async def high(t: Any) -> int:
+        await t.sleep(Timeout.cycles(10_000))
+        await t.compute(300_000)
+        return t.now
+
+    async def low(t: Any) -> int:
+        await t.compute(100_000)
+        return t.now
+
+    async def mover(t: Any, sel: int) -> None:
+        await t.sleep(Timeout.cycles(40_000))
+        assert await t.ex_regs(sel, cpu=1) == IpcError.OK
+
+    task = k.new_task("t")
+    hi = task.new_thread(high, name="high", priority=200, cpu=0)
+    lo = task.new_thread(low, name="low", priority=100, cpu=0)
+    task.new_thread(mover, task.add_cap(lo), name="mover", priority=100, cpu=1)
+    res = k.run()
+    assert res.reason == "done" and not res.died
+    assert [e.cpu for e in k.events if e.thread == "low" and e.event == "end"] == [1]
+    assert lo.result < hi.result  # it did not wait for the preempter to finish
+    assert lo.result > 100_000 + 40_000 - 10_000  # the 30,000 cycles preempted count
+
+
 def test_cancel_from_the_other_cpu_before_the_rendezvous() -> None:
     """A receiver on CPU 1 waits; a thread on CPU 0 cancels it: the cancel bit is set
     at once, and the receiver reports RECANCELED on its own CPU after the IPI."""

@@ -280,18 +280,21 @@ class Cpu:
         if th.state & DEAD:
             raise ThreadDeleted
         k = self.k
-        if self.preempts and k.chooser.accessed:
+        cpu = self
+        if cpu.preempts and k.chooser.accessed:
             # Under the explorer, the last instruction before a system call can be
             # preempted too when the thread touched shared memory since its last choice.
             k.chooser.accessed = False
-            await self.shared_access_point(th, "before a system call")
+            await cpu.shared_access_point(th, "before a system call")
+            cpu = th.cpu  # (switched out, it may have been moved to another CPU)
         while k.out_of_steps():
             if k.stop is None:
                 k.stop = "steps"
-            self.enqueue_front(th)
+            cpu.enqueue_front(th)
             await switch(None)
-        self.entries += 1
-        self.now += cost or self.ipc_costs[0]
+            cpu = th.cpu
+        cpu.entries += 1
+        cpu.now += cost or cpu.ipc_costs[0]
 
     async def leave(self, th: Thread, result: IpcResult) -> IpcResult:
         """Kernel exit: check the invariants; a preemption point if something is due."""
@@ -315,46 +318,50 @@ class Cpu:
         of a long copy), where an exploring chooser may hold a pending interrupt back
         (`i`): it is taken at the next preemption point instead, once."""
         k = self.k
+        cpu = self  # (the thread's CPU: switched out, it may have been moved to another)
         asked = False
         while True:
-            if self.now >= self.next_event:
-                if in_kernel and self.holds and not self.held and k.chooser.choose("i", 2):
+            if cpu.now >= cpu.next_event:
+                if in_kernel and cpu.holds and not cpu.held and k.chooser.choose("i", 2):
                     # The interrupt arrives just after this point rather than just before.
                     k.record(th, "interrupt", "held back past a preemption point, by the chooser")
-                    self.held = True
+                    cpu.held = True
                 else:
-                    self.process_events()
+                    cpu.process_events()
                 in_kernel = False
             if th.state & DEAD:
                 raise ThreadDeleted
-            if k.stop is not None or self.bitmap >> (th.prio + 1):
+            if k.stop is not None or cpu.bitmap >> (th.prio + 1):
                 if k.stop is None and th.preempter is not None:
-                    self.on_preemption(k, th)
-                self.enqueue_front(th)
+                    cpu.on_preemption(k, th)
+                cpu.enqueue_front(th)
                 await switch(None)
+                cpu = th.cpu
                 continue
-            if self.now >= self.slice_end:
-                self.now += k.costs.timer_tick  # the tick that ends the timeslice
-                self.slice_end = self.now + k.timeslice
-                self.entries += 1  # the timer interrupt is a kernel entry: a step
+            if cpu.now >= cpu.slice_end:
+                cpu.now += k.costs.timer_tick  # the tick that ends the timeslice
+                cpu.slice_end = cpu.now + k.timeslice
+                cpu.entries += 1  # the timer interrupt is a kernel entry: a step
                 if k.out_of_steps():
                     k.stop = "steps"
-                if self.bitmap >> th.prio:
+                if cpu.bitmap >> th.prio:
                     k.record(th, "timeslice", "expired")
                     if th.preempter is not None:
-                        self.on_preemption(k, th)
-                    self.enqueue_back(th)
+                        cpu.on_preemption(k, th)
+                    cpu.enqueue_back(th)
                     await switch(None)
+                    cpu = th.cpu
                     continue
                 if k.stop is not None:
                     continue
-            if (self.preempts and not asked and self.bitmap >> th.prio
-                    and k.chooser.choose("p", 2, (th, self.queues[th.prio][0]))):
+            if (cpu.preempts and not asked and cpu.bitmap >> th.prio
+                    and k.chooser.choose("p", 2, (th, cpu.queues[th.prio][0]))):
                 # The chooser ends our timeslice here: the next of our priority runs.
                 k.record(th, "preempted", "at a preemption point, by the chooser")
                 asked = True  # (once per preemption point: back here, we go on)
-                self.enqueue_back(th)
+                cpu.enqueue_back(th)
                 await switch(None)
+                cpu = th.cpu
                 continue
             return
 
@@ -381,22 +388,24 @@ class Cpu:
         if th.state & DEAD:
             raise ThreadDeleted  # a dead thread's chain being unwound computes nothing
         several = self.k.quantum < INFINITY
+        cpu = self
         while True:
-            limit = min(self.slice_end, self.next_event)
-            ahead = several and (horizon := self.horizon()) < limit
+            limit = min(cpu.slice_end, cpu.next_event)
+            ahead = several and (horizon := cpu.horizon()) < limit
             if ahead:
                 limit = horizon
-            room = limit - self.now
+            room = limit - cpu.now
             if cycles < room:
-                self.now += cycles
+                cpu.now += cycles
                 return
             step = int(room) if room > 0 else 0
-            self.now += step
+            cpu.now += step
             cycles -= step
             if ahead:
-                await self.boundary(th)  # the other CPUs catch up first
+                await cpu.boundary(th)  # the other CPUs catch up first
             else:
-                await self.preemption_point(th)
+                await cpu.preemption_point(th)
+            cpu = th.cpu  # (moved meanwhile by the host or by ex_regs: it goes on there)
             if cycles == 0:
                 return
 
@@ -418,7 +427,7 @@ class Cpu:
             k.stop = "steps"
         self.enqueue_front(th)
         await switch(None)
-        await self.preemption_point(th)
+        await th.cpu.preemption_point(th)  # (on the CPU it was moved to meanwhile, if so)
 
     def charge_transfer(self, words: int) -> None:
         """The cycles of copying `words` MRs, beyond the IPC's base cost."""
