@@ -61,6 +61,30 @@ def test_generation_is_a_function_of_the_seed() -> None:
         assert p.until is not None or p.max_steps is not None  # every run is bounded
 
 
+def test_the_host_moves_threads_between_cpus() -> None:
+    """Programs on several CPUs get host events that move threads; the runtime moves a
+    thread only when the API allows it (not one that ended or is running), and a move
+    that lands while the thread waits, is queued or computes is checked like any other
+    event."""
+    multi = [generate(seed, 2) for seed in range(200)]
+    moves = [e for p in multi for e in p.events if e.action == "migrate"]
+    assert len(moves) > 50
+    assert {e.cpu for e in moves} == {0, 1} and {e.kind for e in moves} == {"thread"}
+    for p in multi:
+        if any(e.action == "migrate" for e in p.events):
+            src = render(p)
+            e = next(e for e in p.events if e.action == "migrate")
+            assert f'rt.host("migrate", th{e.target}, {e.cpu})' in src
+            break
+    one = [generate(seed, 1) for seed in range(50)]
+    assert not [e for p in one for e in p.events if e.action == "migrate"]
+    # A short campaign over programs with moves runs clean.
+    seeds = [seed for seed, p in enumerate(multi) if any(e.action == "migrate" for e in p.events)]
+    for seed in seeds[:25]:
+        report = check_program(generate(seed, 2))
+        assert [a.as_dict() for a in report.anomalies] == []
+
+
 def test_the_fast_path_is_exercised() -> None:
     """Runs without a step limit leave the fast path on in the third run."""
     progs = [program_of(s) for s in range(20)]

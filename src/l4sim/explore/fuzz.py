@@ -178,14 +178,20 @@ class FuzzRuntime:
         return b"\xa5SECRET" + bytes([task.id & 0xFF]) + (
             (self.seed * 1_000_003 + task.id) & ((1 << 64) - 1)).to_bytes(8, "little")
 
-    def host(self, action: str, obj: KernelObject) -> None:
-        """A host event (`k.at`): cancel a thread, delete an object, trigger an IRQ."""
+    def host(self, action: str, obj: KernelObject, cpu: int = 0) -> None:
+        """A host event (`k.at`): cancel a thread, delete an object, trigger an IRQ, move
+        a thread to CPU `cpu` (not one that ended or the one running: that raises, as the
+        API says)."""
         k = self.k
         self.log.append(("host", action, getattr(obj, "name", "?"), obj.alive, k.now))
         if not obj.alive:
             return
         try:
-            if action == "cancel":
+            if action == "migrate":  # (not a thread that ended, or the one running)
+                if (isinstance(obj, Thread) and not obj.state & DEAD
+                        and obj.cpu.current is not obj):
+                    obj.migrate(cpu)
+            elif action == "cancel":
                 if isinstance(obj, Thread):
                     k.cancel(obj)
             elif action == "delete":

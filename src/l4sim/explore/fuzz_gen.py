@@ -4,9 +4,10 @@ rendered as a standalone Python program, and shrunk.
 A `Program` says which tasks, threads (priority, pager, exception handler, preempter),
 gates, IRQs and capabilities (with their rights) exist, what each thread does (a list of
 `Op`: one system call each, valid or malformed, plus an optional `finally:` block) and which
-host events (`k.at`) cancel or delete objects or trigger IRQs. `render` turns it into the
-source of a module with `build(k, rt)`; the fuzzer runs exactly that source, so a rendered
-reproduction is the program that failed. `shrinks` lists smaller variants of a program.
+host events (`k.at`) cancel or delete objects, trigger IRQs or move threads between CPUs.
+`render` turns it into the source of a module with `build(k, rt)`; the fuzzer runs exactly
+that source, so a rendered reproduction is the program that failed. `shrinks` lists
+smaller variants of a program.
 
 Selectors are symbolic (`Sel(cap id)`): removing a thread or a capability while shrinking
 leaves the other selectors right; a selector whose capability is gone renders as 0.
@@ -111,9 +112,10 @@ class CapSpec:
 @dataclass(frozen=True)
 class HostEvent:
     time: int
-    action: str                            # "cancel", "delete", "trigger"
+    action: str                            # "cancel", "delete", "trigger", "migrate"
     kind: str                              # "thread", "gate", "irq", "task"
     target: int
+    cpu: int = 0                           # where "migrate" moves the thread
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,8 @@ def render(prog: Program) -> str:
         obj = "k.sigma0" if c.kind == "sigma0" else f"{_VAR[c.kind]}{c.target}"
         w(f"    c{c.id} = task{c.task}.add_cap({obj}, {c.rights:#x})\n")
     for e in prog.events:
-        w(f'    k.at({e.time}, lambda: rt.host("{e.action}", {_VAR[e.kind]}{e.target}))\n')
+        cpu = f", {e.cpu}" if e.action == "migrate" else ""
+        w(f'    k.at({e.time}, lambda: rt.host("{e.action}", {_VAR[e.kind]}{e.target}{cpu}))\n')
     w("    return None\n\n\nif __name__ == \"__main__\":\n    repro_main(build, KERNEL, RUN)\n")
     return "".join(out)
 
@@ -729,6 +732,13 @@ def generate(seed: int, cpus_available: int = 1) -> Program:
             events.append(HostEvent(t, r.choice(("trigger", "trigger", "delete")), "irq",
                                     r.choice(irqs)))
     bodies = tuple(g.body(th, horizon) for th in threads)
+    if cpus > 1:
+        # The host moves threads between CPUs too: at any time, blocked, ready, or just
+        # chosen to run next. (A stream of its own: the rest of the program is as it was.)
+        m = random.Random(seed * 1_000_003 + 17)
+        for _ in range(m.choice((0, 1, 1, 2, 3))):
+            events.append(HostEvent(m.randrange(horizon), "migrate", "thread",
+                                    m.choice(threads).id, m.randrange(cpus)))
     return Program(seed=seed, kernel=tuple(kernel), until=run_until, max_steps=max_steps,
                    tasks=tasks, threads=bodies, gates=gates, irqs=irqs, caps=tuple(caps),
                    events=tuple(events))
