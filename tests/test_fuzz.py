@@ -62,10 +62,10 @@ def test_generation_is_a_function_of_the_seed() -> None:
 
 
 def test_the_host_moves_threads_between_cpus() -> None:
-    """Programs on several CPUs get host events that move threads; the runtime moves a
-    thread only when the API allows it (not one that ended or is running), and a move
-    that lands while the thread waits, is queued or computes is checked like any other
-    event."""
+    """Programs on several CPUs get host events that move threads, and threads that move
+    others by `ex_regs`; the runtime moves a thread only when the API allows it (not one
+    that ended or is running), and a move that lands while the thread waits, is queued
+    or computes is checked like any other event."""
     multi = [generate(seed, 2) for seed in range(200)]
     moves = [e for p in multi for e in p.events if e.action == "migrate"]
     assert len(moves) > 50
@@ -78,6 +78,10 @@ def test_the_host_moves_threads_between_cpus() -> None:
             break
     one = [generate(seed, 1) for seed in range(50)]
     assert not [e for p in one for e in p.events if e.action == "migrate"]
+    # Threads move each other too (`ex_regs` with `cpu=`, sometimes to a CPU that is not).
+    regs = [dict(op.kwargs).get("cpu") for p in multi for th in p.threads for op in th.ops
+            if op.name == "ex_regs"]
+    assert {0, 1, 2} <= set(regs) and None in regs
     # A short campaign over programs with moves runs clean.
     seeds = [seed for seed, p in enumerate(multi) if any(e.action == "migrate" for e in p.events)]
     for seed in seeds[:25]:

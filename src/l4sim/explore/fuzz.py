@@ -479,8 +479,8 @@ class FuzzCtx:
     async def unmap(self, fpage: Any, self_too: Any = False) -> None:
         await self._op("unmap", (fpage,), {"self_too": self_too})
 
-    async def ex_regs(self, sel: Any, cancel: Any = True) -> None:
-        await self._op("ex_regs", (sel,), {"cancel": cancel}, (sel, _R))
+    async def ex_regs(self, sel: Any, cancel: Any = True, cpu: Any = None) -> None:
+        await self._op("ex_regs", (sel,), {"cancel": cancel, "cpu": cpu}, (sel, _R))
 
     async def delete(self, sel: Any) -> None:
         await self._op("delete", (sel,), {}, (sel, _D))

@@ -537,7 +537,10 @@ class _Gen:
         if name == "unmap":
             return Op(name, (self.fpage(task),), (("self_too", self.chance(0.3)),))
         if name == "ex_regs":
-            return Op(name, (self.sel(task),), (("cancel", self.chance(0.9)),))
+            regs: tuple[tuple[str, Any], ...] = (("cancel", self.chance(0.9)),)
+            if self.cpus > 1 and self.chance(0.3):  # several CPUs: move it (or a bad CPU)
+                regs += (("cpu", r.randrange(self.cpus + 1)),)
+            return Op(name, (self.sel(task),), regs)
         if name == "delete":
             return Op(name, (self.sel(task),))
         if name == "raise_exception":
