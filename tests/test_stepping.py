@@ -213,3 +213,44 @@ def test_a_cpu_that_stays_first_steps_on_without_a_choice() -> None:
     assert k.run().reason == "done"  # (a server waiting openly is idle, not deadlocked)
     assert c.result is None and not k.died
     assert k.entries > 400 and chosen < 10
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_step_ends_at_the_timer_interrupt(cpus: int) -> None:
+    """A thread that computes on and on, alone: each `k.step()` ends at the latest at
+    the end of its timeslice (the timer interrupt is a kernel entry, as `run(max_steps=)`
+    counts it); a step had gone on to the end of the computation, and never ended for
+    one that does not end. A computation stepped through to its end is the run in one
+    piece (results, times, kernel entries, events)."""
+    k = Kernel(cpus=cpus, check=True, trace=True)
+
+    async def spin(t: Any) -> None:
+        for _ in range(2_000):  # 200M cycles: more than seven timeslices
+            await t.compute(100_000)
+
+    k.new_task("a").new_thread(spin, name="spin")
+    ends = []
+    for _ in range(4):
+        assert k.step() is not None
+        ends.append(k.now)
+    slice_and_tick = k.timeslice + k.costs.timer_tick
+    assert ends == [slice_and_tick * (i + 1) for i in range(4)]
+
+    def three_slices(k: Kernel) -> Any:
+        async def work(t: Any) -> int:
+            await t.compute(3 * k.timeslice + 12_345)
+            return t.now
+
+        return k.new_task("w").new_thread(work, name="work")
+
+    whole = Kernel(cpus=cpus, check=True, trace=True)
+    w = three_slices(whole)
+    res = whole.run()
+    stepped = Kernel(cpus=cpus, check=True, trace=True)
+    s = three_slices(stepped)
+    steps = 0
+    while stepped.step() is not None:
+        steps += 1
+    assert s.result == w.result and stepped.now == whole.now
+    assert stepped.entries == res.steps and list(stepped.events) == list(whole.events)
+    assert steps >= 4  # a step per timeslice at least

@@ -609,8 +609,9 @@ class Kernel:
 
     def step(self) -> Thread | None:
         """Run one atomic step: resume one thread's chain until it yields (kernel code up
-        to a preemption point, or a piece of user computation), then decide who runs next
-        on its CPU. Returns the thread that ran, or None when no thread can run (see
+        to a preemption point, or a piece of user computation, which ends at the latest
+        at the timer interrupt of its timeslice's end), then decide who runs next on its
+        CPU. Returns the thread that ran, or None when no thread can run (see
         `peek`). `run` is a loop over steps; `step` lets a test or a debugger drive it."""
         if self._running:
             raise RuntimeError("Kernel.step() inside a run")

@@ -354,6 +354,11 @@ class Cpu:
                     continue
                 if k.stop is not None:
                     continue
+                if k.stepping:  # the timer interrupt ends a step of `k.step()`, too
+                    cpu.enqueue_front(th)
+                    await switch(None)
+                    cpu = th.cpu
+                    continue
             if (cpu.preempts and not asked and cpu.bitmap >> th.prio
                     and k.chooser.choose("p", 2, (th, cpu.queues[th.prio][0]))):
                 # The chooser ends our timeslice here: the next of our priority runs.
