@@ -282,6 +282,65 @@ def test_oracle_fastpath_divergence() -> None:
     assert kinds(rep) == {"fastpath-divergence"}
 
 
+def _stepped_pingpong(k: Kernel, rt: FuzzRuntime) -> None:
+    """A ping-pong while the host makes threads above it, from t = 1,037 every 1,000."""
+    s_task, c_task = k.new_task("s"), k.new_task("c")
+
+    async def server(t: UserContext) -> None:
+        x = rt.ctx(t)
+        await x.wait()
+        for _ in range(40):
+            await x.reply_and_wait(words=[7])
+
+    async def client(t: UserContext) -> None:
+        x = rt.ctx(t)
+        for i in range(40):
+            await x.call(sel, words=[i])
+
+    srv = s_task.new_thread(server, name="server", priority=100)
+    c_task.new_thread(client, name="client", priority=100)
+    sel = c_task.add_cap(srv)
+    for i in range(1, 12):
+        rt.at(i * 1_000 + 37, lambda: rt.host("spawn", c_task, 0, 200))
+
+
+STEPPED = {"until": 5_000_000, "max_steps": None, "stepped": True}
+
+
+def test_a_stepped_run_acts_between_steps_and_catches_what_the_host_does_there(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stepped run applies each host event between two steps, once the next step is
+    that late; the three runs agree. A fast path that ignores a thread the host made
+    between two steps (as it did) is a divergence."""
+    rep = check_build(_stepped_pingpong, {}, STEPPED, 0)
+    assert rep.anomalies == []
+    out = fuzz.run_build(_stepped_pingpong, {}, STEPPED, 0, "fast")
+    hosts = [e for e in out.log if e[0] == "host"]
+    assert len(hosts) == 11 and all(e[4] >= i * 1_000 + 37 for i, e in enumerate(hosts, 1))
+    assert len([e for e in out.log if e[0] == "spawned"]) == 11
+    assert out.end[0] == "stopped"
+
+    next_cpu = Kernel._next_cpu
+
+    def stays_alone(k: Kernel) -> Any:
+        k.boot_cpu.alone = len(k.cpus) == 1  # (the flag as it was before that fix)
+        return next_cpu(k)
+
+    monkeypatch.setattr(Kernel, "_next_cpu", stays_alone)
+    assert "fastpath-divergence" in kinds(check_build(_stepped_pingpong, {}, STEPPED, 0))
+
+
+def test_the_generator_steps_some_runs_and_makes_threads_from_the_host() -> None:
+    progs = [generate(seed) for seed in range(300)]
+    stepped = [p for p in progs if p.stepped]
+    assert 20 < len(stepped) < 80
+    with_events = next(p for p in stepped if p.events)
+    assert "'stepped': True" in render(with_events) and "rt.at(" in render(with_events)
+    assert not [p for p in progs if not p.stepped and "stepped" in render(p)]
+    spawns = [e for p in progs for e in p.events if e.action == "spawn"]
+    assert len(spawns) > 50 and {e.priority for e in spawns} == {10, 150, 255}
+
+
 def test_oracle_hang(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fuzz, "WATCHDOG_SECONDS", 0.5)
 

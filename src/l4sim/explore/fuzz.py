@@ -4,8 +4,10 @@ Each seed makes a random system (`fuzz_gen.generate`): 2-6 tasks, 2-10 threads w
 priorities, pagers (the default one, sigma0, none, or user-level ones that refuse, reply
 junk or die), exception handlers, preempters, gates, IRQs and capabilities with random
 rights, whose threads issue random system calls, valid and malformed, while host events
-cancel and delete threads, gates, IRQs and tasks and trigger IRQs. The program is rendered
-as Python source and that source is what runs, three times:
+cancel and delete threads, gates, IRQs and tasks, trigger IRQs, make threads and (on
+several CPUs) move threads between CPUs. Some runs are stepped (`k.step()`), the host
+acting between two steps. The program is rendered as Python source and that source is
+what runs, three times:
 
 1. checked: `Kernel(check=True, trace=True)`: the kernel's invariants after every operation;
 2. traced: `Kernel(trace=True)`: the same seed again in the same process;
@@ -150,10 +152,13 @@ class FuzzRuntime:
     """What a fuzz program's `build(k, rt)` talks to: makes the threads' wrapped contexts,
     records every result, and holds the oracles' state for one run."""
 
-    def __init__(self, k: Kernel, seed: int, mode: str) -> None:
+    def __init__(self, k: Kernel, seed: int, mode: str, stepped: bool = False) -> None:
         self.k = k
         self.seed = seed
         self.mode = mode
+        self.stepped = stepped
+        self.between: list[tuple[int, int, Callable[[], None]]] = []  # (time, order, event)
+        self.spawned = 0  # threads the host made
         self.anomalies: list[Anomaly] = []
         self.log: list[tuple[Any, ...]] = []
         self.ops = 0
@@ -167,6 +172,20 @@ class FuzzRuntime:
     def anomaly(self, kind: str, key: str, detail: str) -> None:
         self.anomalies.append(Anomaly(kind, key, detail, self.seed, self.mode))
 
+    async def _spawned(self, t: UserContext) -> None:
+        """The body of a thread the host makes: it computes a little, then ends."""
+        self.log.append(("spawned", t.name, t.now))
+        await t.compute(3_000)
+        self.log.append(("spawned-end", t.name, t.now))
+
+    def at(self, time: int, event: Callable[[], None]) -> None:
+        """A host event at simulated `time`: `k.at`, or in a stepped run the first time
+        the host gets to act (between two steps) once the next step is that late."""
+        if self.stepped:
+            self.between.append((time, len(self.between), event))
+        else:
+            self.k.at(time, event)
+
     def ctx(self, t: UserContext) -> FuzzCtx:
         return FuzzCtx(self, t)
 
@@ -178,16 +197,21 @@ class FuzzRuntime:
         return b"\xa5SECRET" + bytes([task.id & 0xFF]) + (
             (self.seed * 1_000_003 + task.id) & ((1 << 64) - 1)).to_bytes(8, "little")
 
-    def host(self, action: str, obj: KernelObject, cpu: int = 0) -> None:
+    def host(self, action: str, obj: KernelObject, cpu: int = 0, priority: int = 0) -> None:
         """A host event (`k.at`): cancel a thread, delete an object, trigger an IRQ, move
         a thread to CPU `cpu` (not one that ended or the one running: that raises, as the
-        API says)."""
+        API says), make a thread in a task (on `cpu`, of `priority`)."""
         k = self.k
         self.log.append(("host", action, getattr(obj, "name", "?"), obj.alive, k.now))
         if not obj.alive:
             return
         try:
-            if action == "migrate":  # (not a thread that ended, or the one running)
+            if action == "spawn":
+                if isinstance(obj, Task):
+                    self.spawned += 1
+                    obj.new_thread(self._spawned, name=f"spawn{self.spawned}",
+                                   priority=priority, cpu=cpu)
+            elif action == "migrate":  # (not a thread that ended, or the one running)
                 if (isinstance(obj, Thread) and not obj.state & DEAD
                         and obj.cpu.current is not obj):
                     obj.migrate(cpu)
@@ -573,7 +597,8 @@ def run_build(build: Build, kernel: dict[str, Any], run: dict[str, Any], seed: i
     """Build the system on a fresh kernel in `mode` and run it, applying the oracles."""
     t0 = time.perf_counter()
     k = Kernel(**kernel, **MODES[mode])
-    rt = FuzzRuntime(k, seed, mode)
+    stepped = bool(run.get("stepped"))
+    rt = FuzzRuntime(k, seed, mode, stepped)
     reason = "?"
     dog = {"fired": False}
     try:
@@ -581,8 +606,11 @@ def run_build(build: Build, kernel: dict[str, Any], run: dict[str, Any], seed: i
             reason = "build"
             build(k, rt)
             reason = "run"
-            res = k.run(until=run.get("until"), max_steps=run.get("max_steps"))
-            reason = res.reason
+            if stepped:
+                reason = _step_through(k, rt, run.get("until"), run.get("max_steps"))
+            else:
+                res = k.run(until=run.get("until"), max_steps=run.get("max_steps"))
+                reason = res.reason
     except FuzzHang as e:
         rt.anomaly("hang", "no end", f"{e} (until={run.get('until')}, "
                    f"max_steps={run.get('max_steps')}, simulated time {k.now})")
@@ -620,6 +648,33 @@ def run_build(build: Build, kernel: dict[str, Any], run: dict[str, Any], seed: i
     _close(k)
     return RunOutcome(mode, rt.anomalies, rt.log, end, events, entries, rt.ops,
                       time.perf_counter() - t0)
+
+
+STEPS = 20_000  # the steps of a stepped run without a step limit of its own
+
+
+def _step_through(k: Kernel, rt: FuzzRuntime, until: int | None,
+                  max_steps: int | None) -> str:
+    """A stepped run: `k.step()` until nothing can run, the next step would begin at
+    `until`, or `max_steps` steps (STEPS) were made; before each step, the host events
+    due by the time that step begins (all of them once nothing can run)."""
+    pending = sorted(rt.between)
+    limit = STEPS if max_steps is None else max_steps
+    steps = 0
+    while True:
+        nxt = k.peek()
+        when = nxt[0] if nxt is not None else None
+        if pending and (when is None or pending[0][0] <= when):
+            pending.pop(0)[2]()  # (then look again: it may change what runs next)
+            continue
+        if nxt is None:
+            return "stopped"
+        if until is not None and when is not None and when >= until:
+            return "until"
+        if steps >= limit:
+            return "steps"
+        k.step()
+        steps += 1
 
 
 def _close(k: Kernel) -> None:

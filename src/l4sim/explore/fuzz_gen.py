@@ -4,7 +4,8 @@ rendered as a standalone Python program, and shrunk.
 A `Program` says which tasks, threads (priority, pager, exception handler, preempter),
 gates, IRQs and capabilities (with their rights) exist, what each thread does (a list of
 `Op`: one system call each, valid or malformed, plus an optional `finally:` block) and which
-host events (`k.at`) cancel or delete objects, trigger IRQs or move threads between CPUs.
+host events (`k.at`, or between the steps of a stepped run) cancel or delete objects,
+trigger IRQs or move threads between CPUs.
 `render` turns it into the source of a module with `build(k, rt)`; the fuzzer runs exactly
 that source, so a rendered reproduction is the program that failed. `shrinks` lists
 smaller variants of a program.
@@ -112,10 +113,11 @@ class CapSpec:
 @dataclass(frozen=True)
 class HostEvent:
     time: int
-    action: str                            # "cancel", "delete", "trigger", "migrate"
+    action: str                            # "cancel", "delete", "trigger", "migrate", "spawn"
     kind: str                              # "thread", "gate", "irq", "task"
     target: int
-    cpu: int = 0                           # where "migrate" moves the thread
+    cpu: int = 0                           # where "migrate" moves the thread, "spawn" makes one
+    priority: int = 0                      # of the thread "spawn" makes in the task
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class Program:
     irqs: tuple[int, ...] = ()
     caps: tuple[CapSpec, ...] = ()
     events: tuple[HostEvent, ...] = ()
+    stepped: bool = False  # run by `k.step()`, the host events applied between steps
     note: str = field(default="", compare=False)
 
     @property
@@ -198,8 +201,11 @@ def render(prog: Program) -> str:
     """The program as the source of a standalone module (`build(k, rt)`, and a main)."""
     caps = {c.id for c in prog.caps}
     note = f": {prog.note}" if prog.note else ""
+    run: dict[str, Any] = {"until": prog.until, "max_steps": prog.max_steps}
+    if prog.stepped:
+        run["stepped"] = True
     out = [_HEADER.format(seed=prog.seed, note=note, kernel=repr(dict(prog.kernel)),
-                          run=repr({"until": prog.until, "max_steps": prog.max_steps}))]
+                          run=repr(run))]
     w = out.append
     for task in prog.tasks:
         w(f'    task{task.id} = k.new_task("task{task.id}")\n')
@@ -251,8 +257,9 @@ def render(prog: Program) -> str:
         obj = "k.sigma0" if c.kind == "sigma0" else f"{_VAR[c.kind]}{c.target}"
         w(f"    c{c.id} = task{c.task}.add_cap({obj}, {c.rights:#x})\n")
     for e in prog.events:
-        cpu = f", {e.cpu}" if e.action == "migrate" else ""
-        w(f'    k.at({e.time}, lambda: rt.host("{e.action}", {_VAR[e.kind]}{e.target}{cpu}))\n')
+        more = (f", {e.cpu}" if e.action == "migrate" else
+                f", {e.cpu}, {e.priority}" if e.action == "spawn" else "")
+        w(f'    rt.at({e.time}, lambda: rt.host("{e.action}", {_VAR[e.kind]}{e.target}{more}))\n')
     w("    return None\n\n\nif __name__ == \"__main__\":\n    repro_main(build, KERNEL, RUN)\n")
     return "".join(out)
 
@@ -742,6 +749,14 @@ def generate(seed: int, cpus_available: int = 1) -> Program:
         for _ in range(m.choice((0, 1, 1, 2, 3))):
             events.append(HostEvent(m.randrange(horizon), "migrate", "thread",
                                     m.choice(threads).id, m.randrange(cpus)))
+    # Some runs are stepped by the host, which acts between two steps, and the host makes
+    # threads now and then, often above the others (from a stream of their own, as the
+    # moves above).
+    h = random.Random(seed * 1_000_003 + 29)
+    stepped = h.random() < 0.15
+    for _ in range(h.choice((0, 0, 0, 1, 2))):
+        events.append(HostEvent(h.randrange(horizon), "spawn", "task", h.choice(tasks).id,
+                                h.randrange(cpus), h.choice((10, 150, 255, 255))))
     return Program(seed=seed, kernel=tuple(kernel), until=run_until, max_steps=max_steps,
                    tasks=tasks, threads=bodies, gates=gates, irqs=irqs, caps=tuple(caps),
-                   events=tuple(events))
+                   events=tuple(events), stepped=stepped)
