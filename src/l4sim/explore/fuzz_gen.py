@@ -5,10 +5,9 @@ A `Program` says which tasks, threads (priority, pager, exception handler, preem
 gates, IRQs and capabilities (with their rights) exist, what each thread does (a list of
 `Op`: one system call each, valid or malformed, plus an optional `finally:` block) and which
 host events (`k.at`, or between the steps of a stepped run) cancel or delete objects,
-trigger IRQs or move threads between CPUs.
-`render` turns it into the source of a module with `build(k, rt)`; the fuzzer runs exactly
-that source, so a rendered reproduction is the program that failed. `shrinks` lists
-smaller variants of a program.
+trigger IRQs, make threads or move them between CPUs. `render` turns it into the source
+of a module with `build(k, rt)`; the fuzzer runs exactly that source, so a rendered
+reproduction is the program that failed. `shrinks` lists smaller variants of a program.
 
 Selectors are symbolic (`Sel(cap id)`): removing a thread or a capability while shrinking
 leaves the other selectors right; a selector whose capability is gone renders as 0.
@@ -297,6 +296,8 @@ def shrinks(prog: Program) -> Iterator[Program]:
     """Smaller variants of `prog`, the biggest cuts first."""
     for e in range(len(prog.events)):
         yield replace(prog, events=prog.events[:e] + prog.events[e + 1:])
+    if prog.stepped:
+        yield replace(prog, stepped=False)  # (a run in one piece is simpler to read)
     for th in sorted(prog.threads, key=lambda t: -len(t.ops)):
         yield without_thread(prog, th.id)
     used_tasks = {th.task for th in prog.threads}

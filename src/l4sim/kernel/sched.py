@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from .kernel import Kernel
 
 # What the scheduler calls back into the layers above it (the kernel sets them; the
-# scheduler imports nothing of IPC): a thread's timeout expired; a thread with a
-# preempter was preempted.
+# scheduler imports nothing of the IPC path, only its result type): a thread's timeout
+# expired; a thread with a preempter was preempted.
 Hook = Callable[["Kernel", Thread], None]
 
 PRIORITIES = 256
