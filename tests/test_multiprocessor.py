@@ -233,6 +233,61 @@ def test_a_preempted_thread_moved_by_another_thread_goes_on_there() -> None:
     assert lo.result > 100_000 + 40_000 - 10_000  # the 30,000 cycles preempted count
 
 
+def _long_send(k: Kernel, sleep: int) -> tuple[Any, Any]:
+    """A 64 KiB string from a client to a waiting server, both on CPU 0 with every page
+    paged in first (the copy is pure copying); a thread above them wakes at `sleep` and
+    computes 500,000 cycles there."""
+    n = 16 * 4096
+
+    async def server(t: Any) -> None:
+        for p in range(16):
+            await t.store(0x200000 + p * 4096, b"\0")
+        await t.wait(buffers=[(0x200000, n)])
+
+    async def client(t: Any, srv: int) -> tuple[Any, ...]:
+        for p in range(16):
+            await t.store(0x100000 + p * 4096, b"x")
+        r = await t.send(srv, items=[StringItem(0x100000, n)])
+        return r.error, r.string_bytes, t.now, t._th.cpu.index
+
+    async def high(t: Any) -> int:
+        await t.sleep(Timeout.cycles(sleep))
+        await t.compute(500_000)
+        return t.now
+
+    s = k.new_task("s").new_thread(server, name="srv")
+    ct = k.new_task("c")
+    cli = ct.new_thread(client, ct.add_cap(s), name="cli")
+    return cli, k.new_task("h").new_thread(high, name="high", priority=200)
+
+
+def test_a_copier_moved_while_preempted_copies_on_where_it_was_moved() -> None:
+    """A thread above preempts a long IPC's copy; the host moves the copier to CPU 1
+    meanwhile. The rest of the copy runs and is charged there: the thread above on CPU 0
+    ends when it would have without the copy, and the copier's clock counts the copying
+    it still had to do (its copy loop had gone on charging CPU 0)."""
+    alone = make_kernel(cpus=2)
+    cli0, _ = _long_send(alone, 10_000_000)  # nobody preempts the copy
+    alone.run()
+    copy_start = next(e.time for e in alone.events
+                      if e.thread == "cli" and e.detail.startswith("long IPC"))
+    copy = cli0.result[2] - copy_start
+
+    still = make_kernel(cpus=2)
+    _, high_still = _long_send(still, copy_start + copy // 3)
+    still.run()
+    k = make_kernel(cpus=2)
+    cli, high = _long_send(k, copy_start + copy // 3)
+    k.at(copy_start + copy // 2, lambda: cli.migrate(1))
+    res = k.run()
+    assert res.reason == "done" and not res.died
+    err, sent, end, cpu = cli.result
+    assert (err, sent, cpu) == (IpcError.OK, (16 * 4096,), 1)
+    assert high.result == high_still.result  # CPU 0 was not charged for the copy
+    resumed = copy_start + copy // 2 + k.costs.ipi
+    assert copy // 3 < end - resumed < copy  # what was left of the copy, on CPU 1
+
+
 def test_cancel_from_the_other_cpu_before_the_rendezvous() -> None:
     """A receiver on CPU 1 waits; a thread on CPU 0 cancels it: the cancel bit is set
     at once, and the receiver reports RECANCELED on its own CPU after the IPI."""

@@ -184,6 +184,7 @@ async def copy_strings(k: Kernel, x: Transfer) -> IpcError:
                 err = await _fault(k, x, snd, s, False)
                 if err:
                     return err
+                cpu = copier.cpu  # (moved meanwhile, the copier goes on where it is now)
                 faulted = snd, s
                 continue
             dst, drun = _translate(rcv, d, _W)
@@ -193,6 +194,7 @@ async def copy_strings(k: Kernel, x: Transfer) -> IpcError:
                 err = await _fault(k, x, rcv, d, True)
                 if err:
                     return err
+                cpu = copier.cpu
                 faulted = rcv, d
                 continue
             if not kernel_buffer and not x.window:
@@ -214,7 +216,8 @@ async def copy_strings(k: Kernel, x: Transfer) -> IpcError:
             x.done[i] = off
             if (cpu.now >= cpu.slice_end or cpu.now >= cpu.next_event
                     or cpu.bitmap >> (copier.prio + 1)):
-                await copier.cpu.preemption_point(copier, True)
+                await cpu.preemption_point(copier, True)
+                cpu = copier.cpu
                 x.window = False  # flushed by the switch
                 err = revalidate(x)
                 if err:
