@@ -17,7 +17,9 @@ atomic steps, each on the CPU whose next step comes first; the scheduling decisi
 a value (`Cpu.schedule` decides, `cpu.action` keeps it between steps), and every point
 where a real kernel depends on timing asks one chooser (`chooser`), whose choices are
 the run's replayable schedule. So every run is a deterministic function of the program
-and the seed, on any number of CPUs. Across CPUs the kernel's data is shared but each
+and the seed, on any number of CPUs. A thread switched out may come back on another CPU
+(moved by the host, by `ex_regs` or by itself): a kernel path re-reads `th.cpu` after
+every switch. Across CPUs the kernel's data is shared but each
 decision is made on the CPU it concerns: a wake-up is an inter-processor interrupt, and
 the handshake of a send to a partner on another CPU is a remote request (Fiasco's DRQ)
 that runs there, an IPI later, while the sender waits (`drq_wait`). Host events run
