@@ -288,6 +288,59 @@ def test_a_copier_moved_while_preempted_copies_on_where_it_was_moved() -> None:
     assert copy // 3 < end - resumed < copy  # what was left of the copy, on CPU 1
 
 
+def _long_receive(k: Kernel, sleep: int) -> tuple[Any, Any]:
+    """A client queues a 64 KiB string at a server, which then takes it in its wait and
+    copies it itself (symmetric), every page paged in first; all on CPU 0. Threads above
+    them wake at `sleep` (200) and a little later (150) and compute there."""
+    n = 16 * 4096
+
+    async def server(t: Any) -> tuple[Any, ...]:
+        for p in range(16):
+            await t.store(0x200000 + p * 4096, b"\0")
+        await t.sleep(Timeout.cycles(150_000))  # the client queues meanwhile
+        r = await t.wait(buffers=[(0x200000, n)])
+        return r.error, r.string_bytes, t.now, t._th.cpu.index
+
+    async def client(t: Any, srv: int) -> None:
+        for p in range(16):
+            await t.store(0x100000 + p * 4096, b"x")
+        await t.send(srv, items=[StringItem(0x100000, n)])
+
+    async def above(t: Any, when: int, work: int) -> int:
+        await t.sleep(Timeout.cycles(when))
+        await t.compute(work)
+        return t.now
+
+    s = k.new_task("s").new_thread(server, name="srv", priority=90)
+    ct = k.new_task("c")
+    ct.new_thread(client, ct.add_cap(s), name="cli")
+    h = k.new_task("h")
+    h.new_thread(above, sleep, 300_000, name="high", priority=200)
+    h.new_thread(above, sleep + 2_000, 100_000, name="next", priority=150)
+    return s, k
+
+
+def test_a_receiver_moved_while_it_copies_a_taken_sender_leaves_the_kernel_there() -> None:
+    """The server took a queued long message and copies it; threads above it preempt the
+    copy and the host moves the server to CPU 1 meanwhile. It finishes the copy there and
+    leaves the kernel there: the kernel exit bound before the copy is not taken on CPU 0
+    (where a thread above it was ready, so the server queued itself there and ran there)."""
+    dry = make_kernel(cpus=2)
+    srv0, _ = _long_receive(dry, 10_000_000)
+    dry.run()
+    start = next(e.time for e in dry.events if e.thread == "srv" and e.detail.startswith("long IPC"))
+    copy = srv0.result[2] - start
+    k = make_kernel(cpus=2)
+    srv, _ = _long_receive(k, start + copy // 3)
+    k.at(start + copy // 2, lambda: srv.migrate(1))
+    res = k.run()
+    assert res.reason == "done" and not res.died
+    err, got, end, cpu = srv.result
+    assert (err, got, cpu) == (IpcError.OK, (16 * 4096,), 1)
+    assert end < start + copy // 2 + k.costs.ipi + copy  # it did not wait for CPU 0
+    assert {e.cpu for e in k.events if e.thread == "srv" and e.time > start + copy // 2} == {1}
+
+
 def test_cancel_from_the_other_cpu_before_the_rendezvous() -> None:
     """A receiver on CPU 1 waits; a thread on CPU 0 cancels it: the cancel bit is set
     at once, and the receiver reports RECANCELED on its own CPU after the IPI."""

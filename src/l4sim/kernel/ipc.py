@@ -593,7 +593,8 @@ async def _take_first(k: Kernel, th: Thread, first: Thread | Irq,
     strings = longipc.string_items(first.mr, stag) if stag & 0xFC0 else None
     if strings is not None and th.xfer is None:
         # A long message: we pull it (symmetric), or the sender copies.
-        return await th.cpu.leave(th, await take_long_sender(k, th, first, strings))
+        res = await take_long_sender(k, th, first, strings)  # (it may move meanwhile)
+        return await th.cpu.leave(th, res)
     # A short message (or, while we copy one of our own, strings we cut).
     return await th.cpu.leave(th, take_queued_sender(k, th, first, strings))
 

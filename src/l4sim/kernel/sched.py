@@ -280,7 +280,7 @@ class Cpu:
         if th.state & DEAD:
             raise ThreadDeleted
         k = self.k
-        cpu = self
+        cpu = th.cpu
         if cpu.preempts and k.chooser.accessed:
             # Under the explorer, the last instruction before a system call can be
             # preempted too when the thread touched shared memory since its last choice.
@@ -297,16 +297,19 @@ class Cpu:
         cpu.now += cost or cpu.ipc_costs[0]
 
     async def leave(self, th: Thread, result: IpcResult) -> IpcResult:
-        """Kernel exit: check the invariants; a preemption point if something is due."""
+        """Kernel exit: check the invariants; a preemption point if something is due.
+        On the thread's CPU now, whichever CPU's `leave` a caller bound before a switch
+        that moved it (`await cpu.leave(th, await ...)`)."""
         k = self.k
         if k.check:
             k.check_touched()
         if k.trace and result.error:
             k.record(th, "error", result.error.name)  # each side's error, in the trace
-        now = self.now
-        if (now >= self.slice_end or now >= self.next_event or self.bitmap >> (th.prio + 1)
-                or self.preempts):
-            await self.preemption_point(th, True)
+        cpu = th.cpu
+        now = cpu.now
+        if (now >= cpu.slice_end or now >= cpu.next_event or cpu.bitmap >> (th.prio + 1)
+                or cpu.preempts):
+            await cpu.preemption_point(th, True)
         return result
 
     async def preemption_point(self, th: Thread, in_kernel: bool = False) -> None:
@@ -318,7 +321,7 @@ class Cpu:
         of a long copy), where an exploring chooser may hold a pending interrupt back
         (`i`): it is taken at the next preemption point instead, once."""
         k = self.k
-        cpu = self  # (the thread's CPU: switched out, it may have been moved to another)
+        cpu = th.cpu  # (its CPU: and after each switch, the one it was moved to, if so)
         asked = False
         while True:
             if cpu.now >= cpu.next_event:
@@ -393,7 +396,7 @@ class Cpu:
         if th.state & DEAD:
             raise ThreadDeleted  # a dead thread's chain being unwound computes nothing
         several = self.k.quantum < INFINITY
-        cpu = self
+        cpu = th.cpu
         while True:
             limit = min(cpu.slice_end, cpu.next_event)
             ahead = several and (horizon := cpu.horizon()) < limit
