@@ -266,26 +266,13 @@ def test_a_copier_moved_while_preempted_copies_on_where_it_was_moved() -> None:
     meanwhile. The rest of the copy runs and is charged there: the thread above on CPU 0
     ends when it would have without the copy, and the copier's clock counts the copying
     it still had to do (its copy loop had gone on charging CPU 0)."""
-    alone = make_kernel(cpus=2)
-    cli0, _ = _long_send(alone, 10_000_000)  # nobody preempts the copy
-    alone.run()
-    copy_start = next(e.time for e in alone.events
-                      if e.thread == "cli" and e.detail.startswith("long IPC"))
-    copy = cli0.result[2] - copy_start
-
+    k, cli, high, start, copy = _moved_mid_copy(_long_send, "cli")
     still = make_kernel(cpus=2)
-    _, high_still = _long_send(still, copy_start + copy // 3)
+    _, high_still = _long_send(still, start + copy // 3)  # the same, but not moved
     still.run()
-    k = make_kernel(cpus=2)
-    cli, high = _long_send(k, copy_start + copy // 3)
-    k.at(copy_start + copy // 2, lambda: cli.migrate(1))
-    res = k.run()
-    assert res.reason == "done" and not res.died
-    err, sent, end, cpu = cli.result
-    assert (err, sent, cpu) == (IpcError.OK, (16 * 4096,), 1)
     assert high.result == high_still.result  # CPU 0 was not charged for the copy
-    resumed = copy_start + copy // 2 + k.costs.ipi
-    assert copy // 3 < end - resumed < copy  # what was left of the copy, on CPU 1
+    resumed = start + copy // 2 + k.costs.ipi
+    assert copy // 3 < cli.result[2] - resumed < copy  # what was left of it, on CPU 1
 
 
 def _long_receive(k: Kernel, sleep: int) -> tuple[Any, Any]:
@@ -315,9 +302,31 @@ def _long_receive(k: Kernel, sleep: int) -> tuple[Any, Any]:
     ct = k.new_task("c")
     ct.new_thread(client, ct.add_cap(s), name="cli")
     h = k.new_task("h")
-    h.new_thread(above, sleep, 300_000, name="high", priority=200)
+    high = h.new_thread(above, sleep, 300_000, name="high", priority=200)
     h.new_thread(above, sleep + 2_000, 100_000, name="next", priority=150)
-    return s, k
+    return s, high
+
+
+def _moved_mid_copy(build: Any, name: str) -> tuple[Kernel, Any, Any, int, int]:
+    """Run `build`'s system twice: once undisturbed, to learn when the long IPC's copy
+    (by `name`) begins and how long it takes; then with the threads above waking a third
+    into the copy and the host moving the copier to CPU 1 halfway. The second kernel, the
+    copier and the thread above, the copy's start and length. The copier got the whole
+    string on CPU 1."""
+    dry = make_kernel(cpus=2)
+    copier, _ = build(dry, 10_000_000)
+    dry.run()
+    start = next(e.time for e in dry.events
+                 if e.thread == name and e.detail.startswith("long IPC"))
+    copy = copier.result[2] - start
+    k = make_kernel(cpus=2)
+    copier, high = build(k, start + copy // 3)
+    k.at(start + copy // 2, lambda: copier.migrate(1))
+    res = k.run()
+    assert res.reason == "done" and not res.died
+    err, moved, _, cpu = copier.result
+    assert (err, moved, cpu) == (IpcError.OK, (16 * 4096,), 1)
+    return k, copier, high, start, copy
 
 
 def test_a_receiver_moved_while_it_copies_a_taken_sender_leaves_the_kernel_there() -> None:
@@ -325,19 +334,8 @@ def test_a_receiver_moved_while_it_copies_a_taken_sender_leaves_the_kernel_there
     copy and the host moves the server to CPU 1 meanwhile. It finishes the copy there and
     leaves the kernel there: the kernel exit bound before the copy is not taken on CPU 0
     (where a thread above it was ready, so the server queued itself there and ran there)."""
-    dry = make_kernel(cpus=2)
-    srv0, _ = _long_receive(dry, 10_000_000)
-    dry.run()
-    start = next(e.time for e in dry.events if e.thread == "srv" and e.detail.startswith("long IPC"))
-    copy = srv0.result[2] - start
-    k = make_kernel(cpus=2)
-    srv, _ = _long_receive(k, start + copy // 3)
-    k.at(start + copy // 2, lambda: srv.migrate(1))
-    res = k.run()
-    assert res.reason == "done" and not res.died
-    err, got, end, cpu = srv.result
-    assert (err, got, cpu) == (IpcError.OK, (16 * 4096,), 1)
-    assert end < start + copy // 2 + k.costs.ipi + copy  # it did not wait for CPU 0
+    k, srv, _, start, copy = _moved_mid_copy(_long_receive, "srv")
+    assert srv.result[2] < start + copy // 2 + k.costs.ipi + copy  # no wait for CPU 0
     assert {e.cpu for e in k.events if e.thread == "srv" and e.time > start + copy // 2} == {1}
 
 
