@@ -23,8 +23,8 @@ from .ipc import OP_CALL, _result_of_wait, ipc, resolve_send
 from .longipc import BUFFER_BDR_SHIFT, STRING
 from .memory import USER_SPACE_BITS
 from .objects import Thread
-from .result import IpcResult, new_result
-from .sched import cancel_timer, resumed_quietly
+from .result import IpcResult
+from .sched import cancel_timer, quiet_result
 from .states import DEAD, IPC_TRANSFER, READY, RECEIVE_WAIT
 
 if TYPE_CHECKING:
@@ -120,15 +120,9 @@ def call_string(t: UserContext, dest: int, item: StringItem) -> Trap:
                         th.in_tag = th.in_label = 0
                         th.state = RECEIVE_WAIT
                         yield dst  # the switch
-                        if (th.state == READY and not th.wake_error and th.in_strings is None
-                                and cpu.now < cpu.slice_end and cpu.now < cpu.next_event
-                                and (cpu.alone or resumed_quietly(th, cpu))):
-                            r = new_result(IpcResult)  # (`fastpath.call`'s exit)
-                            r.error = OK
-                            r.label = th.in_label
-                            r._tag = th.in_tag
-                            r._words = th.in_words
-                            return r
+                        quiet = quiet_result(th, cpu)  # (the typed fast path's exit)
+                        if quiet is not None:
+                            return quiet
                         cpu = th.cpu  # (it may have migrated meanwhile)
                         r = _result_of_wait(k, th)
                         if cpu.must_leave(th, r.error):
